@@ -1,0 +1,56 @@
+# Two commands do all set-up: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+VENDOR_STAMP := static/vendor/.installed
+ARGS ?=
+
+.PHONY: setup run test lint bench chromium clean
+
+setup: $(RUNTIME_STAMP) $(VENDOR_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Front-end libraries come from npm (pinned in package-lock.json) and are copied into
+# static/vendor/, which git ignores; nothing is loaded from a CDN.
+$(VENDOR_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor/swagger-ui
+	cp node_modules/swagger-ui-dist/{swagger-ui.css,swagger-ui-bundle.js,favicon-32x32.png} \
+	   static/vendor/swagger-ui/
+	touch $@
+
+run: setup
+	$(BIN)/opentermd run $(ARGS)
+
+# Debian's chromium drives the browser tests (Playwright never downloads a browser here).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/mypy
+
+test: setup $(TEST_STAMP) chromium lint
+	$(BIN)/pytest $(ARGS)
+
+bench: setup
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""create_app(config): wiring only. Middlewares, endpoints, pages, static files, lifetimes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from daemon import service
+from daemon.config import Config
+from daemon.files import endpoints as file_endpoints
+from daemon.files.cwd import SessionDirectories
+from daemon.http import cors, docs
+from daemon.http.auth import KeyGuard, auth_middleware
+from daemon.http.endpoints import Access, Endpoint, register
+from daemon.http.errors import error_middleware
+from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, KEY_GUARD, PROCESSES
+from daemon.processes import endpoints as process_endpoints
+from daemon.processes.table import ProcessTable
+from daemon.resources import static_dir, templates_dir
+
+#: Largest JSON body accepted (file writes carry whole files); uploads stream and are not bound by it.
+MAX_JSON_BODY = 64 * 1024 * 1024
+
+
+def declared_endpoints(config: Config) -> list[Endpoint]:
+    """Every endpoint of the API, in the order the OpenAPI document lists them."""
+    return [
+        *service.endpoints(config),
+        *docs.ENDPOINTS_DECLARED,
+        *file_endpoints.ENDPOINTS,
+        *process_endpoints.ENDPOINTS,
+    ]
+
+
+def create_app(config: Config) -> web.Application:
+    access: dict[Any, Access] = {}
+    guard = KeyGuard(config.api_key)
+    app = web.Application(client_max_size=MAX_JSON_BODY)
+    # Order matters: preflights are answered before anything else; errors are rendered before
+    # CORS headers are added (by the response signal); auth runs last, next to the handler.
+    app.middlewares.extend([
+        cors.install(app, cors.CorsPolicy(config.cors_allowed_origins)),
+        error_middleware,
+        auth_middleware(guard, access),
+    ])
+    app[CONFIG] = config
+    app[KEY_GUARD] = guard
+    app[ACCESS] = access
+    app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
+    app[PROCESSES] = ProcessTable(config)
+    endpoints = tuple(declared_endpoints(config))
+    app[ENDPOINTS] = endpoints
+    register(app, endpoints, access)
+    for route in app.router.add_static("/static", static_dir(), append_version=False):
+        access[route] = Access.PUBLIC
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
+    app.cleanup_ctx.append(_process_lifetime)
+    return app
+
+
+async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:
+    table = app[PROCESSES]
+    table.start_sweeping()
+    yield
+    await table.close()

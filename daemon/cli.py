@@ -1,0 +1,112 @@
+"""`opentermd run | --version`: parse flags, load the config, serve until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from daemon import __version__, config
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="opentermd", description="A real shell for an AI and its human.")
+    top.add_argument("--version", action="version", version=f"opentermd {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start the daemon")
+    run.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", help="port to bind (default 8000; 0 picks a free one)")
+    run.add_argument("--cwd", help="working directory: home of relative paths and commands")
+    run.add_argument("--api-key", help="bearer key (default: generated and printed)")
+    run.add_argument("--config", help="TOML config file (instead of the user config)")
+    run.add_argument("--cors-allowed-origins", help="comma-separated origins, or * (default)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+         out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = parser().parse_args(argv)
+    flags = {name: value for name, value in vars(args).items() if name not in ("command", "config")}
+    try:
+        settings = config.load(flags, os.environ if environ is None else environ,
+                               config_file=Path(args.config) if args.config else None)
+    except config.ConfigError as exc:
+        print(f"opentermd: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings, out))
+    except OSError as exc:
+        print(f"opentermd: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return Exit.ERROR
+    return Exit.OK
+
+
+async def serve(settings: config.Config, out: TextIO) -> None:
+    from daemon.app import create_app
+
+    stop = _stop_on_signals()
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        _announce(settings, _bound_port(site), out)
+        # Everything built so far lives as long as the daemon; keeping it out of the collector's
+        # sight makes full collections short, which keeps request latency free of spikes.
+        gc.freeze()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def first() -> None:
+        stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: os._exit(Exit.ERROR))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, first)
+    return stop
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server: Any = site._server
+    return int(server.sockets[0].getsockname()[1]) if server and server.sockets else 0
+
+
+def _announce(settings: config.Config, port: int, out: TextIO) -> None:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    lines = [f"opentermd {__version__}", f"  Local URL: http://{host}:{port}"]
+    if settings.api_key_generated:
+        lines.append(f"  API key:   {settings.api_key}")
+    else:
+        lines.append("  API key:   (from your configuration)")
+    lines.append(f"  Home:      {settings.home}")
+    print("\n".join(lines), file=out, flush=True)
+    if not settings.binds_loopback:
+        print(f"opentermd: warning: listening on {settings.host}, reachable from other machines; "
+              "anyone with the key gets a shell", file=sys.stderr, flush=True)

@@ -1,0 +1,226 @@
+"""Every setting in one place, and how it is resolved.
+
+Resolution order, highest first: command-line flag > environment variable (the reference server's
+`OPEN_TERMINAL_*` names, so its users can switch without edits) > user TOML
+(`$XDG_CONFIG_HOME/opentermd/config.toml`, or the file given with `--config`) > system TOML
+(`/etc/opentermd/config.toml`) > built-in default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "OPEN_TERMINAL_"
+GIB = 1024**3
+SYSTEM_CONFIG = Path("/etc/opentermd/config.toml")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; its message is the one line the user sees."""
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def _parse_non_negative(convert: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if value < 0:
+            raise ValueError(f"must not be negative, got {text}")
+        return value
+
+    return parse
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in text.split(",") if origin.strip()) or ("*",)
+
+
+def _parse_optional_float(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The daemon's settings, resolved once at start-up and never changed afterwards."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cwd: Path = field(default_factory=Path.cwd)
+    api_key: str = ""
+    api_key_generated: bool = False
+    cors_allowed_origins: tuple[str, ...] = ("*",)
+    state_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "opentermd")
+    log_dir: Path | None = None
+    execute_timeout: float | None = None
+    execute_description: str = ""
+    enable_system_prompt: bool = True
+    system_prompt: str = ""
+    info: str = ""
+    max_log_size: int = GIB
+    log_retention: float = 7 * 24 * 3600
+    log_flush_interval: float = 0.02
+    file_browser_root: str = "home"
+    session_cwd_ttl: float = 7 * 24 * 3600
+
+    @property
+    def home(self) -> str:
+        """Relative paths resolve here; it is also the server's working directory."""
+        return str(self.cwd)
+
+    @property
+    def process_log_dir(self) -> Path:
+        return (self.log_dir or self.state_dir / "logs") / "processes"
+
+    @property
+    def binds_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one Config field is spelled on the command line, in the environment and in TOML."""
+
+    name: str
+    parse: Callable[[str], Any]
+    env: str | None = None
+
+    @property
+    def env_name(self) -> str:
+        return self.env or ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, env="OPEN_TERMINAL_HOST"),
+    Setting("port", _parse_port, env="OPEN_TERMINAL_PORT"),
+    Setting("cwd", Path, env="OPEN_TERMINAL_CWD"),
+    Setting("api_key", str),
+    Setting("cors_allowed_origins", _parse_origins),
+    Setting("state_dir", Path, env="OPEN_TERMINAL_STATE_DIR"),
+    Setting("log_dir", Path),
+    Setting("execute_timeout", _parse_optional_float),
+    Setting("execute_description", str),
+    Setting("enable_system_prompt", _parse_bool),
+    Setting("system_prompt", str),
+    Setting("info", str),
+    Setting("max_log_size", _parse_non_negative(int)),
+    Setting("log_retention", _parse_non_negative(float)),
+    Setting("log_flush_interval", _parse_non_negative(float)),
+    Setting("file_browser_root", str),
+    Setting("session_cwd_ttl", _parse_non_negative(float)),
+)
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    return Path(os.environ.get(variable) or Path.home() / fallback)
+
+
+def user_config_path(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "opentermd" / "config.toml"
+
+
+def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise ConfigError(f"config file not found: {path}")
+        return {}
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+
+def load(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    config_file: Path | None = None,
+    system_file: Path = SYSTEM_CONFIG,
+) -> Config:
+    """Resolve every setting from its sources; raise ConfigError on the first bad value."""
+    layers = [
+        read_toml(system_file, required=False),
+        read_toml(config_file or user_config_path(environ), required=config_file is not None),
+    ]
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = _resolve(setting, flags, environ, layers)
+        if value is not None:
+            values[setting.name] = value
+    key_from_file = _api_key_from_file(flags, environ)
+    if key_from_file is not None:
+        values["api_key"] = key_from_file
+    values["api_key"] = str(values.get("api_key", "")).strip()
+    if not values["api_key"]:
+        # 48 random bytes: 384 bits, the same strength as the reference's generated key.
+        values["api_key"] = secrets.token_urlsafe(48)
+        values["api_key_generated"] = True
+    values.setdefault("state_dir", Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "opentermd")
+    cwd = Path(values.get("cwd", Path.cwd())).expanduser()
+    if not cwd.is_dir():
+        raise ConfigError(f"--cwd: not a directory: {cwd}")
+    values["cwd"] = cwd.resolve()
+    return Config(**values)
+
+
+def _resolve(
+    setting: Setting, flags: Mapping[str, Any], environ: Mapping[str, str], layers: list[dict[str, Any]]
+) -> Any:
+    if flags.get(setting.name) is not None:
+        source, raw = f"--{setting.name.replace('_', '-')}", flags[setting.name]
+    elif setting.env_name in environ:
+        source, raw = setting.env_name, environ[setting.env_name]
+    else:
+        source, raw = "", None
+        for layer in reversed(layers):
+            if setting.name in layer:
+                source, raw = f"config key {setting.name!r}", layer[setting.name]
+                break
+        if raw is None:
+            return None
+    try:
+        return setting.parse(raw if isinstance(raw, str) else _toml_text(raw))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {source}: {raw!r} ({exc})") from exc
+
+
+def _toml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _api_key_from_file(flags: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """Docker-secrets style `OPEN_TERMINAL_API_KEY_FILE`; a key given on the command line wins."""
+    path = environ.get("OPEN_TERMINAL_API_KEY_FILE")
+    if flags.get("api_key") is not None or path is None:
+        return None
+    if "OPEN_TERMINAL_API_KEY" in environ:
+        raise ConfigError("OPEN_TERMINAL_API_KEY and OPEN_TERMINAL_API_KEY_FILE are mutually exclusive")
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read OPEN_TERMINAL_API_KEY_FILE {path}: {reason}") from exc

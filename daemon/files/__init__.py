@@ -1,0 +1,1 @@
+"""Everything about the file system: path resolution, per-chat working directories, file endpoints."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: endpoint registry, OpenAPI, auth, CORS and error rendering."""

@@ -1,0 +1,220 @@
+"""The endpoint registry: one declaration per endpoint.
+
+A declaration registers the route, validates the query and body into typed pydantic models, and
+feeds the OpenAPI document (and later the MCP tools), so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import json
+import re
+import types
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+from multidict import MultiMapping
+from pydantic import BaseModel, ValidationError
+
+from daemon.config import Config
+from daemon.errors import ApiError, validation_failed
+
+Q = TypeVar("Q", bound=BaseModel)
+B = TypeVar("B", bound=BaseModel)
+
+#: Mark a query field that the daemon accepts but keeps out of /openapi.json, so the LLM tools
+#: built from the schema stay exactly the reference's: `Field(..., json_schema_extra=HIDDEN)`.
+HIDDEN: dict[str, Any] = {"x-hidden": True}
+
+
+class Access(enum.Enum):
+    PUBLIC = "public"
+    BEARER = "bearer"
+
+
+class NoInput(BaseModel):
+    """The query or body of an endpoint that takes none."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a process or terminal belongs to: Open WebUI's user and chat, `""` when absent."""
+
+    user_id: str = ""
+    session_id: str = ""
+
+    @classmethod
+    def of(cls, request: web.Request) -> Owner:
+        return cls(request.headers.get("x-user-id", ""), request.headers.get("x-session-id", ""))
+
+
+@dataclass(frozen=True)
+class Call(Generic[Q, B]):
+    """What a handler gets: the validated query and body, and the request for everything else."""
+
+    request: web.Request
+    query: Q
+    body: B
+
+    @property
+    def app(self) -> web.Application:
+        return self.request.app
+
+    @property
+    def owner(self) -> Owner:
+        return Owner.of(self.request)
+
+    def path(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+Handler = Callable[[Call[Any, Any]], Awaitable[Any]]
+Describe = str | Callable[[Config], str]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str | None = None
+    summary: str | None = None
+    description: Describe | None = None
+    query: type[BaseModel] = NoInput
+    body: type[BaseModel] | None = None
+    access: Access = Access.BEARER
+    in_schema: bool = True
+    responses: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"\{(\w+)", self.path)
+
+    def describe(self, config: Config) -> str | None:
+        return self.description(config) if callable(self.description) else self.description
+
+
+def register(app: web.Application, endpoints: Sequence[Endpoint], access: dict[Any, Access]) -> None:
+    """Add each endpoint's route; remember its access rule for the auth middleware."""
+    for endpoint in endpoints:
+        route = app.router.add_route(endpoint.method, endpoint.path, _route_handler(endpoint))
+        access[route] = endpoint.access
+
+
+def _route_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        query = parse_query(endpoint.query, request.query)
+        body = await parse_body(endpoint.body, request) if endpoint.body else NoInput()
+        return to_response(await endpoint.handler(Call(request, query, body)))
+
+    handle.__name__ = endpoint.operation_id or endpoint.handler.__name__
+    return handle
+
+
+def to_response(result: Any) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    return json_response(result)
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    """Compact UTF-8 JSON, byte-for-byte like Starlette's JSONResponse."""
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return web.Response(body=text.encode(), status=status, content_type="application/json")
+
+
+# --- query parsing --------------------------------------------------------------------------------
+
+
+def parse_query(model: type[Q], query: MultiMapping[str]) -> Q:
+    """Validate query parameters, accepting what Open WebUI's backend sends.
+
+    The literal `null` means unset; booleans arrive as Python's `True`/`False` (pydantic's lax
+    parsing accepts them); lists arrive as repeated keys or as one `str(list)` literal.
+    """
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        values = [value for value in query.getall(name, []) if value.lower() != "null"]
+        if not values:
+            continue
+        data[name] = _list_values(values) if _is_list(info.annotation) else values[-1]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_failed(_errors(exc, "query")) from None
+
+
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (list, tuple, set):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_list(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _list_values(values: list[str]) -> list[Any]:
+    if len(values) == 1 and values[0].startswith("[") and values[0].endswith("]"):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(values[0])
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if isinstance(parsed, list | tuple):
+                return [str(item) for item in parsed]
+    return values
+
+
+# --- body parsing ---------------------------------------------------------------------------------
+
+
+async def parse_body(model: type[B], request: web.Request) -> B:
+    raw = await request.read()
+    if not raw.strip():
+        raise validation_failed([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        content_type = request.headers.get("Content-Type", "")
+        if content_type and "json" not in content_type.lower():
+            # e.g. `curl -d` without a Content-Type header sends form encoding.
+            raise ApiError(415, f"Unsupported content type {content_type!r}: send application/json") from None
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise validation_failed(
+            [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error",
+              "input": {}, "ctx": {"error": message}}]
+        ) from None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_failed(_errors(exc, "body")) from None
+
+
+def _errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
+    """pydantic's errors in FastAPI's shape, made JSON-safe (ctx may hold exception objects)."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        item: dict[str, Any] = {
+            "type": error["type"],
+            "loc": [where, *error["loc"]],
+            "msg": error["msg"],
+            "input": _json_safe(error.get("input")),
+        }
+        if "ctx" in error:
+            item["ctx"] = {key: _json_safe(value) for key, value in error["ctx"].items()}
+        errors.append(item)
+    return errors
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value

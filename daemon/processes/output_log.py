@@ -1,0 +1,212 @@
+"""A process's output as JSONL on disk, with an index of where each output entry starts.
+
+Records follow the reference: `{"type":"start",...}`, `{"type":"output","data",...,"ts"}` per
+chunk, `{"type":"end","exit_code",...}`. Reading entries `[first, last)` is one slice of a byte
+range found in the index, so its cost follows what is returned, not the size of the log.
+
+Lines gather in memory and reach the disk in batches (on a short timer, or at once past a
+megabyte), one worker-thread write per batch; the newest bytes stay in memory, so following a
+running command (the common read) never touches the disk. If the disk falls behind, `backlogged`
+turns true and the producer pauses until a batch lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+import os
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 1024 * 1024
+#: Bytes already on disk that stay in memory too, for cheap reads of recent output.
+RECENT_BYTES = 1024 * 1024
+#: Unwritten bytes past which the producer is asked to pause.
+BACKLOG_BYTES = 16 * 1024 * 1024
+TS_MARKER = b',"ts":'
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which entries a read returns: `[first, last)`, and whether anything was cut."""
+
+    first: int
+    last: int
+    truncated: bool
+
+
+class OutputLog:
+    def __init__(self, path: Path, *, cap: int, flush_interval: float) -> None:
+        self.path = path
+        self._cap = cap
+        self._flush_interval = flush_interval
+        #: Called when a backlog has been written out; the producer may resume.
+        self.on_drained: Callable[[], None] | None = None
+        self._fd = -1
+        self._closed = False
+        self._memory = bytearray()   # log bytes [_memory_base, _size)
+        self._memory_base = 0
+        self._written = 0            # log bytes [0, _written) are on disk
+        self._size = 0
+        self._starts = array("Q")
+        self._outputs_end = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._disk_failed = False
+        #: True once output was dropped: the size cap was reached or the disk refused a write.
+        self.truncated = False
+
+    @property
+    def count(self) -> int:
+        """How many output entries exist: the `next_offset` of a read that reaches the end."""
+        return len(self._starts)
+
+    @property
+    def backlogged(self) -> bool:
+        return self._size - self._written > BACKLOG_BYTES and not self._disk_failed
+
+    def record(self, **fields: Any) -> None:
+        """A bookkeeping line (start, end); never counted as output, never refused by the cap."""
+        self._queue((json.dumps({**fields, "ts": time.time()}, ensure_ascii=False) + "\n").encode())
+
+    def append(self, data: str, kind: str = "output") -> None:
+        if self.truncated:
+            return
+        line = _line(kind, data)
+        room = self._cap - self._size
+        if len(line) > room:
+            # Keep what fits: output up to the cap is never lost, only what comes after it.
+            self.truncated = True
+            data = data[: max(room - len(_line(kind, "")), 0)]
+            while data and len(line := _line(kind, data)) > room:
+                data = data[: len(data) * 3 // 4]
+            if not data:
+                return
+        self._starts.append(self._size)
+        self._queue(line)
+        self._outputs_end = self._size
+
+    def _queue(self, line: bytes) -> None:
+        self._memory += line
+        self._size += len(line)
+        if self._size - self._written >= FLUSH_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Start writing what is pending, unless a write is already under way (it will loop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._writer is None and self._size > self._written and not self._disk_failed:
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        try:
+            while self._size > self._written and not self._disk_failed:
+                start = self._written - self._memory_base
+                batch = bytes(self._memory[start:])
+                try:
+                    await asyncio.to_thread(self._write, batch)
+                except OSError as exc:
+                    log.warning("cannot write process log %s: %s", self.path, exc)
+                    # Keep serving what is in memory, accept nothing more.
+                    self._disk_failed = self.truncated = True
+                    return
+                self._written += len(batch)
+                self._forget_old_memory()
+                if self.on_drained and self._size - self._written <= BACKLOG_BYTES:
+                    self.on_drained()
+        finally:
+            self._writer = None
+
+    def _write(self, batch: bytes) -> None:
+        if self._fd < 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        view = memoryview(batch)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _forget_old_memory(self) -> None:
+        excess = (self._written - self._memory_base) - RECENT_BYTES
+        if excess > 0:
+            del self._memory[:excess]
+            self._memory_base += excess
+
+    def window(self, offset: int, tail: int | None) -> Window:
+        total = self.count
+        first = min(offset, total)
+        cut = tail is not None and total - first > tail
+        if cut and tail is not None:
+            first = total - tail
+        return Window(first, total, cut or self.truncated)
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """The byte range holding entries `[first, last)`."""
+        if first >= last:
+            return 0, 0
+        end = self._starts[last] if last < self.count else self._outputs_end
+        return self._starts[first], end
+
+    async def render(self, first: int, last: int, separator: bytes = b",") -> bytes:
+        """Entries `[first, last)` as `{"type","data"}` JSON objects joined by `separator`."""
+        start, end = self.span(first, last)
+        if start == end:
+            return b""
+        # Memory holds [base, size); anything older is on disk (memory only lets go of written
+        # bytes). Take the in-memory part first: the await below lets the writer move `base`.
+        base = self._memory_base
+        split = min(max(start, base), end)
+        recent = bytes(self._memory[split - base: end - base]) if end > split else b""
+        older = await asyncio.to_thread(os.pread, self._fd, split - start, start) if split > start else b""
+        raw = older + recent
+        if len(raw) > FLUSH_BYTES:
+            return await asyncio.to_thread(_as_entries, raw, separator)
+        return _as_entries(raw, separator)
+
+    def chunks(self, first: int, last: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+        """Split `[first, last)` into runs of whole entries of about `chunk_bytes` each."""
+        while first < last:
+            start, _ = self.span(first, last)
+            stop = max(bisect.bisect_right(self._starts, start + chunk_bytes, first + 1, last), first + 1)
+            yield first, stop
+            first = stop
+
+    async def close(self) -> None:
+        """Write everything still pending, then release the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush()
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+            self.flush()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self._memory = bytearray()
+
+
+def _line(kind: str, data: str) -> bytes:
+    return b"".join((
+        b'{"type":"', kind.encode(), b'","data":', json.dumps(data, ensure_ascii=False).encode(),
+        TS_MARKER, repr(time.time()).encode(), b"}\n",
+    ))
+
+
+def _as_entries(raw: bytes, separator: bytes) -> bytes:
+    # A line is `{"type":..,"data":".."` + `,"ts":..}`; inside the JSON string every quote is
+    # escaped, so the last `,"ts":` of a line is always the one this module wrote.
+    return separator.join(line[: line.rindex(TS_MARKER)] + b"}" for line in raw.split(b"\n") if line)

@@ -1,0 +1,225 @@
+"""Spawn a shell command under a PTY and follow it without threads or polling.
+
+The child is started with `posix_spawn` (vfork-fast) in a new session, and opens the PTY slave
+*after* `setsid`, so the PTY becomes its controlling terminal: Ctrl-C sent as input (`\\x03`)
+interrupts the foreground job as it would in a real terminal. Output is read with
+`loop.add_reader` on the master; exit is noticed through a pidfd, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import fcntl
+import os
+import shlex
+import struct
+import termios
+from collections.abc import Callable, Mapping
+
+READ_SIZE = 64 * 1024
+#: Output read in one loop turn is coalesced into one entry, up to this many bytes.
+COALESCE_LIMIT = 256 * 1024
+#: After the shell exits, how long to wait for PTY end-of-file before deciding a background job
+#: still holds the terminal open.
+DRAIN_GRACE = 0.25
+
+
+def child_environment() -> dict[str, str]:
+    """The daemon's environment minus its own settings, which may hold the key."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("OPEN_TERMINAL_")}
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class PtyProcess:
+    """One `/bin/sh -c command` under its own PTY.
+
+    `on_output(text)` is called with decoded output as it arrives (UTF-8 sequences split across
+    reads are kept whole); `finished` resolves to the exit code (negative for a signal) once the
+    shell has exited and its output has been drained.
+    """
+
+    def __init__(self, on_output: Callable[[str], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_output = on_output
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.finished: asyncio.Future[int] = self._loop.create_future()
+        self.pid = 0
+        self._master = -1
+        self._pidfd = -1
+        self._exit_code: int | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._write_lock = asyncio.Lock()
+        self._reading = False
+
+    def start(self, command: str, cwd: str, env: Mapping[str, str], rows: int = 24, cols: int = 80) -> None:
+        master, slave = os.openpty()
+        try:
+            set_window_size(slave, rows, cols)
+            # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
+            script = f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"
+            self.pid = os.posix_spawn(
+                "/bin/sh",
+                ["/bin/sh", "-c", script],
+                dict(env),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
+                    (os.POSIX_SPAWN_DUP2, 0, 1),
+                    (os.POSIX_SPAWN_DUP2, 0, 2),
+                ],
+                setsid=True,
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self._master = master
+        os.set_blocking(master, False)
+        self.resume_reading()
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def running(self) -> bool:
+        return self._exit_code is None
+
+    def pause_reading(self) -> None:
+        """Stop reading output; the child blocks once the PTY buffer fills (backpressure)."""
+        if self._master >= 0 and self._reading:
+            self._loop.remove_reader(self._master)
+            self._reading = False
+
+    def resume_reading(self) -> None:
+        if self._master >= 0 and not self._reading:
+            self._loop.add_reader(self._master, self._read_available)
+            self._reading = True
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole process group (the shell and everything it started)."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            # Only an unreaped pid is still ours; a reaped one may already belong to a stranger.
+            if self._exit_code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    async def write(self, data: bytes) -> None:
+        """Write input to the terminal, waiting for room if its buffer is full; serialised."""
+        async with self._write_lock:
+            view = memoryview(data)
+            while view:
+                if self._master < 0:
+                    raise BrokenPipeError("terminal is closed")
+                try:
+                    view = view[os.write(self._master, view):]
+                except BlockingIOError:
+                    await self._writable()
+
+    async def _writable(self) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_writer(self._master, wake)
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(self._master)
+
+    def _read_available(self) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        eof = False
+        while size < COALESCE_LIMIT:
+            try:
+                chunk = os.read(self._master, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                # EIO: every holder of the slave side has closed it.
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if chunks:
+            text = self._decoder.decode(b"".join(chunks))
+            if text:
+                self._on_output(text)
+        if eof:
+            self._finish()
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._exit_code = os.waitstatus_to_exitcode(status)
+        self._read_available()
+        if not self.finished.done():
+            # Still no end-of-file: a background job holds the terminal. Give in-flight output a
+            # moment to arrive, then finish anyway (closing the master hangs the job up, as
+            # closing a terminal window would).
+            self._grace = self._loop.call_later(DRAIN_GRACE, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        if not self._reading and self._master >= 0:
+            # Reading is paused for backpressure: output is still waiting in the PTY.
+            self._grace = self._loop.call_later(DRAIN_GRACE, self._grace_expired)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._exit_code is None:
+            # End-of-file came before the exit notification; the pidfd callback finishes.
+            self.pause_reading()
+            return
+        if self.finished.done():
+            return
+        if self._grace is not None:
+            self._grace.cancel()
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._on_output(tail)
+        self._close_master()
+        self.finished.set_result(self._exit_code)
+
+    def _close_master(self) -> None:
+        if self._master >= 0:
+            self.pause_reading()
+            os.close(self._master)
+            self._master = -1
+
+    def close(self) -> None:
+        """Release every descriptor; used at shutdown after the group was killed."""
+        self._close_master()
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._grace is not None:
+            self._grace.cancel()

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real daemon on a free loopback port, with a scratch home and state dir."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from daemon.app import create_app
+from daemon.config import Config
+
+KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(autouse=True)
+def scratch_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Shells get a scratch HOME (the machine's ~/.bashrc runs pyenv, slow under load)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SHELL", "/bin/bash")
+    return home
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    settings: dict[str, Any] = {
+        "api_key": KEY, "cwd": tmp_path / "home", "state_dir": tmp_path / "state",
+    }
+    settings.update(overrides)
+    return Config(**settings)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+class Api:
+    """A client of a real server on 127.0.0.1 that sends the key unless told otherwise."""
+
+    def __init__(self, client: TestClient[Any, Any]) -> None:
+        self.client = client
+
+    def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
+        headers = {**(AUTH if auth else {}), **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    async def json(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        async with self.request(method, path, **kwargs) as response:
+            body = await response.json()
+            assert response.status == status, (response.status, body)
+            return body
+
+    async def run(self, command: str, wait: float = 10, headers: dict[str, str] | None = None,
+                  **body: Any) -> dict[str, Any]:
+        """Start a command, waiting up to `wait` seconds for it to finish; return the reply."""
+        reply: dict[str, Any] = await self.json(
+            "POST", f"/execute?wait={wait}", json={"command": command, **body}, headers=headers or {})
+        return reply
+
+
+ApiFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, config: Config) -> AsyncIterator[Api]:
+    client = await aiohttp_client(create_app(config))
+    yield Api(client)
+
+
+@pytest.fixture
+def api_with(aiohttp_client: Any, tmp_path: Path) -> ApiFactory:
+    """A server with some settings changed: `await api_with(max_log_size=1000)`."""
+
+    async def start(**overrides: Any) -> Api:
+        return Api(await aiohttp_client(create_app(make_config(tmp_path, **overrides))))
+
+    return start
+
+
+def output_text(reply: dict[str, Any]) -> str:
+    return "".join(entry["data"] for entry in reply["output"])
+
+
+async def response_json(response: ClientResponse) -> Any:
+    return await response.json(content_type=None)
+
+
+PROCESS_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

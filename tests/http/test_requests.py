@@ -1,0 +1,81 @@
+"""Request parsing: the quirks Open WebUI's backend sends, and errors in FastAPI's shape."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import MultiDict
+from pydantic import BaseModel
+
+from daemon.errors import ApiError
+from daemon.http.endpoints import parse_query
+from tests.conftest import Api
+
+
+class Example(BaseModel):
+    include: list[str] | None = None
+    flag: bool = False
+    count: int = 1
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ([("include", "['*.py', '*.md']")], ["*.py", "*.md"]),
+    ([("include", '["*.py"]')], ["*.py"]),
+    ([("include", "*.py"), ("include", "*.md")], ["*.py", "*.md"]),
+    ([("include", "[broken")], ["[broken"]),
+    ([("include", "null")], None),
+])
+def test_list_parameters_accept_literals_and_repeats(query: list[tuple[str, str]], expected: object) -> None:
+    assert parse_query(Example, MultiDict(query)).include == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("True", True), ("False", False), ("true", True), ("1", True),
+                                                 ("NULL", False)])
+def test_booleans_accept_python_spelling(value: str, expected: bool) -> None:
+    assert parse_query(Example, MultiDict([("flag", value)])).flag is expected
+
+
+def test_bad_values_are_422_in_fastapi_shape() -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_query(Example, MultiDict([("count", "many")]))
+    assert caught.value.status == 422
+    assert caught.value.detail == [{"type": "int_parsing", "loc": ["query", "count"],
+                                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                                    "input": "many"}]
+
+
+async def test_wait_null_means_return_at_once(api: Api) -> None:
+    reply = await api.json("POST", "/execute?wait=null", json={"command": "sleep 3"})
+    assert reply["status"] == "running"
+    await api.json("DELETE", f"/execute/{reply['id']}?force=True")
+    status = await api.json("GET", f"/execute/{reply['id']}/status")
+    assert status["status"] == "killed" and status["exit_code"] == -9
+
+
+@pytest.mark.parametrize("query", ["wait=-1", "wait=301", "wait=abc", "tail=0", "tail=x"])
+async def test_out_of_range_queries_are_422(api: Api, query: str) -> None:
+    body = await api.json("POST", f"/execute?{query}", status=422, json={"command": "true"})
+    assert body["detail"][0]["loc"][0] == "query"
+
+
+async def test_body_errors(api: Api) -> None:
+    missing = await api.json("POST", "/execute", status=422)
+    assert missing == {"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]}
+    broken = await api.json("POST", "/execute", status=422, data=b"{nope", headers={"Content-Type": "application/json"})
+    assert broken["detail"][0]["type"] == "json_invalid"
+    no_command = await api.json("POST", "/execute", status=422, json={"cwd": "/"})
+    assert no_command["detail"][0]["loc"] == ["body", "command"]
+    wrong_type = await api.json("POST", "/execute", status=422, json=["echo"])
+    assert wrong_type["detail"][0]["loc"] == ["body"]
+    form = await api.json("POST", "/execute", status=415, data=b"command=ls",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert "application/json" in form["detail"]
+
+
+async def test_unknown_body_keys_are_ignored(api: Api) -> None:
+    reply = await api.json("POST", "/execute?wait=5", json={"command": "echo ok", "wait": 5, "tail": None, "x": 1})
+    assert reply["status"] == "done"
+
+
+async def test_unknown_paths_and_methods_are_json(api: Api) -> None:
+    assert await api.json("GET", "/nowhere", status=404) == {"detail": "Not Found"}
+    assert await api.json("PUT", "/execute", status=405) == {"detail": "Method Not Allowed"}

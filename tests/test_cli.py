@@ -1,0 +1,113 @@
+"""The real executable path: start-up errors, the banner, and a graceful shutdown with no children left."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import process_group_members, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def daemon_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "daemon", *args]
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPEN_TERMINAL_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_STATE_HOME=str(tmp_path / "st"),
+               SHELL="/bin/bash", **extra)
+    return env
+
+
+@pytest.mark.parametrize(("args", "extra", "message"), [
+    (["--port", "abc"], {}, "invalid value for --port"),
+    ([], {"OPEN_TERMINAL_API_KEY_FILE": "/nonexistent"}, "cannot read OPEN_TERMINAL_API_KEY_FILE"),
+    ([], {"OPEN_TERMINAL_API_KEY_FILE": "/x", "OPEN_TERMINAL_API_KEY": "k"}, "mutually exclusive"),
+])
+def test_bad_settings_stop_start_up_with_one_line(tmp_path: Path, args: list[str], extra: dict[str, str],
+                                                  message: str) -> None:
+    result = subprocess.run(daemon_command("run", *args), cwd=ROOT, env=environment(tmp_path, **extra),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run(daemon_command("--version"), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert re.fullmatch(r"opentermd \d+\.\d+\.\d+\n", result.stdout)
+
+
+@pytest.fixture
+def running_daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path)), cwd=ROOT,
+                          env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        yield from _banner(process)
+
+
+def _banner(process: subprocess.Popen[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(3)]
+        url = re.search(r"Local URL: (http://127\.0\.0\.1:\d+)", banner[1])
+        key = re.search(r"API key:\s+(\S+)", banner[2])
+        assert url and key, banner
+        process.key = key.group(1)  # type: ignore[attr-defined]
+        yield process, url.group(1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def call(url: str, key: str, method: str = "GET", body: object = None) -> object:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_sigterm_stops_accepting_kills_children_and_exits_zero(
+        running_daemon: tuple[subprocess.Popen[str], str]) -> None:
+    process, url = running_daemon
+    key = process.key  # type: ignore[attr-defined]
+    assert len(key) >= 64, "a generated key carries at least 384 bits"
+    reply = call(f"{url}/execute", key, "POST", {"command": "sleep 1000 & sleep 1000"})
+    assert isinstance(reply, dict)
+    log_path = Path(reply["log_path"])
+    assert wait_until(lambda: log_path.exists() and log_path.read_text().strip() != "")
+    leader = json.loads(log_path.read_text().splitlines()[0])["pid"]
+    assert len(process_group_members(leader)) >= 2
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 5
+    assert process_group_members(leader) == []
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert records[-1]["type"] == "end", "the log was flushed and closed at shutdown"
+    with pytest.raises(OSError):
+        call(f"{url}/health", key)
+
+
+def test_binding_beyond_loopback_warns(tmp_path: Path) -> None:
+    with subprocess.Popen(daemon_command("run", "--host", "0.0.0.0", "--port", "0", "--api-key", "k"),
+                          cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            assert "warning: listening on 0.0.0.0" in process.stderr.readline()
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=15) == 0
