@@ -63,7 +63,6 @@ class Process:
             self.status = "done"
         self.finished_at = time.time()
         self.log.record(type="end", exit_code=exit_code, log_rotated=False, truncated=self.log.truncated)
-        self.log.flush()
         self._notify()
 
     def _notify(self) -> None:
