@@ -17,7 +17,7 @@ from daemon.http import cors, docs
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
-from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, KEY_GUARD, PROCESSES
+from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, PROCESSES
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.table import ProcessTable
 from daemon.resources import static_dir, templates_dir
@@ -48,7 +48,6 @@ def create_app(config: Config) -> web.Application:
         auth_middleware(guard, access),
     ])
     app[CONFIG] = config
-    app[KEY_GUARD] = guard
     app[ACCESS] = access
     app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
     app[PROCESSES] = ProcessTable(config)

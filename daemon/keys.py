@@ -8,12 +8,10 @@ from aiohttp import web
 
 from daemon.config import Config
 from daemon.files.cwd import SessionDirectories
-from daemon.http.auth import KeyGuard
 from daemon.http.endpoints import Access, Endpoint
 from daemon.processes.table import ProcessTable
 
 CONFIG = web.AppKey("config", Config)
-KEY_GUARD = web.AppKey("key_guard", KeyGuard)
 ENDPOINTS = web.AppKey("endpoints", tuple[Endpoint, ...])
 ACCESS = web.AppKey("access", dict[Any, Access])
 PROCESSES = web.AppKey("processes", ProcessTable)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from daemon.app import create_app
@@ -88,10 +87,6 @@ def api_with(aiohttp_client: Any, tmp_path: Path) -> ApiFactory:
 
 def output_text(reply: dict[str, Any]) -> str:
     return "".join(entry["data"] for entry in reply["output"])
-
-
-async def response_json(response: ClientResponse) -> Any:
-    return await response.json(content_type=None)
 
 
 PROCESS_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.config import Config
 from daemon.errors import ApiError, validation_failed
+from daemon.owner import Owner
 
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
@@ -41,18 +42,6 @@ class NoInput(BaseModel):
 
 
 @dataclass(frozen=True)
-class Owner:
-    """Who a process or terminal belongs to: Open WebUI's user and chat, `""` when absent."""
-
-    user_id: str = ""
-    session_id: str = ""
-
-    @classmethod
-    def of(cls, request: web.Request) -> Owner:
-        return cls(request.headers.get("x-user-id", ""), request.headers.get("x-session-id", ""))
-
-
-@dataclass(frozen=True)
 class Call(Generic[Q, B]):
     """What a handler gets: the validated query and body, and the request for everything else."""
 
@@ -66,7 +55,8 @@ class Call(Generic[Q, B]):
 
     @property
     def owner(self) -> Owner:
-        return Owner.of(self.request)
+        headers = self.request.headers
+        return Owner(headers.get("x-user-id", ""), headers.get("x-session-id", ""))
 
     def path(self, name: str) -> str:
         return self.request.match_info[name]

@@ -183,15 +183,19 @@ class OutputLog:
             yield first, stop
             first = stop
 
-    async def close(self) -> None:
-        """Write everything still pending, then release the file."""
-        if self._closed:
-            return
-        self._closed = True
+    async def drain(self) -> None:
+        """Return once everything appended so far is on disk (or the disk has refused it)."""
         self.flush()
         while self._writer is not None:
             await asyncio.shield(self._writer)
             self.flush()
+
+    async def close(self) -> None:
+        """Write everything still pending, then release the file and the memory."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.drain()
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from daemon.config import Config
 from daemon.errors import bad_request, not_found
-from daemon.http.endpoints import Owner
+from daemon.owner import Owner
 from daemon.processes.output_log import OutputLog
 from daemon.processes.runner import PtyProcess, child_environment
 
@@ -121,12 +121,9 @@ class ProcessTable:
         else:
             process.pty = pty
             output_log.record(type="start", command=command, pid=pty.pid)
-            pty.finished.add_done_callback(lambda done: self._finished(process, done))
+            pty.finished.add_done_callback(lambda done: process.finish(done.result()))
         self._processes[process_id] = process
         return process
-
-    def _finished(self, process: Process, done: asyncio.Future[int]) -> None:
-        process.finish(done.result() if not done.cancelled() else -int(signal.SIGKILL))
 
     def get(self, process_id: str, owner: Owner) -> Process:
         self.forget_finished()
@@ -150,7 +147,6 @@ class ProcessTable:
     async def kill(self, process: Process, *, force: bool) -> None:
         """Signal the whole group; escalate to SIGKILL if SIGTERM is ignored; wait until reaped."""
         if not process.running or process.pty is None:
-            process.finished_at = process.finished_at or time.time()
             return
         process.status = "killed"
         await terminate(process.pty, force=force)

@@ -151,7 +151,7 @@ async def test_cwd_follows_the_chat_and_missing_directories_are_404(api: Api, sc
     await api.json("POST", "/files/cwd", status=404, json={"path": "nowhere"}, headers=chat)
 
 
-async def test_environment_is_merged_and_settings_are_not_leaked(api: Api, monkeypatch: object) -> None:
+async def test_environment_is_merged_and_settings_are_not_leaked(api: Api) -> None:
     reply = await api.run('echo "[$GREETING][${OPEN_TERMINAL_API_KEY:-unset}]"', env={"GREETING": "hey"})
     assert output_text(reply) == "[hey][unset]\r\n"
 
@@ -219,3 +219,11 @@ async def test_stream_mode_sends_json_lines_and_survives_a_disconnect(api: Api) 
         first = json.loads(await response.content.readline())
     status = await api.json("GET", f"/execute/{first['id']}/status?wait=10")
     assert status["status"] == "done" and output_text(status) == "a\r\nb\r\n"
+
+
+async def test_execute_timeout_is_the_default_wait(api_with: ApiFactory) -> None:
+    api = await api_with(execute_timeout=10.0)
+    reply = await api.json("POST", "/execute", json={"command": "sleep 0.3; echo late"})
+    assert reply["status"] == "done" and output_text(reply) == "late\r\n"
+    immediate = await api.json("POST", "/execute?wait=0", json={"command": "sleep 0.3"})
+    assert immediate["status"] == "running"

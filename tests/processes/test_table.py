@@ -10,7 +10,7 @@ import pytest
 
 from daemon.config import Config
 from daemon.errors import ApiError
-from daemon.http.endpoints import Owner
+from daemon.owner import Owner
 from daemon.processes.table import FORGET_AFTER, ProcessTable
 from tests.conftest import make_config
 

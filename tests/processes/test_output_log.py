@@ -1,0 +1,53 @@
+"""The JSONL output log on real files: index reads, backpressure, and a disk that refuses writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from daemon.processes import output_log
+from daemon.processes.output_log import OutputLog
+
+
+def entries(raw: bytes) -> list[dict[str, str]]:
+    return json.loads(b"[" + raw + b"]")
+
+
+async def test_reads_older_than_memory_come_from_disk_exactly(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, flush_interval=0.01)
+    chunks = [f"chunk {n:05d} " + "x" * 4000 + "\r\n" for n in range(600)]  # ~2.4 MB, past RECENT_BYTES
+    for chunk in chunks:
+        log.append(chunk)
+    await log.drain()
+    assert log.count == 600
+    assert [e["data"] for e in entries(await log.render(0, 600))] == chunks
+    assert [e["data"] for e in entries(await log.render(10, 12))] == chunks[10:12]
+    window = log.window(595, tail=2)
+    assert (window.first, window.last, window.truncated) == (598, 600, True)
+    on_disk = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["data"] for r in on_disk] == chunks
+    await log.close()
+
+
+async def test_a_writer_that_falls_behind_asks_the_producer_to_pause(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, flush_interval=10)
+    drained: list[bool] = []
+    log.on_drained = lambda: drained.append(True)
+    block = "y" * 65536
+    while not log.backlogged:
+        assert log.count < 1000, "16 MB unwritten must count as a backlog"
+        log.append(block)
+    await log.drain()
+    assert drained and not log.backlogged
+    assert (tmp_path / "p.jsonl").stat().st_size > output_log.BACKLOG_BYTES
+    await log.close()
+
+
+async def test_a_full_disk_flags_truncation_and_keeps_serving_what_it_holds(tmp_path: Path) -> None:
+    log = OutputLog(Path("/dev/full"), cap=1 << 30, flush_interval=0.001)
+    log.append("kept\r\n")
+    await log.drain()
+    log.append("refused\r\n")
+    assert log.truncated is True
+    assert [e["data"] for e in entries(await log.render(0, log.count))] == ["kept\r\n"]
+    await log.close()
