@@ -1,4 +1,4 @@
-"""Benchmark of the real daemon: command latency and output throughput, printed as one table.
+"""Benchmark of the real daemon: command latency, output throughput and the file API, as one table.
 
 Run as ``.venv/bin/python bench/run.py [--smoke]`` (``make bench``). The script starts
 ``python -m daemon run`` on 127.0.0.1 with a free port, a fresh key and a scratch home, then runs:
@@ -8,11 +8,14 @@ Run as ``.venv/bin/python bench/run.py [--smoke]`` (``make bench``). The script 
 * **output throughput**: ``cat`` of a deterministic ~67 MB base64 file, followed with the
   long-poll ``GET /execute/{id}/status?offset=N&wait=5&until=output``; the text received must
   equal the file (the PTY turns ``\\n`` into ``\\r\\n``, which is undone before comparing).
+* **file API**: list, read, grep, upload and view, described in ``bench/files.py``.
 
+Shared parts (the daemon, the client session, the table) live in ``bench/harness.py``.
 ``--smoke`` runs the same code with tiny sizes, to prove the script works in a few seconds.
 
+A workload that breaks (an endpoint missing, an error status) is reported and the others still run.
 Exit status: 0 when the run completed, even if a speed target was missed (this is a report);
-1 when output was wrong or lost; 2 when the daemon or the benchmark itself failed.
+1 when an answer was wrong or output lost; 2 when the daemon or a workload failed to run.
 """
 
 from __future__ import annotations
@@ -20,52 +23,51 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import gc
 import json
 import math
 import os
-import platform
-import queue
 import random
-import re
-import secrets
 import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import aiohttp
 from yarl import URL
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
-REQUEST_TIMEOUT = 30.0
+if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import files
+from bench.harness import (
+    WORKLOAD_ERRORS,
+    BenchError,
+    Daemon,
+    Json,
+    Latency,
+    Report,
+    Row,
+    call,
+    describe,
+    machine_facts,
+    megabytes,
+    open_session,
+    print_table,
+    verdict,
+)
+
 #: Long-poll wait of one status request, in seconds (the API's `wait`).
 POLL_WAIT = 5
 #: Upper bounds of the throughput poll loop: it never runs longer or more often than this.
 MAX_POLLS = 200_000
 FOLLOW_TIMEOUT = 300.0
-URL_LINE = re.compile(r"Local URL: http://(?:\[[^\]]+\]|[^\s:/]+):(\d+)")
 CORPUS_NAME = "corpus.b64"
 BASE64_LINE = 76  # columns per line of `base64`, and of base64.encodebytes
 EXPECTED_ECHO = "hi\r\n"
-
-Json = dict[str, Any]
-
-
-class BenchError(Exception):
-    """The daemon or the benchmark failed; the run has no figures worth reporting."""
 
 
 @dataclass(frozen=True)
@@ -77,25 +79,6 @@ class Sizes:
 
 FULL = Sizes(warmup=10, iterations=200, file_bytes=67_000_000)
 SMOKE = Sizes(warmup=2, iterations=5, file_bytes=200_000)
-
-
-@dataclass(frozen=True)
-class Latency:
-    samples_ms: list[float]
-    failures: int
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def p95(self) -> float:
-        ordered = sorted(self.samples_ms)
-        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
-
-    @property
-    def max(self) -> float:
-        return max(self.samples_ms)
 
 
 @dataclass(frozen=True)
@@ -116,89 +99,6 @@ class Throughput:
         return self.lost == 0 and not self.mismatch and not self.truncated
 
 
-@dataclass(frozen=True)
-class Row:
-    workload: str
-    figure: str
-    target: str
-    result: str  # PASS, FAIL or "-" (reported only)
-
-
-# --- the daemon -------------------------------------------------------------------------------------
-
-
-class Daemon:
-    """`python -m daemon run` on a free loopback port, with its own scratch home."""
-
-    def __init__(self, scratch: Path) -> None:
-        self.scratch = scratch
-        self.key = secrets.token_urlsafe(24)
-        self.stderr_path = scratch / "daemon.stderr"
-        self.port = 0
-        self._process: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "daemon", "run", "--host", HOST, "--port", "0",
-                   "--api-key", self.key, "--cwd", str(self.scratch)]
-        env = {**os.environ, "HOME": str(self.scratch), "SHELL": "/bin/bash",
-               "XDG_STATE_HOME": str(self.scratch / "state")}
-        with self.stderr_path.open("w") as stderr:
-            self._process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.PIPE, stderr=stderr, text=True)
-        assert self._process.stdout is not None
-        threading.Thread(target=_pump, args=(self._process.stdout, self._lines), daemon=True).start()
-        self.port = self._await_port()
-
-    def _await_port(self) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        seen: list[str] = []
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                raise BenchError(f"daemon exited before announcing its URL{self._stderr_tail()}")
-            seen.append(line.rstrip())
-            if match := URL_LINE.search(line):
-                return int(match.group(1))
-        raise BenchError(f"daemon printed no 'Local URL' line within {STARTUP_TIMEOUT:.0f} s "
-                         f"(stdout: {seen!r}){self._stderr_tail()}")
-
-    def stop(self) -> str | None:
-        """SIGTERM and wait; returns a problem to report, or None after a clean exit."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return None if process is None else f"daemon died during the run (exit {process.returncode})"
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT)
-            return f"daemon ignored SIGTERM for {STOP_TIMEOUT:.0f} s and was killed"
-        return None if code == 0 else f"daemon exited with status {code} after SIGTERM{self._stderr_tail()}"
-
-    def _stderr_tail(self, lines: int = 20) -> str:
-        try:
-            tail = self.stderr_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return "\n--- daemon stderr ---\n" + "\n".join(tail) if tail else ""
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Move the daemon's stdout into a queue (so reads can time out); ends at EOF."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 # --- the corpus -------------------------------------------------------------------------------------
 
 
@@ -214,30 +114,11 @@ def write_corpus(directory: Path, size: int) -> Path:
     return path
 
 
-# --- the client -------------------------------------------------------------------------------------
-
-
-async def call(session: aiohttp.ClientSession, method: str, url: str | URL, body: bytes | None = None) -> Json:
-    async with session.request(method, url, data=body) as response:
-        payload = await response.read()
-        if response.status != 200:
-            raise BenchError(f"{method} {url} answered {response.status}: {payload[:300]!r}")
-    reply = json.loads(payload)
-    if not isinstance(reply, dict):
-        raise BenchError(f"{method} {url} answered with a {type(reply).__name__}, not an object")
-    return reply
+# --- the exec workloads -----------------------------------------------------------------------------
 
 
 def joined_output(reply: Json) -> str:
     return "".join(entry.get("data", "") for entry in reply.get("output", []) if entry.get("type") == "output")
-
-
-def open_session(key: str) -> aiohttp.ClientSession:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=4)
-    # No cookies to keep, and (below) URLs parsed once: the client's share of each round trip stays small.
-    return aiohttp.ClientSession(headers=headers, connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
 
 
 async def exec_latency(session: aiohttp.ClientSession, base_url: str, sizes: Sizes) -> Latency:
@@ -299,14 +180,6 @@ async def run_workloads(daemon: Daemon, sizes: Sizes, corpus: Path, expected: st
 # --- the report -------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def megabytes(size: int) -> str:
-    return f"{size / 1e6:.0f} MB" if size >= 10_000_000 else f"{size / 1e6:.1f} MB"
-
-
 def rows(latency: Latency, throughput: Throughput) -> list[Row]:
     flags = [flag for flag, on in (("content differs", throughput.mismatch), ("truncated", throughput.truncated)) if on]
     lost = f"{throughput.lost} ({', '.join(flags)})" if flags else str(throughput.lost)
@@ -323,23 +196,6 @@ def rows(latency: Latency, throughput: Throughput) -> list[Row]:
     ]
 
 
-def machine_facts(smoke: bool) -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    mode = " (smoke)" if smoke else ""
-    return (f"opentermd bench{mode}: nproc {cpus}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()} {platform.machine()}, {now}")
-
-
-def print_table(table: list[Row]) -> None:
-    header = Row("workload", "figure", "target", "result")
-    widths = [max(minimum, *(len(getattr(row, column)) + 2 for row in table))
-              for column, minimum in (("workload", 29), ("figure", 20), ("target", 14))]
-    for row in (header, *table):
-        cells = (row.workload, row.figure, row.target)
-        print("".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + row.result)
-
-
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -349,33 +205,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def exec_workloads(daemon: Daemon, sizes: Sizes, corpus: Path, report: Report) -> None:
+    try:
+        expected = corpus.read_text(encoding="ascii")
+        latency, throughput = asyncio.run(run_workloads(daemon, sizes, corpus, expected))
+    except (BenchError, *WORKLOAD_ERRORS) as exc:
+        report.errors.append(f"exec: {describe(exc)}")
+        return
+    finally:
+        corpus.unlink(missing_ok=True)
+    report.rows.extend(rows(latency, throughput))
+    if latency.failures:
+        report.wrong_answer(f"exec: {latency.failures} of {len(latency.samples_ms)} replies to `echo hi` were wrong")
+    if not throughput.correct:
+        report.wrong_answer(f"exec: `cat` output lost {throughput.lost} bytes (differs: {throughput.mismatch}, "
+                            f"truncated: {throughput.truncated})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     print(machine_facts(args.smoke), flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="opentermd-bench-"))
     daemon = Daemon(scratch)
-    failure: str | None = None
-    results: tuple[Latency, Throughput] | None = None
+    report = Report()
     try:
         corpus = write_corpus(scratch, sizes.file_bytes)
-        expected = corpus.read_text(encoding="ascii")
         daemon.start()
-        results = asyncio.run(run_workloads(daemon, sizes, corpus, expected))
-    except (BenchError, aiohttp.ClientError, TimeoutError, OSError, KeyError, ValueError) as exc:
-        failure = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
+        exec_workloads(daemon, sizes, corpus, report)
+        files.run(daemon, scratch, args.smoke, report)
+    except (BenchError, *WORKLOAD_ERRORS) as exc:
+        report.errors.append(describe(exc))
     finally:
         problem = daemon.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    failure = failure or problem
-    if results is not None:
-        print_table(rows(*results))
-    if failure:
-        print(f"bench: FAILED: {failure}", file=sys.stderr)
-        return 2
-    assert results is not None
-    latency, throughput = results
-    return 0 if latency.failures == 0 and throughput.correct else 1
+    if problem:
+        report.errors.append(problem)
+    if report.rows:
+        print_table(report.rows)
+    for wrong in report.wrong:
+        print(f"bench: WRONG: {wrong}", file=sys.stderr)
+    for error in report.errors:
+        print(f"bench: FAILED: {error}", file=sys.stderr)
+    return 2 if report.errors else 1 if report.wrong_count else 0
 
 
 if __name__ == "__main__":

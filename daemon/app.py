@@ -13,11 +13,13 @@ from daemon import service
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files.cwd import SessionDirectories
+from daemon.files.paths import FileScope
+from daemon.files.transfer import LinkStore
 from daemon.http import cors, docs
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
-from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, PROCESSES
+from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, LINKS, PROCESSES, SCOPE
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.table import ProcessTable
 from daemon.resources import static_dir, templates_dir
@@ -51,6 +53,8 @@ def create_app(config: Config) -> web.Application:
     app[ACCESS] = access
     app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
     app[PROCESSES] = ProcessTable(config)
+    app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
+    app[LINKS] = LinkStore(config.link_ttl)
     endpoints = tuple(declared_endpoints(config))
     app[ENDPOINTS] = endpoints
     register(app, endpoints, access)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from daemon import __version__, config
+from daemon.files.documents import WORKER_COMMAND, worker_main
 
 
 class Exit(enum.IntEnum):
@@ -36,12 +37,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", help="bearer key (default: generated and printed)")
     run.add_argument("--config", help="TOML config file (instead of the user config)")
     run.add_argument("--cors-allowed-origins", help="comma-separated origins, or * (default)")
+    run.add_argument("--root", dest="file_root", help="confine every file endpoint beneath this directory")
     return top
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [WORKER_COMMAND] and len(argv) == 2:
+        return worker_main(argv[1])
     args = parser().parse_args(argv)
     flags = {name: value for name, value in vars(args).items() if name not in ("command", "config")}
     try:

@@ -55,6 +55,17 @@ def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(origin.strip() for origin in text.split(",") if origin.strip()) or ("*",)
 
 
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _parse_directory(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError("not a directory")
+    return path.resolve()
+
+
 def _parse_optional_float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
@@ -81,6 +92,13 @@ class Config:
     log_flush_interval: float = 0.02
     file_browser_root: str = "home"
     session_cwd_ttl: float = 7 * 24 * 3600
+    #: Confine every file endpoint beneath this directory (`--root`); None means the whole disk.
+    file_root: Path | None = None
+    binary_mime_prefixes: tuple[str, ...] = ("image",)
+    max_upload_size: int = 64 * GIB
+    upload_url_timeout: float = 300.0
+    link_ttl: float = 300.0
+    document_timeout: float = 30.0
 
     @property
     def home(self) -> str:
@@ -127,6 +145,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_flush_interval", _parse_non_negative(float)),
     Setting("file_browser_root", str),
     Setting("session_cwd_ttl", _parse_non_negative(float)),
+    Setting("file_root", _parse_directory),
+    Setting("binary_mime_prefixes", _parse_list),
+    Setting("max_upload_size", _parse_non_negative(int)),
+    Setting("upload_url_timeout", _parse_non_negative(float)),
+    Setting("link_ttl", _parse_non_negative(float)),
+    Setting("document_timeout", _parse_non_negative(float)),
 )
 
 

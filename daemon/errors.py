@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -33,3 +34,26 @@ def not_found(detail: str) -> ApiError:
 def validation_failed(errors: list[dict[str, Any]]) -> ApiError:
     """422 in FastAPI's shape: `{"detail": [{type, loc, msg, input, ctx?}]}`."""
     return ApiError(422, errors)
+
+
+#: What an OS error means to a client. Anything else is a 400 with the OS's words, like the reference.
+_ERRNO_STATUS = {
+    errno.ENOENT: 404,
+    errno.EACCES: 403,
+    errno.EPERM: 403,
+    errno.EROFS: 403,
+    errno.EEXIST: 409,
+    errno.ENOTEMPTY: 409,
+    errno.EFBIG: 413,
+    errno.ENOSPC: 507,
+    errno.EDQUOT: 507,
+}
+
+
+def from_os_error(exc: OSError) -> ApiError:
+    """An OSError as the client should see it: 404, 403, 409, 413, 507, or 400 for the rest."""
+    status = _ERRNO_STATUS.get(exc.errno or 0, 400)
+    if status == 507:
+        return ApiError(507, "Not enough space on the disk; nothing was changed")
+    reason = exc.strerror or str(exc)
+    return ApiError(status, f"{reason}: {exc.filename}" if exc.filename else reason)

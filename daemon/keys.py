@@ -8,6 +8,8 @@ from aiohttp import web
 
 from daemon.config import Config
 from daemon.files.cwd import SessionDirectories
+from daemon.files.paths import FileScope
+from daemon.files.transfer import LinkStore
 from daemon.http.endpoints import Access, Endpoint
 from daemon.processes.table import ProcessTable
 
@@ -16,3 +18,5 @@ ENDPOINTS = web.AppKey("endpoints", tuple[Endpoint, ...])
 ACCESS = web.AppKey("access", dict[Any, Access])
 PROCESSES = web.AppKey("processes", ProcessTable)
 DIRECTORIES = web.AppKey("directories", SessionDirectories)
+SCOPE = web.AppKey("file_scope", FileScope)
+LINKS = web.AppKey("links", LinkStore)

@@ -17,3 +17,10 @@ def templates_dir() -> Path:
 
 def static_dir() -> Path:
     return root() / "static"
+
+
+def self_command() -> list[str]:
+    """How to start this program again (for worker processes), from source or frozen."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "daemon"]

@@ -13,5 +13,7 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
     result = subprocess.run([sys.executable, "bench/run.py", "--smoke"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for row in ("exec latency p50", "output throughput", "output bytes lost"):
+    for row in ("exec latency p50", "output throughput", "output bytes lost", "list 100 entries", "read 4 KB",
+                "read 0.1 MB p50", "): opentermd", ": rg -n", ": grep -rn", "upload 2.0 MB",
+                "upload server RSS growth", "view 5.0 MB", "file API wrong answers"):
         assert row in result.stdout

@@ -1,41 +1,224 @@
-"""Thin declarations for `/files/...`."""
+"""Thin declarations for `/files/...`: resolve the path, call a plain function in a thread, shape the reply."""
 
 from __future__ import annotations
 
+import asyncio
+import mimetypes
 import os
+import tempfile
 
+from aiohttp import web
 from pydantic import BaseModel, Field
 
-from daemon.errors import not_found
+from daemon.errors import ApiError, not_found
+from daemon.files import documents, ops, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
-from daemon.files.paths import resolve
+from daemon.files.locate import from_cwd, from_home
+from daemon.files.ops import LineRange
 from daemon.http.endpoints import Call, Endpoint, NoInput
-from daemon.keys import CONFIG, DIRECTORIES
+from daemon.keys import CONFIG, DIRECTORIES, SCOPE
+
+UNAUTHORIZED = {401: "Invalid or missing API key."}
+STREAM_BLOCK = 1024 * 1024
+
+
+# --- models (the reference's names and descriptions: they become the LLM's tool parameters) --------
 
 
 class MkdirRequest(BaseModel):
     path: str = Field(..., description="Directory path to create. Parent directories are created automatically.")
 
 
+class ListQuery(BaseModel):
+    directory: str = Field(".", description="Directory path to list.")
+
+
+class ReadQuery(BaseModel):
+    path: str = Field(..., description="Path to the file to read.")
+    start_line: int | None = Field(
+        None, description="First line to return (1-indexed, inclusive). Defaults to the beginning of the file.", ge=1)
+    end_line: int | None = Field(
+        None, description="Last line to return (1-indexed, inclusive). Defaults to the end of the file.", ge=1)
+
+
+class DisplayQuery(BaseModel):
+    path: str = Field(..., description="Absolute path to the file to display.")
+
+
+class WriteRequest(BaseModel):
+    path: str = Field(
+        ..., description="Absolute or relative path to write to. Parent directories are created automatically.")
+    content: str = Field(..., description="Text content to write to the file.")
+
+
+class ReplacementChunk(BaseModel):
+    target: str = Field(..., description="Exact string to find. Must match precisely, including whitespace.")
+    replacement: str = Field(..., description="Content to replace the target with.")
+    start_line: int | None = Field(None, description="Narrow the search to lines at or after this (1-indexed).", ge=1)
+    end_line: int | None = Field(None, description="Narrow the search to lines at or before this (1-indexed).", ge=1)
+    allow_multiple: bool = Field(
+        False, description="If true, replaces all occurrences. If false, errors when multiple matches are found.")
+
+
+class ReplaceRequest(BaseModel):
+    path: str = Field(..., description="Path to the file to modify.")
+    replacements: list[ReplacementChunk] = Field(
+        ..., description="List of find-and-replace operations to apply sequentially.")
+
+
+class DeleteQuery(BaseModel):
+    path: str = Field(..., description="Path to delete.")
+
+
+class MoveRequest(BaseModel):
+    source: str = Field(..., description="Current path of the file or directory.")
+    destination: str = Field(..., description="New path for the file or directory.")
+
+
+# --- working directory ------------------------------------------------------------------------------
+
+
 async def get_cwd(call: Call[NoInput, NoInput]) -> dict[str, object]:
-    directories = call.app[DIRECTORIES]
-    reply: dict[str, object] = {"cwd": directories.get(call.owner.session_id), "home": directories.home}
-    root = browser_root(call.app[CONFIG].file_browser_root, directories.home)
+    directories, scope = call.app[DIRECTORIES], call.app[SCOPE]
+    cwd = scope.base(directories.get(call.owner.session_id))
+    reply: dict[str, object] = {"cwd": cwd, "home": directories.home}
+    root = browser_root(scope.root or call.app[CONFIG].file_browser_root, directories.home)
     if root:
         reply["root"] = root
     return reply
 
 
 async def set_cwd(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
-    directories = call.app[DIRECTORIES]
-    target = resolve(call.body.path, directories.home)
+    target = from_home(call, call.body.path)
     if not os.path.isdir(target):
         raise not_found("Directory not found")
-    directories.set(call.owner.session_id, target)
+    call.app[DIRECTORIES].set(call.owner.session_id, target)
     return {"cwd": target}
 
 
-ENDPOINTS = [
+# --- listing and reading ----------------------------------------------------------------------------
+
+
+async def list_files(call: Call[ListQuery, NoInput]) -> dict[str, object]:
+    target = from_cwd(call, call.query.directory)
+    scope = call.app[SCOPE]
+    return await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None)
+
+
+async def read_file(call: Call[ReadQuery, NoInput]) -> web.StreamResponse:
+    target = from_cwd(call, call.query.path)
+    lines = LineRange(call.query.start_line, call.query.end_line)
+    info, text = await asyncio.to_thread(ops.read_small_text, target, lines)
+    if text is not None:
+        return web.Response(body=ops.text_reply(target, *text), content_type="application/json")
+    if info.st_size > ops.LARGE_TEXT:
+        response = await _large_text(call.request, target, lines)
+        if response is not None:
+            return response
+    mime = mimetypes.guess_type(target)[0] or "application/octet-stream"
+    config = call.app[CONFIG]
+    if documents.is_document(target, mime):
+        extracted = await documents.extract_text(target, config.document_timeout)
+        return web.Response(body=ops.text_reply(target, *ops.select_lines(extracted, lines)),
+                            content_type="application/json")
+    if any(mime.startswith(prefix) for prefix in config.binary_mime_prefixes):
+        return transfer_endpoints.file_response(target, mime)
+    raise ApiError(415, f"Unsupported binary file type: {mime} ({info.st_size} bytes)")
+
+
+async def _large_text(request: web.Request, target: str, lines: LineRange) -> web.StreamResponse | None:
+    """A big text file's reply, built on disk (not in memory) and then streamed; None if not UTF-8."""
+    spool = await asyncio.to_thread(tempfile.TemporaryFile)
+    try:
+        if not await asyncio.to_thread(ops.write_large_text_reply, target, target, lines, spool):
+            return None
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = spool.tell()
+        spool.seek(0)
+        await response.prepare(request)
+        while block := await asyncio.to_thread(spool.read, STREAM_BLOCK):
+            await response.write(block)
+        await response.write_eof()
+        return response
+    finally:
+        spool.close()
+
+
+async def display_file(call: Call[DisplayQuery, NoInput]) -> dict[str, object]:
+    target = from_cwd(call, call.query.path)
+    return {"path": target, "exists": os.path.isfile(target)}
+
+
+# --- changing files ---------------------------------------------------------------------------------
+
+
+async def write_file(call: Call[NoInput, WriteRequest]) -> dict[str, object]:
+    target = from_cwd(call, call.body.path)
+    data = call.body.content.encode()
+    await asyncio.to_thread(ops.atomic_write, target, data)
+    return {"path": target, "size": len(data)}
+
+
+async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str, object]:
+    target = from_cwd(call, call.body.path)
+    chunks = [ops.Replacement(**chunk.model_dump()) for chunk in call.body.replacements]
+    size = await asyncio.to_thread(ops.replace_in_file, target, chunks)
+    return {"path": target, "size": size}
+
+
+async def make_directory(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
+    target = from_home(call, call.body.path)
+    await asyncio.to_thread(ops.make_directory, target)
+    return {"path": target}
+
+
+async def delete_entry(call: Call[DeleteQuery, NoInput]) -> dict[str, str]:
+    target = from_home(call, call.query.path)
+    if call.app[SCOPE].root == os.path.realpath(target):
+        raise ApiError(403, "Refusing to delete the file root")
+    kind = await asyncio.to_thread(ops.delete, target)
+    return {"path": target, "type": kind}
+
+
+async def move_entry(call: Call[NoInput, MoveRequest]) -> dict[str, str]:
+    source, destination = from_home(call, call.body.source), from_home(call, call.body.destination)
+    await asyncio.to_thread(ops.move, source, destination)
+    return {"source": source, "destination": destination}
+
+
+CORE = [
     Endpoint("GET", "/files/cwd", get_cwd, in_schema=False),
     Endpoint("POST", "/files/cwd", set_cwd, body=MkdirRequest, in_schema=False),
+    Endpoint("GET", "/files/list", list_files, operation_id="list_files", summary="List directory contents",
+             description="Return a structured listing of files and directories at the given path.",
+             query=ListQuery, responses={404: "Directory not found.", **UNAUTHORIZED}),
+    Endpoint("GET", "/files/read", read_file, operation_id="read_file", summary="Read a file",
+             description="Read a file and return its contents. Supports text files and images (PNG, JPEG, WebP, "
+             "etc.). For text files you can optionally request a specific line range. Images are returned as "
+             "binary so you can view and analyze them directly. Use display_file to show a file to the user.",
+             query=ReadQuery,
+             responses={404: "File not found.", 415: "Unsupported binary file type.", **UNAUTHORIZED}),
+    Endpoint("GET", "/files/display", display_file, operation_id="display_file",
+             summary="Display a file to the user",
+             description="Open a file in the user's file viewer so they can see it. Use this when the user wants "
+             "to view or look at a file. This does not return file content to you \u2014 use read_file if you "
+             "need to read the content yourself.",
+             query=DisplayQuery, responses=UNAUTHORIZED),
+    Endpoint("POST", "/files/write", write_file, operation_id="write_file", summary="Write a file",
+             description="Write text content to a file. Creates parent directories automatically. Overwrites if "
+             "the file already exists.",
+             body=WriteRequest, responses=UNAUTHORIZED),
+    Endpoint("POST", "/files/mkdir", make_directory, body=MkdirRequest, in_schema=False),
+    Endpoint("DELETE", "/files/delete", delete_entry, query=DeleteQuery, in_schema=False),
+    Endpoint("POST", "/files/move", move_entry, body=MoveRequest, in_schema=False),
+    Endpoint("POST", "/files/replace", replace_file_content, operation_id="replace_file_content",
+             summary="Replace content in a file",
+             description="Find and replace exact strings in a file. Supports multiple replacements in one call "
+             "with optional line range narrowing.",
+             body=ReplaceRequest,
+             responses={404: "File not found.", 400: "Target string not found or ambiguous match.",
+                        **UNAUTHORIZED}),
 ]
+
+#: In the reference's order, so the OpenAPI document (and the LLM's tool list) reads the same.
+ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS]

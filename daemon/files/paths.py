@@ -1,8 +1,14 @@
-"""Turn a user-supplied path into an absolute one."""
+"""Turn a user-supplied path into an absolute one, and keep it inside `--root` when one is set."""
 
 from __future__ import annotations
 
 import os
+
+from daemon.errors import ApiError, bad_request
+
+#: Linux's PATH_MAX; longer paths can never be opened, so they are refused before any syscall.
+MAX_PATH_LENGTH = 4096
+MAX_NAME_LENGTH = 255
 
 
 def resolve(path: str, base: str) -> str:
@@ -14,3 +20,46 @@ def resolve(path: str, base: str) -> str:
     if path == "~" or path.startswith("~/"):
         path = os.path.expanduser(path)
     return os.path.normpath(os.path.join(base, path))
+
+
+def check_path_text(path: str) -> None:
+    """Refuse what no file system accepts with a 400, instead of a confusing OS error later."""
+    if "\0" in path:
+        raise bad_request("Path must not contain NUL bytes")
+    if len(os.fsencode(path)) > MAX_PATH_LENGTH:
+        raise bad_request(f"Path is longer than {MAX_PATH_LENGTH} bytes")
+    if any(len(os.fsencode(part)) > MAX_NAME_LENGTH for part in path.split("/")):
+        raise bad_request(f"A path component is longer than {MAX_NAME_LENGTH} bytes")
+
+
+class FileScope:
+    """Where the file endpoints may reach: anywhere (the default: this is a full shell) or beneath a root.
+
+    Confinement compares real paths, so `..`, symlinks in the last component or in any ancestor, and
+    absolute paths that lead outside the root are all refused with 403. Paths that do not exist
+    yet are judged by their deepest existing ancestor, which `realpath` resolves.
+    """
+
+    def __init__(self, root: str | None) -> None:
+        self.root = os.path.realpath(root) if root else None
+
+    def base(self, home: str) -> str:
+        """Where relative paths start: home, unless home lies outside the root."""
+        return home if self.contains(home) else self.root or home
+
+    def target(self, path: str, base: str) -> str:
+        """The absolute path a request names, checked against the root."""
+        check_path_text(path)
+        resolved = resolve(path, base)
+        self.check(resolved)
+        return resolved
+
+    def contains(self, path: str) -> bool:
+        if self.root is None:
+            return True
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root.rstrip("/") + "/")
+
+    def check(self, path: str) -> None:
+        if not self.contains(path):
+            raise ApiError(403, "Path is outside the allowed file root")

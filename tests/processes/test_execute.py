@@ -173,7 +173,8 @@ async def test_every_byte_of_a_60_mb_output_arrives(api: Api, tmp_path: Path) ->
     source = tmp_path / "big.txt"
     source.write_text(data)
     reply = await api.json("POST", "/execute", json={"command": f"cat {source}"})
-    offset, parts, polls = 0, [], 0
+    offset, polls = 0, 0
+    parts: list[str] = []
     while polls < 2000:
         polls += 1
         status = await api.json("GET", f"/execute/{reply['id']}/status?offset={offset}&wait=10&until=output")

@@ -10,7 +10,8 @@ from daemon.processes.output_log import OutputLog
 
 
 def entries(raw: bytes) -> list[dict[str, str]]:
-    return json.loads(b"[" + raw + b"]")
+    parsed: list[dict[str, str]] = json.loads(b"[" + raw + b"]")
+    return parsed
 
 
 async def test_reads_older_than_memory_come_from_disk_exactly(tmp_path: Path) -> None:

@@ -1,0 +1,70 @@
+"""Text from documents (PDF), extracted in a separate worker process.
+
+pypdf is pure Python: a hostile PDF can spin for minutes or eat memory. In a worker it can only
+hurt itself: it gets a time limit, a memory limit and its own process group, which is killed
+when the time is up or the request goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+
+from daemon.errors import ApiError
+from daemon.resources import self_command
+
+#: The hidden command line that runs the worker: `opentermd __extract-text <path>`.
+WORKER_COMMAND = "__extract-text"
+EXTRACTABLE_TYPES = frozenset({"application/pdf"})
+EXTRACTABLE_SUFFIXES = (".pdf",)
+WORKER_MEMORY = 2 * 1024**3
+MAX_TEXT = 256 * 1024 * 1024
+
+
+def is_document(path: str, mime: str) -> bool:
+    return mime in EXTRACTABLE_TYPES or path.lower().endswith(EXTRACTABLE_SUFFIXES)
+
+
+async def extract_text(path: str, timeout: float) -> str:
+    """The document's text (pages joined by newlines), or 422 with the reason it could not be read."""
+    process = await asyncio.create_subprocess_exec(
+        *self_command(), WORKER_COMMAND, path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        output, errors = await asyncio.wait_for(process.communicate(), timeout or None)
+    except TimeoutError:
+        raise ApiError(422, f"Text extraction took longer than {timeout:g} s; the document may be damaged") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    if process.returncode != 0:
+        reason = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or ["the worker failed"]
+        raise ApiError(422, f"Cannot extract text from this document: {reason[0]}")
+    return output.decode("utf-8", "replace")
+
+
+def worker_main(path: str) -> int:
+    """Runs in the worker process: write the text to stdout, or one line of error to stderr."""
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(path)
+        written = 0
+        for index, page in enumerate(reader.pages):
+            text = ("\n" if index else "") + (page.extract_text() or "")
+            written += len(text)
+            if written > MAX_TEXT:
+                raise ValueError("the extracted text is too large")
+            sys.stdout.write(text)
+    except Exception as exc:  # Any failure is reported, in one line, to the server.
+        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,422 @@
+"""File-name searches as plain synchronous functions: glob, search (ranked names) and matches
+(names and text), plus the walk they share with grep (daemon/files/grep.py).
+
+They run in a worker thread, take absolute paths the caller has already resolved and confined, and
+raise ApiError with the reference's messages. Walks visit what `os.walk` would, in its top-down
+order with directories sorted, so answers are the reference's and do not depend on the disk's order.
+Under `--root` (`scope.root`), symlinks that lead outside are neither reported nor followed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import functools
+import heapq
+import itertools
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any
+
+from daemon.errors import bad_request, not_found
+from daemon.files.paths import FileScope
+
+#: The reference's limits for /files/matches.
+MAX_CONTENT_MATCHES_PER_FILE = 3
+MAX_CONTENT_SEARCH_FILE_SIZE = 1024 * 1024
+BINARY_SNIFF_SIZE = 8192
+READ_CHUNK = 1024 * 1024
+
+Json = dict[str, Any]
+DirEntries = list[os.DirEntry[str]]
+
+
+# --- walking --------------------------------------------------------------------------------------
+
+
+def walk(top: str, scope: FileScope) -> Iterator[tuple[str, DirEntries, DirEntries]]:
+    """`os.walk(top)` with sorted entries: yields (directory, dirs, files) as DirEntry lists.
+
+    Symlinked directories are listed among `dirs` but not entered, as os.walk does. The caller may
+    prune `dirs` in place before the walk goes on. Names that are not valid UTF-8 are left out:
+    they could not be carried in a JSON reply (the reference fails the whole request on them).
+    """
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        dirs: DirEntries = []
+        files: DirEntries = []
+        for entry in entries:
+            if not is_utf8(entry.name) or (scope.root and _is_link(entry) and not scope.contains(entry.path)):
+                continue
+            (dirs if _is_dir(entry) else files).append(entry)
+        yield directory, dirs, files
+        stack.extend(entry.path for entry in reversed(dirs) if not _is_link(entry))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _by_name(dirs: DirEntries, files: DirEntries) -> list[tuple[os.DirEntry[str], str]]:
+    typed = [(entry, "directory") for entry in dirs] + [(entry, "file") for entry in files]
+    return sorted(typed, key=lambda pair: pair[0].name)
+
+
+def _prefix(directory: str) -> str:
+    """What to cut off an entry's path to get its path relative to `directory`."""
+    return directory.rstrip("/") + "/"
+
+
+def fnmatcher(patterns: Iterable[str]) -> Callable[[str], bool] | None:
+    """fnmatch semantics for any of `patterns`, compiled into one regex."""
+    translated = [fnmatch.translate(pattern) for pattern in patterns]
+    if not translated:
+        return None
+    match = re.compile("|".join(translated)).match
+    return lambda name: match(name) is not None
+
+
+def _nothing(name: str) -> bool:
+    return False
+
+
+# --- glob -----------------------------------------------------------------------------------------
+
+
+def glob(target: str, pattern: str, *, exclude: list[str] | None, kind: str | None, max_results: int,
+         scope: FileScope) -> Json:
+    """Entries whose name or relative path matches `pattern` (fnmatch), dotfiles included."""
+    if not os.path.isdir(target):
+        raise not_found("Search directory not found")
+    wanted = fnmatcher([pattern]) or _nothing
+    excluded = fnmatcher(exclude or ())
+    prefix = _prefix(target)
+    found: list[Json] = []
+    for _, dirs, files in walk(target, scope):
+        for entry, entry_kind in _by_name(dirs if kind in ("any", "directory") else [],
+                                          files if kind in ("any", "file") else []):
+            relative = entry.path[len(prefix):]
+            if not (wanted(entry.name) or wanted(relative)):
+                continue
+            if excluded and (excluded(entry.name) or excluded(relative)):
+                continue
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            found.append({"path": relative, "type": entry_kind, "size": info.st_size, "modified": info.st_mtime})
+            if len(found) >= max_results:
+                return {"pattern": pattern, "path": target, "matches": found, "truncated": True}
+    return {"pattern": pattern, "path": target, "matches": found, "truncated": False}
+
+
+# --- the entries behind search and matches --------------------------------------------------------
+
+
+def search_entries(root: str, scope: FileScope, show_hidden: bool, *,
+                   git_files_as_files: bool) -> Iterator[tuple[str, str]]:
+    """(path, "file" | "directory") below `root`: what git lists (tracked and untracked files not
+    ignored, plus the directories leading to them) or, outside a work tree, every entry walked."""
+    try:
+        git = subprocess.Popen(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z", "--", "."],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        yield from _walked_entries(root, scope, show_hidden)
+        return
+    with git:
+        try:
+            assert git.stdout is not None
+            records = _nul_records(git.stdout)
+            first = next(records, None)
+            if first is None and git.wait() != 0:
+                yield from _walked_entries(root, scope, show_hidden)
+                return
+            listed = itertools.chain([first], records) if first is not None else iter(())
+            yield from _git_entries(root, listed, scope, show_hidden, git_files_as_files)
+        finally:
+            git.kill()
+
+
+def _nul_records(source: IO[bytes]) -> Iterator[bytes]:
+    pending = b""
+    while chunk := source.read(READ_CHUNK):
+        records = (pending + chunk).split(b"\0")
+        pending = records.pop()
+        yield from records
+    if pending:
+        yield pending
+
+
+def _git_entries(root: str, listed: Iterable[bytes], scope: FileScope, show_hidden: bool,
+                 files_as_files: bool) -> Iterator[tuple[str, str]]:
+    prefix = _prefix(root)
+    seen: set[str] = set()
+    previous = ""
+    for raw in listed:
+        relative = os.fsdecode(raw)
+        if not is_utf8(relative) or (not show_hidden and _hidden(relative)):
+            continue
+        path = (prefix + relative).rstrip("/")
+        # Unmerged files are listed once per stage; git never lists a path through a symlinked
+        # directory, so only the listed path itself can be a link leading outside the root.
+        if path == previous or (scope.root and os.path.islink(path) and not scope.contains(path)):
+            continue
+        previous = path
+        yield path, "file" if files_as_files or not os.path.isdir(path) else "directory"
+        parent = os.path.dirname(path)
+        while parent != root and parent.startswith(prefix) and parent not in seen:
+            seen.add(parent)
+            yield parent, "directory" if os.path.isdir(parent) else "file"
+            parent = os.path.dirname(parent)
+
+
+def _hidden(relative: str) -> bool:
+    return relative.startswith(".") or "/." in relative
+
+
+def _walked_entries(root: str, scope: FileScope, show_hidden: bool) -> Iterator[tuple[str, str]]:
+    for _, dirs, files in walk(root, scope):
+        if not show_hidden:
+            dirs[:] = [entry for entry in dirs if not entry.name.startswith(".")]
+            files = [entry for entry in files if not entry.name.startswith(".")]
+        for entry, kind in _by_name(dirs, files):
+            yield entry.path, kind
+
+
+# --- search: ranked names -------------------------------------------------------------------------
+
+
+class Best:
+    """The `size` smallest keys seen with their items, in order.
+
+    Keys end with a sequence number, so earlier entries win ties, as in `heapq.nsmallest`.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.keys: list[tuple[Any, ...]] = []
+        self.items: list[Json] = []
+
+    def admits(self, key: tuple[Any, ...]) -> bool:
+        return len(self.keys) < self.size or key < self.keys[-1]
+
+    def add(self, key: tuple[Any, ...], item: Json) -> None:
+        index = bisect.bisect(self.keys, key)
+        self.keys.insert(index, key)
+        self.items.insert(index, item)
+        del self.keys[self.size:], self.items[self.size:]
+
+
+def search(target: str, query: str, *, limit: int, kind: str | None, show_hidden: bool,
+           scope: FileScope) -> Json:
+    """Entries whose name contains `query`: exact names first, then prefixes, then shorter names.
+
+    Only entries that can still make the list are stat'ed (the reference stats every one).
+    """
+    if not os.path.isdir(target):
+        raise not_found("Search directory not found")
+    needle = query.strip().lower()
+    prefix = _prefix(target)
+    best = Best(limit)
+    listed = search_entries(target, scope, show_hidden, git_files_as_files=True)
+    for sequence, (path, entry_kind) in enumerate(listed):
+        if kind != "any" and entry_kind != kind:
+            continue
+        name = path.rsplit("/", 1)[-1]
+        lower = name.lower()
+        if needle not in lower:
+            continue
+        rank = 0 if lower == needle else 1 if lower.startswith(needle) else 2
+        key = (rank, len(name), path[len(prefix):].lower(), sequence)
+        if not best.admits(key):
+            continue
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        best.add(key, {"path": path, "name": name, "type": entry_kind, "size": info.st_size,
+                       "modified": info.st_mtime})
+    return {"results": best.items}
+
+
+# --- matches: names and contents ------------------------------------------------------------------
+
+
+def matches(target: str, query: str, *, show_hidden: bool, offset: int, limit: int, scope: FileScope,
+            rg: str | None) -> Json:
+    """A page of entries whose name, relative path or text contains `query` (case-insensitively).
+
+    Scores: 0 exact name, 1 name prefix, 2 name contains, 3 relative path contains, 4 text only.
+    Text is searched in files ripgrep finds (honouring ignore files) or, without it, in every
+    file up to 1 MiB without NUL bytes; at most three lines per file, with UTF-16 columns.
+    """
+    needle = query.strip()
+    if not needle:
+        raise bad_request("Query must not be blank")
+    if not os.path.isdir(target):
+        raise not_found("Search directory not found")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        found = pool.submit(rg_files_with_matches, rg, needle, target, show_hidden) if rg else None
+        reader = ContentReader(needle.lower(), found)
+        candidates = Counted(_match_candidates(target, needle.lower(), show_hidden, scope, reader))
+        page = heapq.nsmallest(offset + limit, candidates)[offset:]
+        results = [_match_result(target, candidate, reader) for candidate in page]
+    more = candidates.count > offset + limit
+    return {"results": results, "next_offset": offset + limit if more else None}
+
+
+#: (score, relative path length, lowercase relative path, sequence, path, type, content matches or None)
+Candidate = tuple[int, int, str, int, str, str, list[Json] | None]
+
+
+class Counted:
+    """An iterator that counts what passes through it."""
+
+    def __init__(self, source: Iterator[Candidate]) -> None:
+        self.source = source
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for item in self.source:
+            self.count += 1
+            yield item
+
+
+def _match_candidates(root: str, needle: str, show_hidden: bool, scope: FileScope,
+                      reader: ContentReader) -> Iterator[Candidate]:
+    prefix = _prefix(root)
+    listed = search_entries(root, scope, show_hidden, git_files_as_files=False)
+    for sequence, (path, kind) in enumerate(listed):
+        relative = path[len(prefix):]
+        name = relative.rsplit("/", 1)[-1].lower()
+        relative_lower = relative.lower()
+        score = (0 if name == needle else 1 if name.startswith(needle) else 2 if needle in name
+                 else 3 if needle in relative_lower else 4)
+        # Text is read now only where it decides whether the entry is listed at all; the page's
+        # other files are read once the page is known.
+        content = None
+        if score == 4:
+            content = reader.content_matches(path) if kind == "file" else []
+            if not content:
+                continue
+        yield score, len(relative), relative_lower, sequence, path, kind, content
+
+
+def _match_result(root: str, candidate: Candidate, reader: ContentReader) -> Json:
+    score, _, _, _, path, kind, content = candidate
+    if content is None:
+        content = reader.content_matches(path) if kind == "file" else []
+    relative = path[len(_prefix(root)):]
+    return {"path": path, "relative_path": relative, "name": relative.rsplit("/", 1)[-1], "type": kind,
+            "name_match": score < 4, "content_matches": content}
+
+
+def rg_files_with_matches(rg: str, needle: str, root: str, show_hidden: bool) -> set[str] | None:
+    """The files ripgrep finds `needle` in, honouring ignore files; None if it could not search."""
+    command = [rg, "--no-config", "--files-with-matches", "--null", "--no-messages", "--fixed-strings",
+               "--ignore-case", *(["--hidden"] if show_hidden else []), "--", needle, root]
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    except (OSError, ValueError):  # gone since looked up, or a query no command line can carry
+        return None
+    # 2 also means "some file was unreadable"; the rest of the answer is still good (the
+    # reference drops it all and reads every file itself).
+    if done.returncode not in (0, 1) and not done.stdout:
+        return None
+    return {_normalized(os.fsdecode(raw)) for raw in done.stdout.split(b"\0") if raw}
+
+
+def _normalized(path: str) -> str:
+    path = os.path.normpath(path)
+    return path[1:] if path.startswith("//") else path
+
+
+class ContentReader:
+    """Reads the matching lines of a file the way the reference does, in one of its two modes.
+
+    With ripgrep's list: only listed files, lines split at "\\n" only. Without it: files up to
+    1 MiB with no NUL in the first 8 KiB, universal newlines, then `str.splitlines` pieces.
+    """
+
+    def __init__(self, needle: str, found: Future[set[str] | None] | None) -> None:
+        self.needle = needle
+        self._found = found
+
+    @functools.cached_property
+    def listed(self) -> set[str] | None:
+        """ripgrep's files, waited for when first needed (it runs while the entries are listed)."""
+        return self._found.result() if self._found is not None else None
+
+    def content_matches(self, path: str) -> list[Json]:
+        listed = self.listed
+        if (listed is not None and path not in listed) or os.path.islink(path):
+            return []
+        try:
+            return self._listed_file(path) if listed is not None else self._any_file(path)
+        except (OSError, UnicodeError):
+            return []
+
+    def _listed_file(self, path: str) -> list[Json]:
+        with open(path, encoding="utf-8", errors="replace", newline="\n") as source:
+            return self._first_lines(enumerate(source, 1))
+
+    def _any_file(self, path: str) -> list[Json]:
+        if os.path.getsize(path) > MAX_CONTENT_SEARCH_FILE_SIZE:
+            return []
+        with open(path, "rb") as source:
+            data = source.read()
+        if b"\0" in data[:BINARY_SNIFF_SIZE]:
+            return []
+        text = data.decode(errors="replace")
+        text = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+        if self.needle not in text.lower():
+            return []
+        return self._first_lines(enumerate(text.splitlines(), 1))
+
+    def _first_lines(self, lines: Iterable[tuple[int, str]]) -> list[Json]:
+        found: list[Json] = []
+        for number, text in lines:
+            index = text.lower().find(self.needle)
+            if index >= 0:
+                # The index into the lowercased line is applied to the original, as the reference does.
+                column = len(text[:index].encode("utf-16-le")) // 2 + 1
+                found.append({"line": number, "column": column, "text": text.rstrip("\r\n")})
+                if len(found) >= MAX_CONTENT_MATCHES_PER_FILE:
+                    break
+        return found

@@ -1,0 +1,134 @@
+"""Thin declarations for the searches: /files/grep, /files/matches, /files/search, /files/glob.
+
+Each validates its query, resolves the path against the chat's cwd (confined to `--root`), and runs
+the search in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from daemon.files import grep, search
+from daemon.files.locate import from_cwd
+from daemon.http.endpoints import Call, Endpoint, NoInput
+from daemon.keys import SCOPE
+
+UNAUTHORIZED = {401: "Invalid or missing API key."}
+DIRECTORY_NOT_FOUND = {404: "Search directory not found."}
+SEARCH_DIRECTORY = "Directory to search within."
+TYPE_FILTER = "Type filter: 'file', 'directory', or 'any'."
+TYPE_PATTERN = "^(file|directory|any)$"
+SHOW_HIDDEN = "Include hidden dotfiles and dot-directories."
+MAX_RESULTS = "Maximum number of matches to return."
+
+
+class GrepQuery(BaseModel):
+    query: str = Field(..., description="Text or regex pattern to search for.")
+    path: str = Field(".", description="Directory or file to search in.")
+    regex: bool = Field(True, description="Use regex. Set false for literal search.")
+    case_insensitive: bool = Field(False, description="Perform case-insensitive matching.")
+    include: list[str] | None = Field(
+        None,
+        description="Glob patterns to filter files (e.g. '*.py'). Files must match at least one pattern.",
+    )
+    match_per_line: bool = Field(
+        True,
+        description="If true, return each matching line with line numbers. If false, return only the names of "
+        "matching files.",
+    )
+    max_results: int = Field(50, description=MAX_RESULTS, ge=1, le=500)
+
+
+class MatchQuery(BaseModel):
+    query: str = Field(..., description="Literal text to match.")
+    path: str = Field(".", description=SEARCH_DIRECTORY)
+    show_hidden: bool = Field(False, description=SHOW_HIDDEN)
+    offset: int = Field(0, description="Result offset.", ge=0)
+    limit: int = Field(100, description="Maximum number of results to return.", ge=1, le=100)
+
+
+class SearchQuery(BaseModel):
+    query: str = Field("", description="Filename search term.")
+    path: str = Field(".", description=SEARCH_DIRECTORY)
+    limit: int = Field(20, description=MAX_RESULTS, ge=1, le=100)
+    type: str | None = Field("any", description=TYPE_FILTER, pattern=TYPE_PATTERN)
+    show_hidden: bool = Field(False, description=SHOW_HIDDEN)
+
+
+class GlobQuery(BaseModel):
+    pattern: str = Field(..., description="Glob pattern to search for (e.g. '*.py').")
+    path: str = Field(".", description=SEARCH_DIRECTORY)
+    exclude: list[str] | None = Field(None, description="Glob patterns to exclude from search results.")
+    type: str | None = Field("any", description=TYPE_FILTER, pattern=TYPE_PATTERN)
+    max_results: int = Field(50, description=MAX_RESULTS, ge=1, le=500)
+
+
+def ripgrep() -> str | None:
+    """ripgrep's path, looked up once per PATH value (a test may hide it by changing PATH)."""
+    return _which_rg(os.environ.get("PATH", os.defpath))
+
+
+@functools.lru_cache(maxsize=4)
+def _which_rg(search_path: str) -> str | None:
+    return shutil.which("rg", path=search_path)
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+
+async def grep_search(call: Call[GrepQuery, NoInput]) -> dict[str, Any]:
+    query = call.query
+    return await asyncio.to_thread(
+        grep.grep, from_cwd(call, query.path), query.query, regex=query.regex,
+        case_insensitive=query.case_insensitive, include=query.include, match_per_line=query.match_per_line,
+        max_results=query.max_results, scope=call.app[SCOPE], rg=ripgrep(),
+    )
+
+
+async def match_files(call: Call[MatchQuery, NoInput]) -> dict[str, Any]:
+    query = call.query
+    return await asyncio.to_thread(
+        search.matches, from_cwd(call, query.path), query.query, show_hidden=query.show_hidden,
+        offset=query.offset, limit=query.limit, scope=call.app[SCOPE], rg=ripgrep(),
+    )
+
+
+async def search_files(call: Call[SearchQuery, NoInput]) -> dict[str, Any]:
+    query = call.query
+    return await asyncio.to_thread(
+        search.search, from_cwd(call, query.path), query.query, limit=query.limit, kind=query.type,
+        show_hidden=query.show_hidden, scope=call.app[SCOPE],
+    )
+
+
+async def glob_search(call: Call[GlobQuery, NoInput]) -> dict[str, Any]:
+    query = call.query
+    return await asyncio.to_thread(
+        search.glob, from_cwd(call, query.path), query.pattern, exclude=query.exclude, kind=query.type,
+        max_results=query.max_results, scope=call.app[SCOPE],
+    )
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/files/grep", grep_search, "grep_search", "Search file contents",
+             "Search for a text pattern across files in a directory. Returns structured matches with file paths, "
+             "line numbers, and matching lines. Skips binary files.",
+             query=GrepQuery,
+             responses={404: "Search path not found.", 400: "Invalid regex pattern.", **UNAUTHORIZED}),
+    Endpoint("GET", "/files/matches", match_files, "match_files", "Search files by name and contents",
+             "Search files and directories by ranked name, path, and content matches.",
+             query=MatchQuery, responses={400: "Blank query.", **DIRECTORY_NOT_FOUND, **UNAUTHORIZED}),
+    Endpoint("GET", "/files/search", search_files, "search_files", "Search files by name",
+             "Search for files and subdirectories by ranked filename match.",
+             query=SearchQuery, responses={**DIRECTORY_NOT_FOUND, **UNAUTHORIZED}),
+    Endpoint("GET", "/files/glob", glob_search, "glob_search", "Search files by name",
+             "Search for files and subdirectories by name within a specified directory using glob patterns. "
+             "Results will include the relative path, type, size, and modification time.",
+             query=GlobQuery, responses={**DIRECTORY_NOT_FOUND, **UNAUTHORIZED}),
+]

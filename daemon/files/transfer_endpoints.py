@@ -1,0 +1,227 @@
+"""Thin declarations for bytes in and out: view/serve, upload, archive, one-time links, skills."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, Field
+
+from daemon.errors import ApiError, bad_request, validation_failed
+from daemon.files import ops, skills, transfer
+from daemon.files.locate import from_home
+from daemon.files.transfer import Link, LinkKind
+from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.keys import CONFIG, DIRECTORIES, LINKS, SCOPE
+
+READ_BLOCK = 1024 * 1024
+#: Types a browser would run as a page; served so they cannot act as this origin.
+ACTIVE_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml")
+
+
+class ViewQuery(BaseModel):
+    path: str = Field(..., description="Path to the file to view.")
+    preview: bool = Field(False, description="Return a best-effort rendered preview when available.")
+
+
+class UploadQuery(BaseModel):
+    directory: str = Field(..., description="Destination directory for the file.")
+    url: str | None = Field(None, description="An http(s) URL to fetch into the directory instead of a form upload.")
+
+
+class ArchiveRequest(BaseModel):
+    paths: list[str] = Field(..., description="List of file or directory paths to include in the ZIP archive.")
+
+
+class PathQuery(BaseModel):
+    path: str = Field(..., description="Path of the file.")
+
+
+class DirectoryQuery(BaseModel):
+    directory: str = Field(..., description="Destination directory for the uploaded file.")
+
+
+class SkillQuery(BaseModel):
+    name: str = Field(..., description="Skill name from /skills.")
+
+
+# --- downloads --------------------------------------------------------------------------------------
+
+
+def file_response(path: str, mime: str | None = None, *, attachment: bool = False) -> web.FileResponse:
+    """sendfile with Range (206), ETag and If-None-Match (304); never sniffed, never active on this origin."""
+    mime = mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    headers = {"Content-Type": mime, "X-Content-Type-Options": "nosniff"}
+    if mime.split(";")[0] in ACTIVE_TYPES:
+        # An opaque origin: the page may run its own scripts but cannot reach the API or cookies.
+        headers["Content-Security-Policy"] = "sandbox allow-scripts allow-forms allow-popups allow-modals"
+    if attachment:
+        headers["Content-Disposition"] = content_disposition(os.path.basename(path))
+    return web.FileResponse(path, chunk_size=READ_BLOCK, headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment; filename="x"`, plus RFC 6266's `filename*` when the name is not plain ASCII."""
+    plain = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    if plain == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+async def view_file(call: Call[ViewQuery, NoInput]) -> web.FileResponse:
+    # preview=true renders Office files through LibreOffice in the reference; without it installed
+    # the reference also answers with the original bytes, which is what happens here.
+    return await _view(call, from_home(call, call.query.path))
+
+
+async def serve_file(call: Call[NoInput, NoInput]) -> web.FileResponse:
+    """Path-based alias of view, so relative links inside an iframed HTML page resolve."""
+    return await _view(call, from_home(call, "/" + call.path("path")))
+
+
+async def _view(call: Call[Any, Any], target: str) -> web.FileResponse:
+    await asyncio.to_thread(ops.require_file, target)
+    return file_response(target)
+
+
+async def archive(call: Call[NoInput, ArchiveRequest]) -> web.StreamResponse:
+    if not call.body.paths:
+        raise bad_request("No paths provided")
+    targets = []
+    for path in call.body.paths:
+        target = from_home(call, path)
+        if not os.path.lexists(target):
+            raise ApiError(404, f"Path not found: {path}")
+        targets.append(target)
+    name = transfer.archive_name(targets)
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/zip", "Content-Disposition": content_disposition(name)})
+    await response.prepare(call.request)
+    await transfer.stream_zip(transfer.archive_entries(targets, call.app[SCOPE]), response.write)
+    await response.write_eof()
+    return response
+
+
+# --- uploads ----------------------------------------------------------------------------------------
+
+
+async def upload_file(call: Call[UploadQuery, NoInput]) -> dict[str, object]:
+    directory = from_home(call, call.query.directory)
+    limit = call.app[CONFIG].max_upload_size
+    if call.query.url:
+        async with transfer.fetch(call.query.url, call.app[CONFIG].upload_url_timeout, limit) as chunks:
+            return await _save(call, directory, transfer.url_file_name(call.query.url), chunks)
+    return await receive_form_upload(call, directory)
+
+
+async def receive_form_upload(call: Call[Any, Any], directory: str) -> dict[str, object]:
+    """Stream the multipart field `file` into `directory`; other fields are skipped."""
+    limit = call.app[CONFIG].max_upload_size
+    if (call.request.content_length or 0) > limit:
+        raise transfer.TooLarge(limit)
+    if not call.request.content_type.startswith("multipart/"):
+        raise _missing_file()
+    try:
+        reader = await call.request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                return await _save(call, directory, transfer.upload_name(part.filename), _chunks(part))
+            await part.release()
+    except (ValueError, AssertionError) as exc:
+        raise bad_request(f"Malformed multipart body: {exc}") from None
+    raise _missing_file()
+
+
+async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIterator[bytes]) -> dict[str, object]:
+    target = os.path.join(directory, name)
+    call.app[SCOPE].check(target)
+    size = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size)
+    return {"path": target, "size": size}
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_BLOCK):
+        yield chunk
+
+
+def _missing_file() -> ApiError:
+    return validation_failed([{"type": "missing", "loc": ["body", "file"], "msg": "Field required", "input": None}])
+
+
+# --- one-time links ---------------------------------------------------------------------------------
+
+
+def _link_url(request: web.Request, kind: LinkKind, token: str) -> dict[str, str]:
+    return {"url": str(request.url.with_path(f"/files/{kind}/{token}").with_query(None))}
+
+
+async def create_download_link(call: Call[PathQuery, NoInput]) -> dict[str, str]:
+    target = from_home(call, call.query.path)
+    await asyncio.to_thread(ops.require_file, target)
+    return _link_url(call.request, "download", call.app[LINKS].create("download", target))
+
+
+async def create_upload_link(call: Call[DirectoryQuery, NoInput]) -> dict[str, str]:
+    target = from_home(call, call.query.directory)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise bad_request("Destination is not a directory")
+    return _link_url(call.request, "upload", call.app[LINKS].create("upload", target))
+
+
+async def download_by_link(call: Call[NoInput, NoInput]) -> web.FileResponse:
+    link = call.app[LINKS].find("download", call.path("token"))
+    call.app[SCOPE].check(link.path)
+    await asyncio.to_thread(ops.require_file, link.path)
+    return file_response(link.path, attachment=True)
+
+
+async def upload_form(call: Call[NoInput, NoInput]) -> web.Response:
+    link = call.app[LINKS].find("upload", call.path("token"))
+    return aiohttp_jinja2.render_template("upload_link.html", call.request, {"directory": link.path})
+
+
+async def upload_by_link(call: Call[NoInput, NoInput]) -> dict[str, object]:
+    links, token = call.app[LINKS], call.path("token")
+    link: Link = links.take("upload", token)
+    try:
+        return await receive_form_upload(call, link.path)
+    except BaseException:
+        links.give_back(token, link)
+        raise
+
+
+# --- skills -----------------------------------------------------------------------------------------
+
+
+async def list_skills(call: Call[NoInput, NoInput]) -> list[dict[str, Any]]:
+    found = await asyncio.to_thread(skills.list_skills, call.app[DIRECTORIES].home)
+    return [skill.summary() for skill in found]
+
+
+async def read_skill(call: Call[SkillQuery, NoInput]) -> dict[str, Any]:
+    return await asyncio.to_thread(skills.read_skill, call.app[DIRECTORIES].home, call.query.name)
+
+
+def _hidden(method: str, path: str, handler: Any, **options: Any) -> Endpoint:
+    return Endpoint(method, path, handler, in_schema=False, **options)
+
+
+ENDPOINTS = [
+    _hidden("GET", "/files/view", view_file, query=ViewQuery),
+    _hidden("GET", "/files/serve/{path:.*}", serve_file),
+    _hidden("POST", "/files/upload/link", create_upload_link, query=DirectoryQuery),
+    _hidden("GET", "/files/upload/{token}", upload_form, access=Access.PUBLIC),
+    _hidden("POST", "/files/upload/{token}", upload_by_link, access=Access.PUBLIC),
+    _hidden("POST", "/files/upload", upload_file, query=UploadQuery),
+    _hidden("POST", "/files/archive", archive, body=ArchiveRequest),
+    _hidden("GET", "/files/download/link", create_download_link, query=PathQuery),
+    _hidden("GET", "/files/download/{token}", download_by_link, access=Access.PUBLIC),
+    _hidden("GET", "/skills", list_skills),
+    _hidden("GET", "/skills/read", read_skill, query=SkillQuery),
+]
