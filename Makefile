@@ -25,12 +25,15 @@ $(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)
 	touch $@
 
 # Front-end libraries come from npm (pinned in package-lock.json) and are copied into
-# static/vendor/, which git ignores; nothing is loaded from a CDN.
-$(VENDOR_STAMP): package.json package-lock.json
+# static/vendor/, which git ignores; nothing is loaded from a CDN. The file page's editor
+# (CodeMirror 6) is bundled by esbuild into one script that needs no eval.
+$(VENDOR_STAMP): package.json package-lock.json static/src/editor.js
 	npm ci --no-audit --no-fund --loglevel=error
 	mkdir -p static/vendor/swagger-ui
 	cp node_modules/swagger-ui-dist/{swagger-ui.css,swagger-ui-bundle.js,favicon-32x32.png} \
 	   static/vendor/swagger-ui/
+	node_modules/.bin/esbuild static/src/editor.js --bundle --minify --format=iife --log-level=warning \
+	  --outfile=static/vendor/editor/editor.js
 	touch $@
 
 run: setup

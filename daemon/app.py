@@ -19,7 +19,9 @@ from daemon.http import cors, docs
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
-from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, LINKS, PROCESSES, SCOPE
+from daemon.http.sessions import PageSessions
+from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, GUARD, LINKS, PROCESSES, SCOPE, SESSIONS
+from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.table import ProcessTable
 from daemon.resources import static_dir, templates_dir
@@ -35,11 +37,13 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
         *docs.ENDPOINTS_DECLARED,
         *file_endpoints.ENDPOINTS,
         *process_endpoints.ENDPOINTS,
+        *page_views.ENDPOINTS,
     ]
 
 
 def create_app(config: Config) -> web.Application:
     access: dict[Any, Access] = {}
+    sessions = PageSessions()
     guard = KeyGuard(config.api_key)
     app = web.Application(client_max_size=MAX_JSON_BODY)
     # Order matters: preflights are answered before anything else; errors are rendered before
@@ -47,7 +51,7 @@ def create_app(config: Config) -> web.Application:
     app.middlewares.extend([
         cors.install(app, cors.CorsPolicy(config.cors_allowed_origins)),
         error_middleware,
-        auth_middleware(guard, access),
+        auth_middleware(guard, access, sessions),
     ])
     app[CONFIG] = config
     app[ACCESS] = access
@@ -55,6 +59,8 @@ def create_app(config: Config) -> web.Application:
     app[PROCESSES] = ProcessTable(config)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
     app[LINKS] = LinkStore(config.link_ttl)
+    app[SESSIONS] = sessions
+    app[GUARD] = guard
     endpoints = tuple(declared_endpoints(config))
     app[ENDPOINTS] = endpoints
     register(app, endpoints, access)

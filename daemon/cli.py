@@ -67,14 +67,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 async def serve(settings: config.Config, out: TextIO) -> None:
     from daemon.app import create_app
+    from daemon.keys import SESSIONS
 
     stop = _stop_on_signals()
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        _announce(settings, _bound_port(site), out)
+        _announce(settings, _bound_port(site), app[SESSIONS].login_token(), out)
         # Everything built so far lives as long as the daemon; keeping it out of the collector's
         # sight makes full collections short, which keeps request latency free of spikes.
         gc.freeze()
@@ -103,7 +105,7 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1]) if server and server.sockets else 0
 
 
-def _announce(settings: config.Config, port: int, out: TextIO) -> None:
+def _announce(settings: config.Config, port: int, login_token: str, out: TextIO) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     lines = [f"opentermd {__version__}", f"  Local URL: http://{host}:{port}"]
     if settings.api_key_generated:
@@ -111,6 +113,7 @@ def _announce(settings: config.Config, port: int, out: TextIO) -> None:
     else:
         lines.append("  API key:   (from your configuration)")
     lines.append(f"  Home:      {settings.home}")
+    lines.append(f"  Web UI:    http://{host}:{port}/?token={login_token}  (one-time login link)")
     print("\n".join(lines), file=out, flush=True)
     if not settings.binds_loopback:
         print(f"opentermd: warning: listening on {settings.host}, reachable from other machines; "

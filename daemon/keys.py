@@ -10,7 +10,9 @@ from daemon.config import Config
 from daemon.files.cwd import SessionDirectories
 from daemon.files.paths import FileScope
 from daemon.files.transfer import LinkStore
+from daemon.http.auth import KeyGuard
 from daemon.http.endpoints import Access, Endpoint
+from daemon.http.sessions import PageSessions
 from daemon.processes.table import ProcessTable
 
 CONFIG = web.AppKey("config", Config)
@@ -20,3 +22,5 @@ PROCESSES = web.AppKey("processes", ProcessTable)
 DIRECTORIES = web.AppKey("directories", SessionDirectories)
 SCOPE = web.AppKey("file_scope", FileScope)
 LINKS = web.AppKey("links", LinkStore)
+SESSIONS = web.AppKey("page_sessions", PageSessions)
+GUARD = web.AppKey("key_guard", KeyGuard)

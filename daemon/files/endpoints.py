@@ -15,7 +15,7 @@ from daemon.files import documents, ops, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home
 from daemon.files.ops import LineRange
-from daemon.http.endpoints import Call, Endpoint, NoInput
+from daemon.http.endpoints import Call, Endpoint, NoInput, json_response
 from daemon.keys import CONFIG, DIRECTORIES, SCOPE
 
 UNAUTHORIZED = {401: "Invalid or missing API key."}
@@ -152,11 +152,18 @@ async def display_file(call: Call[DisplayQuery, NoInput]) -> dict[str, object]:
 # --- changing files ---------------------------------------------------------------------------------
 
 
-async def write_file(call: Call[NoInput, WriteRequest]) -> dict[str, object]:
+async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
     target = from_cwd(call, call.body.path)
     data = call.body.content.encode()
+    expected = call.request.headers.get("If-Match")
+    if expected is not None:
+        # An editor saving what it opened: refuse to overwrite a file someone else changed meanwhile.
+        await asyncio.to_thread(ops.check_unchanged, target, expected)
     await asyncio.to_thread(ops.atomic_write, target, data)
-    return {"path": target, "size": len(data)}
+    info = await asyncio.to_thread(os.stat, target)
+    response = json_response({"path": target, "size": len(data)})
+    response.headers["ETag"] = ops.etag(info)
+    return response
 
 
 async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str, object]:

@@ -152,6 +152,21 @@ def require_file(path: str) -> os.stat_result:
     return info
 
 
+def etag(info: os.stat_result) -> str:
+    """The entity tag aiohttp's FileResponse sends for this stat, so a page can compare them."""
+    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+
+
+def check_unchanged(path: str, expected_etag: str) -> None:
+    """409 when the file changed on disk since the client read it (its ETag no longer matches)."""
+    try:
+        current = etag(os.stat(path))
+    except FileNotFoundError:
+        current = ""
+    if current != expected_etag.removeprefix("W/"):
+        raise ApiError(409, "The file changed on disk since it was opened")
+
+
 @dataclass(frozen=True)
 class LineRange:
     """1-indexed, inclusive; None means from the start / to the end."""

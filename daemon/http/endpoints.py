@@ -35,7 +35,10 @@ HIDDEN: dict[str, Any] = {"x-hidden": True}
 
 class Access(enum.Enum):
     PUBLIC = "public"
+    #: The API key as a bearer token, or a web-page session cookie (with CSRF for changes).
     BEARER = "bearer"
+    #: A web page: a session cookie; without one, GETs are sent to the login page.
+    PAGE = "page"
 
 
 class NoInput(BaseModel):

@@ -1,0 +1,108 @@
+"""Browser sessions for the web pages: a random id in an HttpOnly, SameSite=Strict cookie, and a CSRF token.
+
+Sessions live only in this process's memory, keyed by the SHA-256 of the cookie: a restart (with
+the same key or a new one) or a logout revokes them, and a memory dump reveals no usable cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+COOKIE = "opentermd_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+#: Methods that change nothing; every other method from a cookie session needs the CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class PageSession:
+    csrf: str
+    created: float
+    seen: float
+    state: dict[str, str] = field(default_factory=dict)
+
+
+class PageSessions:
+    """The logged-in browsers, expiring after `idle` seconds unused or `lifetime` seconds in all."""
+
+    def __init__(self, idle: float = 12 * 3600, lifetime: float = 7 * 24 * 3600, login_ttl: float = 3600) -> None:
+        self.idle = idle
+        self.lifetime = lifetime
+        self._sessions: dict[str, PageSession] = {}
+        self._login_tokens: dict[str, float] = {}
+        self._login_ttl = login_ttl
+
+    def create(self) -> tuple[str, PageSession]:
+        self._expire()
+        cookie = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        self._sessions[_digest(cookie)] = session
+        return cookie, session
+
+    def find(self, cookie: str | None) -> PageSession | None:
+        if not cookie:
+            return None
+        self._expire()
+        session = self._sessions.get(_digest(cookie))
+        if session is not None:
+            session.seen = time.monotonic()
+        return session
+
+    def revoke(self, cookie: str | None) -> None:
+        if cookie:
+            self._sessions.pop(_digest(cookie), None)
+
+    def login_token(self) -> str:
+        """A one-time token for the login URL printed at start-up."""
+        token = secrets.token_urlsafe(32)
+        self._login_tokens[_digest(token)] = time.monotonic() + self._login_ttl
+        return token
+
+    def redeem(self, token: str) -> bool:
+        """True once for a valid, unexpired login token."""
+        expires = self._login_tokens.pop(_digest(token), None)
+        return expires is not None and expires > time.monotonic()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        stale = [key for key, session in self._sessions.items()
+                 if now - session.seen > self.idle or now - session.created > self.lifetime]
+        for key in stale:
+            del self._sessions[key]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def set_cookie(response: web.StreamResponse, cookie: str, request: web.Request) -> None:
+    response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/", secure=request.secure)
+
+
+def clear_cookie(response: web.StreamResponse) -> None:
+    response.del_cookie(COOKIE, path="/")
+
+
+def from_this_origin(request: web.Request) -> bool:
+    """Whether the browser says the request comes from our own pages (or a typed URL).
+
+    SameSite ignores ports, so a page on another localhost port would still carry the cookie;
+    Sec-Fetch-Site and Origin tell the difference, and a cookie from anywhere else is not honoured.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+def csrf_matches(session: PageSession, token: str | None) -> bool:
+    return token is not None and hmac.compare_digest(token.encode(), session.csrf.encode())

@@ -1,0 +1,1 @@
+"""The web file manager: page handlers, templates context and the preview renderers."""

@@ -1,0 +1,96 @@
+"""The page for one file: a preview chosen by its type, and the editor for text."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import mimetypes
+import os
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from daemon.errors import ApiError
+from daemon.files import documents, ops
+from daemon.http.endpoints import Call
+from daemon.keys import CONFIG
+from daemon.pages import previews
+from daemon.pages.layout import breadcrumbs, browse_url, render
+
+#: Larger text files are offered for download and raw view instead of being put into the page.
+MAX_PAGE_TEXT = 4 * 1024 * 1024
+MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
+TABLES = (".csv", ".tsv")
+SOURCE_AND_FRAME = ("text/html", "image/svg+xml", "application/xhtml+xml")
+
+
+def view_url(path: str) -> str:
+    return "/files/view?path=" + quote(path)
+
+
+async def file_page(call: Call[Any, Any], target: str) -> web.Response:
+    info = await asyncio.to_thread(ops.require_file, target)
+    mime = mimetypes.guess_type(target)[0] or "application/octet-stream"
+    context: dict[str, Any] = {
+        "path": target, "name": os.path.basename(target), "crumbs": breadcrumbs(target), "mime": mime,
+        "size": info.st_size, "etag": ops.etag(info), "view_url": view_url(target),
+        "parent": browse_url(os.path.dirname(target)), "kind": "binary",
+    }
+    context.update(await _preview(call, target, mime, info.st_size))
+    return render(call.request, "file.html", context)
+
+
+async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> dict[str, Any]:
+    """The template variables of the preview this file gets."""
+    for family in ("image", "audio", "video"):
+        if mime.startswith(family + "/") and mime != "image/svg+xml":
+            return {"kind": family}
+    if mime == "application/pdf":
+        return {"kind": "pdf", **await _pdf_text(call, target)}
+    text = await asyncio.to_thread(_text, target, size)
+    if text is None:
+        return {"kind": "binary"}
+    lower = target.lower()
+    preview: dict[str, Any] = {"kind": "text", "text": text, "editable": True,
+                               "code": await asyncio.to_thread(previews.highlight, text, target)}
+    if lower.endswith(TABLES):
+        # A file the csv module cannot read (a giant field) keeps its source view.
+        with contextlib.suppress(csv.Error):
+            preview.update(kind="table", table=await asyncio.to_thread(previews.csv_table, text, target))
+    elif lower.endswith(MARKDOWN):
+        folder = os.path.dirname(target)
+        html = await asyncio.to_thread(previews.markdown_html, text, lambda rel: view_url(_join(folder, rel)),
+                                       lambda rel: _browse_link(folder, rel))
+        preview.update(kind="markdown", markdown=html)
+    elif mime in SOURCE_AND_FRAME:
+        preview.update(kind="frame")
+    return preview
+
+
+def _text(target: str, size: int) -> str | None:
+    if size > MAX_PAGE_TEXT:
+        return None
+    with open(target, "rb") as source:
+        data = source.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
+    try:
+        return {"pdf_text": await documents.extract_text(target, call.app[CONFIG].document_timeout)}
+    except ApiError as exc:
+        return {"pdf_text": "", "pdf_error": str(exc.detail)}
+
+
+def _join(folder: str, relative: str) -> str:
+    return os.path.normpath(os.path.join(folder, relative.split("#")[0].split("?")[0]))
+
+
+def _browse_link(folder: str, relative: str) -> str:
+    anchor = "#" + relative.split("#", 1)[1] if "#" in relative else ""
+    return browse_url(_join(folder, relative)) + anchor if relative.split("#")[0] else anchor

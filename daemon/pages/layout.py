@@ -1,0 +1,52 @@
+"""What every page shares: security headers, rendering, redirects, and the browse URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from daemon.http.auth import SESSION_KEY
+from daemon.http.sessions import PageSession
+
+#: Scripts only from /static, no inline code, no plugins; our own file views may be framed by our pages.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'self'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cache-Control": "no-store",
+}
+
+
+def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
+    session: PageSession | None = request.get(SESSION_KEY)
+    context = {"csrf_token": session.csrf if session else "", **context}
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, **PAGE_HEADERS})
+
+
+def browse_url(path: str) -> str:
+    return "/browse" + quote(path)
+
+
+def breadcrumbs(path: str) -> list[tuple[str, str]]:
+    """[("/", "/browse/"), ("home", "/browse/home"), ...] for the path's ancestors and itself."""
+    crumbs = [("/", browse_url("/"))]
+    current = ""
+    for part in [part for part in path.split("/") if part]:
+        current += "/" + part
+        crumbs.append((part, browse_url(current)))
+    return crumbs

@@ -1,0 +1,151 @@
+"""The web file manager's pages: login, logout, browse a directory, open a file.
+
+Handlers are thin: they call the same functions as the JSON API (files.ops, files.documents,
+pages.previews) and render a template. Actions on the pages (upload, rename, delete, save...)
+call the JSON API itself from the browser, authenticated by the session cookie and CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from daemon.errors import ApiError
+from daemon.files import ops
+from daemon.http.auth import SESSION_KEY
+from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
+from daemon.keys import DIRECTORIES, GUARD, SCOPE, SESSIONS
+from daemon.pages import files_view, previews
+from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
+from daemon.pages.listing import View, arrange, human_size, timestamp
+
+
+class IndexQuery(BaseModel):
+    token: str | None = Field(None, description="A one-time login token (printed at start-up).")
+
+
+class LoginQuery(BaseModel):
+    next: str = Field("/", description="Where to go after logging in.")
+
+
+class BrowseQuery(BaseModel):
+    sort: Literal["name", "size", "modified"] = "name"
+    order: Literal["asc", "desc"] = "asc"
+    hidden: bool = False
+    filter: str = ""
+    page: int = Field(1, ge=1)
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site: never `//evil.example` or `https://...`."""
+    parts = urlsplit(target)
+    # Browsers read `\` as `/`, so `/\evil.example` would leave the site like `//evil.example`.
+    unsafe = "\\" in target or any(ord(char) < 32 for char in target)
+    if unsafe or parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+# --- login and logout -------------------------------------------------------------------------------
+
+
+async def index(call: Call[IndexQuery, NoInput]) -> web.StreamResponse:
+    sessions = call.app[SESSIONS]
+    if call.query.token is not None:
+        if not sessions.redeem(call.query.token):
+            return render(call.request, "login.html", {"next": "/", "error": "That login link was already used "
+                          "or has expired. Enter the API key instead."}, status=401)
+        return _start_session(call, "/")
+    session = sessions.find(call.request.cookies.get(COOKIE))
+    if session is None:
+        return render(call.request, "login.html", {"next": "/", "error": ""})
+    return redirect(browse_url(session.state.get("last_dir") or call.app[DIRECTORIES].home))
+
+
+async def login_form(call: Call[LoginQuery, NoInput]) -> web.Response:
+    return render(call.request, "login.html", {"next": _safe_next(call.query.next), "error": ""})
+
+
+async def login(call: Call[LoginQuery, NoInput]) -> web.StreamResponse:
+    form = await call.request.post()
+    key, destination = str(form.get("key", "")), _safe_next(str(form.get("next", "/")))
+    if not from_this_origin(call.request):
+        raise ApiError(403, "Cross-site login refused")
+    if not call.app[GUARD].matches(key):
+        return render(call.request, "login.html", {"next": destination, "error": "That key is not right."},
+                      status=401)
+    return _start_session(call, destination)
+
+
+def _start_session(call: Call[Any, Any], destination: str) -> web.StreamResponse:
+    """Redirect with a fresh session cookie (the redirect also takes a token out of the address bar)."""
+    cookie, _ = call.app[SESSIONS].create()
+    response = redirect(destination)
+    set_cookie(response, cookie, call.request)
+    return response
+
+
+async def logout(call: Call[NoInput, NoInput]) -> web.StreamResponse:
+    call.app[SESSIONS].revoke(call.request.cookies.get(COOKIE))
+    response = redirect("/login")
+    clear_cookie(response)
+    return response
+
+
+# --- browsing ---------------------------------------------------------------------------------------
+
+
+async def browse(call: Call[BrowseQuery, NoInput]) -> web.StreamResponse:
+    home, scope = call.app[DIRECTORIES].home, call.app[SCOPE]
+    raw = call.path("path")
+    if not raw:
+        return redirect(browse_url(scope.base(home)))
+    try:
+        target = scope.target("/" + raw.lstrip("/"), scope.base(home))
+        if os.path.isdir(target):
+            return await _directory_page(call, target)
+        return await files_view.file_page(call, target)
+    except ApiError as exc:
+        return render(call.request, "error.html", {"status": exc.status, "detail": exc.detail,
+                                                   "crumbs": breadcrumbs("/" + raw.lstrip("/"))}, status=exc.status)
+
+
+async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.Response:
+    scope = call.app[SCOPE]
+    listing = await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None)
+    query = call.query
+    view = View(query.sort, query.order == "desc", query.hidden, query.filter, query.page)
+    page = arrange(listing["entries"], view)
+    session: PageSession = call.request[SESSION_KEY]
+    session.state["last_dir"] = target
+    rows = [{**entry, "href": browse_url(os.path.join(target, entry["name"])),
+             "path": os.path.join(target, entry["name"]),
+             "size_text": "" if entry["type"] == "directory" else human_size(entry["size"]),
+             "modified_text": timestamp(entry["modified"])} for entry in page.entries]
+    return render(call.request, "browse.html", {
+        "path": target, "crumbs": breadcrumbs(target), "rows": rows, "page": page, "view": view,
+        "writable": listing["writable"], "parent": browse_url(os.path.dirname(target)) if target != "/" else None,
+        "home": call.app[DIRECTORIES].home,
+    })
+
+
+async def code_css(call: Call[NoInput, NoInput]) -> web.Response:
+    """Pygments' colours for the code previews (light, and dark when the system is)."""
+    return web.Response(text=previews.pygments_css(), content_type="text/css",
+                        headers={"Cache-Control": "max-age=3600"})
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/", index, query=IndexQuery, access=Access.PUBLIC, in_schema=False),
+    Endpoint("GET", "/login", login_form, query=LoginQuery, access=Access.PUBLIC, in_schema=False),
+    Endpoint("POST", "/login", login, access=Access.PUBLIC, in_schema=False),
+    Endpoint("POST", "/logout", logout, in_schema=False),
+    Endpoint("GET", "/browse{path:.*}", browse, query=BrowseQuery, access=Access.PAGE, in_schema=False),
+    Endpoint("GET", "/pages/code.css", code_css, access=Access.PUBLIC, in_schema=False),
+]

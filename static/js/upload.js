@@ -1,0 +1,328 @@
+// Uploads on the folder page: files and whole folders dropped anywhere on the page, or picked
+// with the Upload button. Each file is its own request (XMLHttpRequest, for progress events),
+// a few at a time, streamed by the browser from disk (FormData with the File; never read here).
+(() => {
+  "use strict";
+
+  const browser = document.getElementById("browser");
+  const list = document.getElementById("uploads");
+  if (!browser || !list) return;
+
+  const app = window.opentermd || {};
+  const directory = browser.dataset.path;
+  const input = document.getElementById("upload-input");
+  const dropzone = document.getElementById("dropzone");
+  const CONCURRENCY = 3;
+
+  const queue = []; // jobs waiting for a slot
+  const running = new Set();
+  let batch = newBatch();
+
+  function newBatch() {
+    return { done: 0, failed: 0, cancelled: 0 };
+  }
+
+  const csrf = () => (typeof app.csrf === "function" ? app.csrf()
+    : (document.querySelector("meta[name=csrf-token]") || {}).content || "");
+
+  const notify = (message, kind = "info") => {
+    if (typeof app.toast === "function") app.toast(message, kind);
+  };
+
+  const reload = () => (typeof app.reload === "function" ? app.reload() : location.reload());
+
+  /** `folder` (a/b, from a dropped folder) under the page's directory. */
+  function targetDirectory(folder) {
+    if (!folder) return directory;
+    return directory.replace(/\/+$/, "") + "/" + folder;
+  }
+
+  function humanSize(bytes) {
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return `${unit ? value.toFixed(value < 10 ? 1 : 0) : value} ${units[unit]}`;
+  }
+
+  // --- rows ---------------------------------------------------------------------------------------
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function makeRow(job) {
+    const row = element("li", "upload");
+    row.dataset.testid = "upload-row";
+    row.dataset.state = "queued";
+    const label = job.folder ? `${job.folder}/${job.file.name}` : job.file.name;
+    const name = element("span", "upload-name", label);
+    name.title = `${label} \u2192 ${targetDirectory(job.folder)}`;
+    const size = element("span", "upload-size", humanSize(job.file.size));
+    const bar = element("progress", "upload-progress");
+    bar.max = 100;
+    bar.value = 0;
+    bar.setAttribute("aria-label", `Uploading ${label}`);
+    const percent = element("span", "upload-percent", "Queued");
+    const message = element("span", "upload-message");
+    const cancel = element("button", "upload-cancel", "Cancel");
+    cancel.type = "button";
+    cancel.dataset.action = "cancel-upload";
+    cancel.setAttribute("aria-label", `Cancel ${label}`);
+    cancel.addEventListener("click", () => cancelJob(job));
+    row.append(name, size, bar, percent, message, cancel);
+    list.append(row);
+    return { row, bar, percent, message, cancel };
+  }
+
+  function setState(job, state, text) {
+    job.ui.row.dataset.state = state;
+    if (state !== "queued" && state !== "uploading") {
+      job.ui.cancel.remove();
+      job.ui.bar.remove();
+    }
+    if (text !== undefined) {
+      job.ui.percent.textContent = state === "done" ? "100%" : "";
+      job.ui.message.textContent = text;
+    }
+  }
+
+  function setProgress(job, fraction) {
+    const percent = Math.min(100, Math.floor(fraction * 100));
+    job.ui.bar.value = percent;
+    job.ui.percent.textContent = `${percent}%`;
+  }
+
+  // --- the queue ----------------------------------------------------------------------------------
+
+  function enqueue(files) {
+    if (!files.length) return;
+    if (list.querySelector(".upload-summary")) {
+      // A new round starts: the previous one's rows and summary have been seen.
+      list.replaceChildren(...list.querySelectorAll(".upload[data-state=queued], .upload[data-state=uploading]"));
+    }
+    for (const { file, folder } of files) {
+      const job = { file, folder, xhr: null, state: "queued" };
+      job.ui = makeRow(job);
+      queue.push(job);
+    }
+    pump();
+  }
+
+  function pump() {
+    while (running.size < CONCURRENCY && queue.length) start(queue.shift());
+    if (!running.size && !queue.length) finishBatch();
+  }
+
+  function start(job) {
+    job.state = "uploading";
+    setState(job, "uploading");
+    setProgress(job, 0);
+    running.add(job);
+    const xhr = new XMLHttpRequest();
+    job.xhr = xhr;
+    xhr.open("POST", "/files/upload?directory=" + encodeURIComponent(targetDirectory(job.folder)));
+    xhr.setRequestHeader("X-CSRF-Token", csrf());
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable && event.total) setProgress(job, event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) finish(job, "done", "Uploaded");
+      else finish(job, "error", errorMessage(xhr));
+    });
+    xhr.addEventListener("error", () => finish(job, "error",
+      "The connection failed before the server answered (is the daemon running, or was the file too large?)"));
+    xhr.addEventListener("abort", () => finish(job, "cancelled", "Cancelled"));
+    const form = new FormData();
+    form.append("file", job.file, job.file.name);
+    xhr.send(form);
+  }
+
+  function errorMessage(xhr) {
+    let detail = "";
+    try {
+      const body = JSON.parse(xhr.responseText);
+      detail = typeof body.detail === "string" ? body.detail
+        : Array.isArray(body.detail) ? body.detail.map((item) => item.msg || String(item)).join("; ") : "";
+    } catch { /* not JSON */ }
+    const meaning = {
+      401: "Your session has ended: log in again",
+      403: "Not allowed here",
+      409: "Conflicts with something already there",
+      413: "Too large for this server",
+      507: "The disk is full",
+    }[xhr.status];
+    const parts = [meaning, detail].filter(Boolean);
+    return parts.length ? `${xhr.status}: ${parts.join(" \u2014 ")}` : `Failed (${xhr.status} ${xhr.statusText})`;
+  }
+
+  function cancelJob(job) {
+    if (job.state === "queued") {
+      queue.splice(queue.indexOf(job), 1);
+      job.state = "cancelled";
+      setState(job, "cancelled", "Cancelled");
+      batch.cancelled += 1;
+      pump();
+    } else if (job.state === "uploading") {
+      job.xhr.abort(); // the server drops the partial file: nothing is left behind
+    }
+  }
+
+  function finish(job, state, text) {
+    if (job.state !== "uploading") return; // one ending per job (abort after load, ...)
+    job.state = state;
+    running.delete(job);
+    if (state === "done") batch.done += 1;
+    else if (state === "error") batch.failed += 1;
+    else batch.cancelled += 1;
+    setState(job, state, text);
+    pump();
+  }
+
+  function finishBatch() {
+    const { done, failed, cancelled } = batch;
+    if (!done && !failed && !cancelled) return;
+    batch = newBatch();
+    if (!failed) {
+      if (done) reload(); // the listing shows the new files
+      else summarize(`Nothing uploaded (${cancelled} cancelled).`, false);
+      return;
+    }
+    const counts = [`${done} uploaded`, `${failed} failed`];
+    if (cancelled) counts.push(`${cancelled} cancelled`);
+    summarize(counts.join(", ") + ".", done > 0);
+    notify(`Upload: ${counts.join(", ")}`, "error");
+  }
+
+  function summarize(text, offerReload) {
+    const row = element("li", "upload-summary");
+    row.dataset.testid = "upload-summary";
+    row.append(element("span", "upload-message", text));
+    if (offerReload) {
+      const show = element("button", "", "Show the uploaded files");
+      show.type = "button";
+      show.addEventListener("click", reload);
+      row.append(show);
+    }
+    const dismiss = element("button", "", "Dismiss");
+    dismiss.type = "button";
+    dismiss.addEventListener("click", () => list.replaceChildren());
+    row.append(dismiss);
+    list.append(row);
+  }
+
+  // --- dropped files and folders ------------------------------------------------------------------
+
+  /** Every file under the dropped items, with its folder relative to the drop ("" at the top). */
+  async function droppedFiles(dataTransfer) {
+    // Entries must be taken during the drop event: the DataTransfer is emptied once it returns.
+    const entries = [...(dataTransfer.items || [])]
+      .filter((item) => item.kind === "file")
+      .map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null));
+    if (!entries.length || entries.some((entry) => !entry)) {
+      return [...dataTransfer.files].map((file) => ({ file, folder: "" }));
+    }
+    const files = [];
+    const emptyFolders = [];
+    await Promise.all(entries.map((entry) => walk(entry, "", files, emptyFolders)));
+    await Promise.all(emptyFolders.map(makeFolder));
+    return files;
+  }
+
+  async function walk(entry, folder, files, emptyFolders) {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      files.push({ file, folder });
+      return;
+    }
+    if (!entry.isDirectory) return;
+    const inside = folder ? `${folder}/${entry.name}` : entry.name;
+    const children = await readAll(entry.createReader());
+    if (!children.length) emptyFolders.push(inside);
+    for (const child of children) await walk(child, inside, files, emptyFolders);
+  }
+
+  async function readAll(reader) {
+    // readEntries hands out a folder in batches (100 in Chromium) until it returns none.
+    const all = [];
+    for (;;) {
+      const batchOf = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batchOf.length) return all;
+      all.push(...batchOf);
+    }
+  }
+
+  async function makeFolder(folder) {
+    // Files create their folders on the server; an empty folder needs asking for.
+    try {
+      const response = await fetch("/files/mkdir", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+        body: JSON.stringify({ path: targetDirectory(folder) }),
+      });
+      if (!response.ok) throw new Error(`${response.status}`);
+      batch.done += 1; // counts as something made, so the listing is reloaded to show it
+    } catch (error) {
+      notify(`Could not create the folder ${folder} (${error.message})`, "error");
+    }
+  }
+
+  const carriesFiles = (event) => Boolean(event.dataTransfer)
+    && [...event.dataTransfer.types].includes("Files");
+
+  let depth = 0; // dragenter/dragleave pairs, as the pointer crosses child elements
+  const showDropzone = (visible) => {
+    if (dropzone) dropzone.hidden = !visible;
+    browser.classList.toggle("dragging", visible);
+  };
+
+  document.addEventListener("dragenter", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    depth += 1;
+    showDropzone(true);
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // allow the drop
+    event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!carriesFiles(event)) return;
+    depth = Math.max(0, depth - 1);
+    if (!depth) showDropzone(false);
+  });
+  document.addEventListener("drop", async (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // never let the browser navigate to the dropped file
+    depth = 0;
+    showDropzone(false);
+    try {
+      const files = await droppedFiles(event.dataTransfer);
+      if (files.length) enqueue(files);
+      else pump(); // only empty folders: the listing is reloaded to show them, if nothing else runs
+    } catch (error) {
+      notify(`Could not read what was dropped: ${error.message}`, "error");
+    }
+  });
+
+  if (input) {
+    input.addEventListener("change", () => {
+      enqueue([...input.files].map((file) => ({ file, folder: "" })));
+      input.value = ""; // choosing the same file again is a new upload
+    });
+  }
+
+  window.addEventListener("beforeunload", (event) => {
+    if (!running.size && !queue.length) return;
+    event.preventDefault();
+    event.returnValue = "";
+  });
+})();
