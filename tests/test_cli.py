@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,19 @@ def test_binding_beyond_loopback_warns(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=15) == 0
+
+
+def test_the_banner_offers_a_one_time_web_login(running_daemon: tuple[subprocess.Popen[str], str]) -> None:
+    process, url = running_daemon
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(2)]
+    link = re.search(r"Web UI:\s+(http://\S+/\?token=\S+)", "".join(lines))
+    assert link, lines
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with opener.open(link.group(1), timeout=30) as response:
+        assert response.url.startswith(f"{url}/browse/"), "logged in, and the token left the address bar"
+        assert "token=" not in response.url
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(link.group(1), timeout=30)
+    refused.value.close()
+    assert refused.value.code == 401, "the link works once"

@@ -230,7 +230,8 @@ async def test_every_script_a_page_loads_is_served(browser: Browser, home: Path)
     for url in (browse(home), browse(home / "notes.md"), "/login"):
         html = await browser.page(url)
         sources |= {element.attr("src") for element in Document(html).all("script")}
-        sources |= {element.attr("href") for element in Document(html).all("link")}
+        sources |= {element.attr("href") for element in Document(html).all("link")
+                    if not element.attr("href").startswith("data:")}
     assert "/static/js/app.js" in sources
     missing = []
     for source in sorted(sources):
@@ -465,7 +466,8 @@ async def test_code_is_highlighted(browser: Browser, home: Path) -> None:
     keywords = [span.text for span in within(source, "span") if span.attr("class") == "k"]
     assert "def" in keywords and "return" in keywords
     assert [span.text for span in within(source, "span") if span.attr("class") == "nf"] == ["greet"]
-    assert page.one("textarea").text == "def greet(name):\n    return f'hi {name}'\n"
+    # Browsers drop the one newline that opens a textarea; the template puts one there for that.
+    assert page.one("textarea").text == "\ndef greet(name):\n    return f'hi {name}'\n"
 
 
 async def test_a_pdf_shows_the_viewer_and_its_text(browser: Browser, home: Path) -> None:
