@@ -9,6 +9,8 @@ Run as ``.venv/bin/python bench/run.py [--smoke]`` (``make bench``). The script 
   long-poll ``GET /execute/{id}/status?offset=N&wait=5&until=output``; the text received must
   equal the file (the PTY turns ``\\n`` into ``\\r\\n``, which is undone before comparing).
 * **file API**: list, read, grep, upload and view, described in ``bench/files.py``.
+* **terminals**: WebSocket output throughput and keystroke echo latency, described in
+  ``bench/terminals.py``.
 
 Shared parts (the daemon, the client session, the table) live in ``bench/harness.py``.
 ``--smoke`` runs the same code with tiny sizes, to prove the script works in a few seconds.
@@ -42,7 +44,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import files
+from bench import files, terminals
 from bench.harness import (
     WORKLOAD_ERRORS,
     BenchError,
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.start()
         exec_workloads(daemon, sizes, corpus, report)
         files.run(daemon, scratch, args.smoke, report)
+        terminals.run(daemon, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:

@@ -20,11 +20,15 @@ from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
 from daemon.http.sessions import PageSessions
-from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, GUARD, LINKS, PROCESSES, SCOPE, SESSIONS
+from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, GUARD, LINKS, PROCESSES, SCOPE, SESSIONS, TERMINALS
+from daemon.net import endpoints as net_endpoints
+from daemon.pages import terminal_page
 from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.table import ProcessTable
 from daemon.resources import static_dir, templates_dir
+from daemon.terminals import endpoints as terminal_endpoints
+from daemon.terminals.table import TerminalTable
 
 #: Largest JSON body accepted (file writes carry whole files); uploads stream and are not bound by it.
 MAX_JSON_BODY = 64 * 1024 * 1024
@@ -37,7 +41,10 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
         *docs.ENDPOINTS_DECLARED,
         *file_endpoints.ENDPOINTS,
         *process_endpoints.ENDPOINTS,
+        *terminal_endpoints.ENDPOINTS,
+        *net_endpoints.ENDPOINTS,
         *page_views.ENDPOINTS,
+        *terminal_page.ENDPOINTS,
     ]
 
 
@@ -57,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     app[ACCESS] = access
     app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
     app[PROCESSES] = ProcessTable(config)
+    app[TERMINALS] = TerminalTable(config)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
     app[LINKS] = LinkStore(config.link_ttl)
     app[SESSIONS] = sessions
@@ -68,11 +76,20 @@ def create_app(config: Config) -> web.Application:
         access[route] = Access.PUBLIC
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
     app.cleanup_ctx.append(_process_lifetime)
+    app.cleanup_ctx.append(_terminal_lifetime)
+    app.on_shutdown.append(terminal_endpoints.close_sockets)
     return app
 
 
 async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:
     table = app[PROCESSES]
+    table.start_sweeping()
+    yield
+    await table.close()
+
+
+async def _terminal_lifetime(app: web.Application) -> AsyncIterator[None]:
+    table = app[TERMINALS]
     table.start_sweeping()
     yield
     await table.close()

@@ -66,6 +66,13 @@ def _parse_directory(text: str) -> Path:
     return path.resolve()
 
 
+def _parse_recording(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("off", "enabled", "always"):
+        raise ValueError("expected off, enabled or always")
+    return value
+
+
 def _parse_optional_float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
@@ -99,6 +106,16 @@ class Config:
     upload_url_timeout: float = 300.0
     link_ttl: float = 300.0
     document_timeout: float = 30.0
+    max_sessions: int = 16
+    #: Every terminal outlives its WebSocket for this many seconds when set (None: only opted-in ones).
+    detach_timeout: float | None = None
+    #: How long an opted-in (detachable) terminal waits for a re-attach when no timeout is set.
+    detach_grace: float = 600.0
+    term: str = "xterm-256color"
+    replay_bytes: int = 256 * 1024
+    recording: str = "off"
+    recording_retention: float = 30.0
+    proxy_token_auth: bool = False
 
     @property
     def home(self) -> str:
@@ -108,6 +125,10 @@ class Config:
     @property
     def process_log_dir(self) -> Path:
         return (self.log_dir or self.state_dir / "logs") / "processes"
+
+    @property
+    def recording_dir(self) -> Path:
+        return self.state_dir / "recordings"
 
     @property
     def binds_loopback(self) -> bool:
@@ -151,6 +172,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upload_url_timeout", _parse_non_negative(float)),
     Setting("link_ttl", _parse_non_negative(float)),
     Setting("document_timeout", _parse_non_negative(float)),
+    Setting("max_sessions", _parse_non_negative(int)),
+    Setting("detach_timeout", _parse_optional_float),
+    Setting("detach_grace", _parse_non_negative(float)),
+    Setting("term", str),
+    Setting("replay_bytes", _parse_non_negative(int)),
+    Setting("recording", _parse_recording),
+    Setting("recording_retention", _parse_non_negative(float)),
+    Setting("proxy_token_auth", _parse_bool),
 )
 
 

@@ -14,6 +14,7 @@ from daemon.http.auth import KeyGuard
 from daemon.http.endpoints import Access, Endpoint
 from daemon.http.sessions import PageSessions
 from daemon.processes.table import ProcessTable
+from daemon.terminals.table import TerminalTable
 
 CONFIG = web.AppKey("config", Config)
 ENDPOINTS = web.AppKey("endpoints", tuple[Endpoint, ...])
@@ -24,3 +25,4 @@ SCOPE = web.AppKey("file_scope", FileScope)
 LINKS = web.AppKey("links", LinkStore)
 SESSIONS = web.AppKey("page_sessions", PageSessions)
 GUARD = web.AppKey("key_guard", KeyGuard)
+TERMINALS = web.AppKey("terminals", TerminalTable)

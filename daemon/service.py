@@ -13,7 +13,7 @@ from daemon.http.endpoints import Access, Call, Endpoint, NoInput
 from daemon.keys import CONFIG
 
 #: What this build really serves; Open WebUI hides the shell pane when `terminal` is false.
-FEATURES = {"terminal": False, "notebooks": False}
+FEATURES = {"terminal": True, "notebooks": False}
 
 
 def system_facts() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +115,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """The daemon as its own process (so its memory can be read), serving tmp_path/dest."""
+    import subprocess
+
+    from tests.test_cli import ROOT, _banner, daemon_command, environment
+
+    (tmp_path / "dest").mkdir()
+    with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path / "dest")), cwd=ROOT,
+                          env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        for running, url in _banner(process):
+            yield process.pid, url, {"Authorization": f"Bearer {running.key}"}  # type: ignore[attr-defined]

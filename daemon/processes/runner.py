@@ -14,11 +14,14 @@ import contextlib
 import fcntl
 import os
 import shlex
+import signal
 import struct
 import termios
 from collections.abc import Callable, Mapping
 
 READ_SIZE = 64 * 1024
+#: Seconds between SIGTERM and SIGKILL when a process group is stopped.
+KILL_GRACE = 3.0
 #: Output read in one loop turn is coalesced into one entry, up to this many bytes.
 COALESCE_LIMIT = 256 * 1024
 #: After the shell exits, how long to wait for PTY end-of-file before deciding a background job
@@ -39,13 +42,16 @@ class PtyProcess:
     """One `/bin/sh -c command` under its own PTY.
 
     `on_output(text)` is called with decoded output as it arrives (UTF-8 sequences split across
-    reads are kept whole); `finished` resolves to the exit code (negative for a signal) once the
-    shell has exited and its output has been drained.
+    reads are kept whole), or `on_bytes(data)` with the raw bytes (what a terminal emulator
+    wants); `finished` resolves to the exit code (negative for a signal) once the shell has
+    exited and its output has been drained.
     """
 
-    def __init__(self, on_output: Callable[[str], None]) -> None:
+    def __init__(self, on_output: Callable[[str], None] | None = None,
+                 on_bytes: Callable[[bytes], None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._on_output = on_output
+        self._on_bytes = on_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.finished: asyncio.Future[int] = self._loop.create_future()
         self.pid = 0
@@ -83,6 +89,10 @@ class PtyProcess:
         self.resume_reading()
         self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def master_fd(self) -> int:
+        return self._master
 
     @property
     def running(self) -> bool:
@@ -162,11 +172,17 @@ class PtyProcess:
             chunks.append(chunk)
             size += len(chunk)
         if chunks:
-            text = self._decoder.decode(b"".join(chunks))
-            if text:
-                self._on_output(text)
+            self._emit(b"".join(chunks))
         if eof:
             self._finish()
+
+    def _emit(self, data: bytes, *, final: bool = False) -> None:
+        if self._on_bytes is not None and data:
+            self._on_bytes(data)
+        if self._on_output is not None:
+            text = self._decoder.decode(data, final=final)
+            if text:
+                self._on_output(text)
 
     def _reap(self) -> None:
         try:
@@ -202,9 +218,7 @@ class PtyProcess:
             return
         if self._grace is not None:
             self._grace.cancel()
-        tail = self._decoder.decode(b"", final=True)
-        if tail:
-            self._on_output(tail)
+        self._emit(b"", final=True)
         self._close_master()
         self.finished.set_result(self._exit_code)
 
@@ -223,3 +237,22 @@ class PtyProcess:
             self._pidfd = -1
         if self._grace is not None:
             self._grace.cancel()
+
+
+async def terminate(pty: PtyProcess, *, force: bool, grace: float = KILL_GRACE, hangup: bool = False) -> None:
+    """SIGTERM (or SIGKILL) the group; SIGKILL whatever is left after `grace`; await the reap.
+
+    `hangup` sends SIGHUP first, as closing a terminal window does: interactive shells ignore
+    SIGTERM but end on a hangup, and pass it on to their jobs.
+    """
+    if hangup and not force:
+        pty.signal_group(signal.SIGHUP)
+    pty.signal_group(signal.SIGKILL if force else signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(pty.finished), grace)
+    except TimeoutError:
+        pty.signal_group(signal.SIGKILL)
+        await pty.finished
+    if pty.group_alive():
+        # The shell died but a child that ignored SIGTERM lives on in the group.
+        pty.signal_group(signal.SIGKILL)

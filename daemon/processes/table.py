@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,15 +17,13 @@ from daemon.config import Config
 from daemon.errors import bad_request, not_found
 from daemon.owner import Owner
 from daemon.processes.output_log import OutputLog
-from daemon.processes.runner import PtyProcess, child_environment
+from daemon.processes.runner import PtyProcess, child_environment, terminate
 
 log = logging.getLogger(__name__)
 
 Status = Literal["running", "done", "killed"]
 #: A finished process stays listed this long (the reference's 5 minutes).
 FORGET_AFTER = 300.0
-#: After SIGTERM, how long a process group gets before SIGKILL.
-KILL_GRACE = 3.0
 SWEEP_INTERVAL = 60.0
 
 
@@ -199,16 +196,3 @@ class ProcessTable:
                 process.pty.close()
         await asyncio.gather(*self._closing, *(process.log.close() for process in self._processes.values()))
         self._processes.clear()
-
-
-async def terminate(pty: PtyProcess, *, force: bool, grace: float = KILL_GRACE) -> None:
-    """SIGTERM (or SIGKILL) the group; SIGKILL whatever is left after `grace`; await the reap."""
-    pty.signal_group(signal.SIGKILL if force else signal.SIGTERM)
-    try:
-        await asyncio.wait_for(asyncio.shield(pty.finished), grace)
-    except TimeoutError:
-        pty.signal_group(signal.SIGKILL)
-        await pty.finished
-    if pty.group_alive():
-        # The shell died but a child that ignored SIGTERM lives on in the group.
-        pty.signal_group(signal.SIGKILL)

@@ -18,7 +18,8 @@
       let detail = `${response.status} ${response.statusText}`;
       try {
         const payload = await response.json();
-        if (payload.detail) detail = typeof payload.detail === "string" ? payload.detail : JSON.stringify(payload.detail);
+        const reason = payload.detail ?? payload.error;  // terminal endpoints answer {"error"}
+        if (reason) detail = typeof reason === "string" ? reason : JSON.stringify(reason);
       } catch (_) { /* not JSON: keep the status line */ }
       const error = new Error(detail);
       error.status = response.status;

@@ -8,7 +8,7 @@ import io
 import os
 import stat
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -262,21 +262,6 @@ def rss_peak_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError("no VmHWM")
-
-
-@pytest.fixture
-def daemon_process(tmp_path: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """The daemon as its own process (so its memory can be read), serving tmp_path/dest."""
-    import subprocess
-
-    from tests.test_cli import ROOT, _banner, daemon_command, environment
-
-    (tmp_path / "dest").mkdir()
-    with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path / "dest")), cwd=ROOT,
-                          env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as process:
-        for running, url in _banner(process):
-            yield process.pid, url, {"Authorization": f"Bearer {running.key}"}  # type: ignore[attr-defined]
 
 
 @pytest.mark.timeout(300)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from daemon.http.endpoints import Access
@@ -12,7 +14,7 @@ ORIGIN = "https://owui.example"
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{process_id}", "20260101-000000-abcdef")
+    return re.sub(r"\{[^}]+\}", "x", path.replace("{process_id}", "20260101-000000-abcdef"))
 
 
 async def test_every_non_public_endpoint_needs_the_key(api_with: ApiFactory) -> None:
@@ -40,7 +42,7 @@ async def test_public_paths_need_no_key(api: Api, path: str) -> None:
 async def test_service_endpoints(api: Api) -> None:
     assert await api.json("GET", "/health", auth=False) == {"status": "ok"}
     assert await api.json("GET", "/api/config", auth=False) == {
-        "features": {"terminal": False, "notebooks": False, "system": True}}
+        "features": {"terminal": True, "notebooks": False, "system": True}}
     prompt = (await api.json("GET", "/system"))["prompt"]
     assert prompt.startswith("You have access to a computer running ") and "Python " in prompt
     await api.json("GET", "/info", status=404)

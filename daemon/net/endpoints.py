@@ -1,0 +1,46 @@
+"""Thin declarations for `/ports` and `/proxy/{port}/{path}`; neither is in /openapi.json (like the reference)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from daemon.errors import ApiError
+from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.keys import CONFIG, GUARD, SESSIONS
+from daemon.net import ports, proxy
+
+PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+async def list_ports(call: Call[NoInput, NoInput]) -> dict[str, object]:
+    listed = await asyncio.to_thread(ports.listening_ports)
+    return {"ports": [entry.as_json() for entry in listed]}
+
+
+async def proxy_request(call: Call[NoInput, NoInput]) -> web.StreamResponse:
+    # Declared public: the handler accepts more ways in than the auth middleware (see authenticate).
+    request = call.request
+    guard = call.app[GUARD]
+    proxy.authenticate(request, guard, call.app[SESSIONS], call.app[CONFIG].proxy_token_auth)
+    port = proxy.parse_port(call.path("port"))
+    if not await asyncio.to_thread(ports.is_listed, port):
+        raise ApiError(404, "Port not found")
+    target = proxy.target(request, port, guard)
+    if proxy.is_websocket(request):
+        return await proxy.relay_websocket(request, target)
+    return await proxy.forward(request, target)
+
+
+async def add_slash(call: Call[NoInput, NoInput]) -> web.StreamResponse:
+    # Starlette's redirect_slashes, before any auth, as the reference answers.
+    raise web.HTTPTemporaryRedirect(proxy.slash_redirect(call.request))
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/ports", list_ports, in_schema=False),
+    *(Endpoint(method, "/proxy/{port}/{path:.*}", proxy_request, access=Access.PUBLIC, in_schema=False)
+      for method in PROXY_METHODS),
+    Endpoint("*", "/proxy/{port}", add_slash, access=Access.PUBLIC, in_schema=False),
+]

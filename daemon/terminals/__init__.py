@@ -1,0 +1,1 @@
+"""Interactive terminals: PTY sessions over WebSocket, re-attach, and asciinema recordings."""

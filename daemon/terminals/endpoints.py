@@ -1,0 +1,278 @@
+"""`/api/terminals`: the REST calls, the WebSocket Open WebUI's xterm.js speaks, the LLM's user-shell tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, Field
+
+from daemon.errors import ApiError
+from daemon.http.auth import INVALID_KEY
+from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.sessions import COOKIE, from_this_origin
+from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
+from daemon.owner import Owner
+from daemon.processes.endpoints import InputRequest
+from daemon.terminals.session import USER_OUTPUT_BYTES, SessionOptions, TerminalSession
+from daemon.terminals.table import TerminalTable, terminal_error
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT = 10.0
+#: How long the last output may take to reach a slow client after the shell exits.
+DRAIN_TIMEOUT = 30.0
+#: Offered by browsers that carry the key in the handshake: `opentermd` plus `opentermd.token.<key>`.
+PROTOCOL = "opentermd"
+TOKEN_PROTOCOL = "opentermd.token."
+CLOSE_BAD_AUTH, CLOSE_NOT_FOUND, CLOSE_BUSY, CLOSE_GOING_AWAY = 4001, 4004, 4009, 1001
+WRONG_TOKEN = "wrong token"
+
+
+class CreateRequest(BaseModel):
+    """Beyond the reference (which takes no body): what to run, where, at what size, detachable or not."""
+
+    cmd: str | None = Field(None, description="Program to run instead of the login shell.")
+    cwd: str | None = Field(None, description="Working directory (relative paths: the chat's).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+    cols: int = Field(80, ge=1, le=1000)
+    rows: int = Field(24, ge=1, le=1000)
+    detach: bool = Field(False, description="Keep the shell when the WebSocket closes, for a re-attach.")
+    record: bool = Field(False, description="Record an asciinema cast (when recording is enabled).")
+
+
+# --- REST -------------------------------------------------------------------------------------------
+
+
+async def create_terminal(call: Call[NoInput, NoInput]) -> dict[str, object]:
+    body = await _create_body(call.request)
+    directories = call.app[DIRECTORIES]
+    cwd = directories.resolve(body.cwd, call.owner.session_id)
+    options = SessionOptions(command=body.cmd, cwd=cwd, env=body.env, cols=body.cols, rows=body.rows,
+                             detachable=body.detach, record=body.record)
+    return call.app[TERMINALS].create(call.owner, options).summary()
+
+
+async def _create_body(request: web.Request) -> CreateRequest:
+    """Open WebUI sends no body; anything else must be a valid JSON object."""
+    raw = await request.read()
+    if not raw.strip():
+        return CreateRequest()
+    try:
+        return CreateRequest.model_validate_json(raw)
+    except ValueError as exc:
+        raise terminal_error(422, f"Invalid terminal options: {exc}") from None
+
+
+async def list_terminals(call: Call[NoInput, NoInput]) -> list[dict[str, object]]:
+    return [session.summary() for session in call.app[TERMINALS].owned_by(call.owner)]
+
+
+async def get_or_attach(call: Call[NoInput, NoInput]) -> web.StreamResponse | dict[str, object]:
+    """One path, two uses: a WebSocket upgrade attaches; a plain GET describes the session."""
+    if call.request.headers.get("Upgrade", "").lower() == "websocket":
+        return await terminal_socket(call)
+    if not _key_or_page_session(call.request):
+        raise INVALID_KEY
+    return call.app[TERMINALS].get(call.path("session_id"), call.owner).summary()
+
+
+def _key_or_page_session(request: web.Request) -> bool:
+    if request.app[GUARD].authorizes(request):
+        return True
+    return request.app[SESSIONS].find(request.cookies.get(COOKIE)) is not None and from_this_origin(request)
+
+
+async def delete_terminal(call: Call[NoInput, NoInput]) -> dict[str, str]:
+    table = call.app[TERMINALS]
+    await table.delete(table.get(call.path("session_id"), call.owner))
+    return {"status": "deleted"}
+
+
+async def get_recording(call: Call[NoInput, NoInput]) -> web.StreamResponse:
+    session = call.app[TERMINALS].get(call.path("session_id"), call.owner)
+    if session.recorder is None or session.recording_path is None:
+        raise terminal_error(404, "This session is not being recorded")
+    session.recorder.flush()  # What the cast holds so far, including the last moments.
+    return web.FileResponse(session.recording_path, headers={
+        "Content-Type": "application/x-asciicast", "Content-Disposition": f'attachment; filename="{session.id}.cast"'})
+
+
+async def read_user_terminal(call: Call[NoInput, NoInput]) -> dict[str, str]:
+    session = call.app[TERMINALS].user_shell(call.owner)
+    return {"output": session.replay.tail(USER_OUTPUT_BYTES).decode("utf-8", "replace")}
+
+
+async def send_user_terminal_input(call: Call[NoInput, InputRequest]) -> dict[str, str]:
+    session = call.app[TERMINALS].user_shell(call.owner)
+    try:
+        await session.write(call.body.input.encode())
+    except OSError:
+        raise ApiError(409, "User shell has disconnected") from None
+    return {"status": "ok"}
+
+
+# --- the WebSocket ----------------------------------------------------------------------------------
+
+
+async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
+    request = call.request
+    table = call.app[TERMINALS]
+    session = table.find(call.path("session_id"))
+    if session is None:
+        # Like the reference: refused before the handshake completes (the browser sees a 403).
+        raise web.HTTPForbidden(reason="Session not found")
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    socket = web.WebSocketResponse(protocols=(PROTOCOL,) if PROTOCOL in offered else (), heartbeat=None,
+                                   max_msg_size=4 * 1024 * 1024)
+    handshake_auth = _handshake_auth(request, offered)
+    if handshake_auth is False:
+        # A page session from another origin: refused before any byte reaches the shell.
+        raise web.HTTPForbidden(reason="Cross-origin session refused")
+    await socket.prepare(request)
+    chat_id = await _authenticate(socket, request, handshake_auth)
+    if chat_id is None:
+        return socket
+    user = request.headers.get("X-User-Id", request.query.get("user_id", ""))
+    chat = request.headers.get("X-Session-Id", chat_id)
+    if session.owner != Owner(user, chat) or not session.alive:
+        await socket.close(code=CLOSE_NOT_FOUND, message=b"Session not found")
+        return socket
+    if session.attached:
+        await socket.close(code=CLOSE_BUSY, message=b"Session already connected")
+        return socket
+    await _serve(socket, session, table)
+    return socket
+
+
+def _handshake_auth(request: web.Request, offered: list[str]) -> bool | str | None:
+    """True: authenticated by the handshake (key as subprotocol, or the page cookie from our origin).
+
+    False: a page cookie from a foreign origin. WRONG_TOKEN: a subprotocol key that is not the
+    key. None: wait for Open WebUI's auth frame.
+    """
+    guard = request.app[GUARD]
+    tokens = [p[len(TOKEN_PROTOCOL):] for p in offered if p.startswith(TOKEN_PROTOCOL)]
+    if tokens:
+        return any(guard.matches(token) for token in tokens) or WRONG_TOKEN
+    if request.app[SESSIONS].find(request.cookies.get(COOKIE)) is not None:
+        if from_this_origin(request):
+            return True
+        # Open WebUI's page is another origin but authenticates with its auth frame, never a cookie.
+        return None if not request.headers.get("Origin") else False
+    return None
+
+
+async def _authenticate(socket: web.WebSocketResponse, request: web.Request,
+                        handshake: bool | str | None) -> str | None:
+    """The chat id the client named (or ""), or None after closing the socket with 4001."""
+    if handshake == WRONG_TOKEN:
+        await socket.close(code=CLOSE_BAD_AUTH, message=b"Invalid API key")
+        return None
+    if handshake:
+        return ""
+    try:
+        message = await socket.receive(timeout=AUTH_TIMEOUT)
+        payload = json.loads(message.data) if message.type == WSMsgType.TEXT else None
+    except (TimeoutError, ValueError):
+        payload = None
+    if not isinstance(payload, dict) or payload.get("type") != "auth":
+        await socket.close(code=CLOSE_BAD_AUTH, message=b"Auth timeout or invalid payload")
+        return None
+    token = payload.get("token")
+    if not isinstance(token, str) or not request.app[GUARD].matches(token):
+        await socket.close(code=CLOSE_BAD_AUTH, message=b"Invalid API key")
+        return None
+    chat_id = payload.get("chat_id")
+    return chat_id if isinstance(chat_id, str) else ""
+
+
+async def _serve(socket: web.WebSocketResponse, session: TerminalSession, table: TerminalTable) -> None:
+    """Pump keystrokes in and output out until either side ends."""
+
+    async def send(frame: bytes) -> None:
+        await socket.send_bytes(frame)
+
+    viewer = session.attach(send)
+    table.sockets.add(socket)
+    ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(session.pty.finished))
+    reader: asyncio.Future[Any] = asyncio.ensure_future(_read_client(socket, session))
+    try:
+        await asyncio.wait({ended, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if ended.done():
+            # Everything the shell printed goes out before the close frame.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(viewer.drained(), DRAIN_TIMEOUT)
+            # Stop our own receive first, so close() can wait for the client's close frame.
+            await _cancelled(reader)
+            await socket.close(code=1000, message=b"Session ended")
+    finally:
+        table.sockets.discard(socket)
+        await _cancelled(reader)
+        ended.cancel()
+        session.detach(viewer)
+        table.release(session)
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _read_client(socket: web.WebSocketResponse, session: TerminalSession) -> None:
+    async for message in socket:
+        if message.type == WSMsgType.BINARY:
+            try:
+                await session.write(message.data)
+            except OSError:
+                return
+        elif message.type == WSMsgType.TEXT:
+            _control(session, message.data)
+
+
+def _control(session: TerminalSession, text: str) -> None:
+    """Text frames are control messages only (resize, ping); they never reach the shell."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return
+    if isinstance(payload, dict) and payload.get("type") == "resize":
+        cols, rows = payload.get("cols", 80), payload.get("rows", 24)
+        if isinstance(cols, int) and isinstance(rows, int):
+            session.resize(cols, rows)
+
+
+def _hidden(method: str, path: str, handler: Any, **options: Any) -> Endpoint:
+    return Endpoint(method, path, handler, in_schema=False, **options)
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/api/terminals/user/output", read_user_terminal, operation_id="read_user_terminal",
+             summary="Read User Terminal",
+             description="Read recent output from the user's connected shell. Inspect before sending input:\n"
+             "a foreground program may already be running. Does not create a shell."),
+    Endpoint("POST", "/api/terminals/user/input", send_user_terminal_input, operation_id="send_user_terminal_input",
+             summary="Send User Terminal Input",
+             description="Send literal text to the user's connected shell or its foreground program.\n"
+             "Include actual newlines to submit input. Read the shell first. Sending input\n"
+             "does not wait for command completion and does not create a shell.",
+             body=InputRequest),
+    _hidden("POST", "/api/terminals", create_terminal),
+    _hidden("GET", "/api/terminals", list_terminals),
+    _hidden("GET", "/api/terminals/{session_id}/recording", get_recording),
+    # The WebSocket authenticates itself (auth frame, subprotocol or cookie), after the handshake.
+    _hidden("GET", "/api/terminals/{session_id}", get_or_attach, access=Access.PUBLIC),
+    _hidden("DELETE", "/api/terminals/{session_id}", delete_terminal),
+]
+
+
+async def close_sockets(app: web.Application) -> None:
+    """At shutdown, say goodbye (1001) to every attached browser instead of holding the exit up."""
+    sockets = list(app[TERMINALS].sockets)
+    await asyncio.gather(*(socket.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down")
+                           for socket in sockets), return_exceptions=True)

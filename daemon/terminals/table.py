@@ -1,0 +1,139 @@
+"""The live terminal sessions: the cap, ownership, detached-session reaping, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from daemon.config import Config
+from daemon.errors import ApiError
+from daemon.owner import Owner
+from daemon.terminals.recording import sweep_recordings
+from daemon.terminals.session import SessionOptions, TerminalSession, default_shell, session_environment
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 5.0
+
+
+def terminal_error(status: int, message: str) -> ApiError:
+    """Terminal endpoints answer `{"error": ...}` (what Open WebUI's terminal client expects)."""
+    return ApiError(status, message, key="error")
+
+
+class TerminalTable:
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._sessions: dict[str, TerminalSession] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        #: The attached WebSockets, closed with 1001 when the server shuts down.
+        self.sockets: set[Any] = set()
+
+    def create(self, owner: Owner, options: SessionOptions) -> TerminalSession:
+        self._prune()
+        if len(self._sessions) >= self._config.max_sessions:
+            raise terminal_error(429, f"Maximum number of terminal sessions ({self._config.max_sessions}) reached")
+        if self._config.detach_timeout is not None:
+            options.detachable = True
+        session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes)
+        env = session_environment(self._config.term, options.env)
+        if self._records(options):
+            try:
+                session.record_to(self._config.recording_dir / f"{session.id}.cast", env)
+            except OSError as exc:
+                log.warning("terminal %s: not recorded: %s", session.id, exc)
+        try:
+            session.start(default_shell(), env)
+        except OSError as exc:
+            if session.recorder is not None:
+                session.recorder.close()
+            raise terminal_error(503, f"Out of PTY devices or cannot start the shell: {exc.strerror or exc}") from None
+        self._sessions[session.id] = session
+        session.pty.finished.add_done_callback(lambda _: self._ended(session))
+        return session
+
+    def _records(self, options: SessionOptions) -> bool:
+        mode = self._config.recording
+        return mode == "always" or (mode == "enabled" and options.record)
+
+    def get(self, session_id: str, owner: Owner) -> TerminalSession:
+        session = self._sessions.get(session_id)
+        if session is None or session.owner != owner or not session.alive:
+            raise terminal_error(404, "Session not found")
+        return session
+
+    def find(self, session_id: str) -> TerminalSession | None:
+        """A session by id whoever owns it (the WebSocket checks ownership after auth)."""
+        session = self._sessions.get(session_id)
+        return session if session is not None and session.alive else None
+
+    def owned_by(self, owner: Owner) -> list[TerminalSession]:
+        self._prune()
+        return [session for session in self._sessions.values() if session.owner == owner]
+
+    def user_shell(self, owner: Owner) -> TerminalSession:
+        """The newest connected, alive shell of this user and chat (for the LLM's user-terminal tools)."""
+        for session in reversed(self._sessions.values()):
+            if session.owner == owner and session.attached and session.alive:
+                return session
+        raise ApiError(404, "No connected user shell")
+
+    async def delete(self, session: TerminalSession) -> None:
+        self._sessions.pop(session.id, None)
+        await session.close()
+
+    def release(self, session: TerminalSession) -> None:
+        """The viewer left: a detachable session waits for a re-attach, any other one ends."""
+        if not session.detachable:
+            self._sessions.pop(session.id, None)
+            session.close()
+
+    def grace(self, session: TerminalSession) -> float:
+        if self._config.detach_timeout is not None:
+            return self._config.detach_timeout
+        return self._config.detach_grace
+
+    def _ended(self, session: TerminalSession) -> None:
+        self._sessions.pop(session.id, None)
+        session.close()
+
+    def _prune(self) -> None:
+        for session in [session for session in self._sessions.values() if not session.alive]:
+            self._ended(session)
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def start_sweeping(self) -> None:
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        recordings_swept = 0.0
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.reap_detached()
+            if time.monotonic() - recordings_swept > 3600:
+                recordings_swept = time.monotonic()
+                live = [s.recording_path for s in self._sessions.values() if s.recording_path is not None]
+                await asyncio.to_thread(sweep_recordings, self._config.recording_dir,
+                                        self._config.recording_retention, keep=live)
+
+    def reap_detached(self) -> None:
+        """Kill sessions nobody has watched for longer than their grace period."""
+        now = time.monotonic()
+        for session in list(self._sessions.values()):
+            if session.detached_at is not None and now - session.detached_at > self.grace(session):
+                log.info("terminal %s: detached for too long, closing", session.id)
+                self._sessions.pop(session.id, None)
+                session.close()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)

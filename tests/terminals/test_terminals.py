@@ -1,0 +1,370 @@
+"""Interactive terminals: Open WebUI's handshake, close codes, re-attach, reaping, the user-shell tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from daemon.keys import TERMINALS
+from daemon.terminals import endpoints
+from tests.conftest import KEY, Api, ApiFactory, process_group_members
+
+Socket = aiohttp.ClientWebSocketResponse
+
+
+async def create(api: Api, status: int = 200, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    options: dict[str, Any] = {"json": body} if body else {}
+    return await api.json("POST", "/api/terminals", status=status, headers=headers or {}, **options)
+
+
+async def attach(api: Api, session_id: str, *, token: str = KEY, chat_id: str | None = None,
+                 headers: dict[str, str] | None = None, query: str = "", resize: bool = True) -> Socket:
+    """Connect and authenticate as Open WebUI does: auth frame, then a resize frame at once."""
+    socket = await api.client.ws_connect(f"/api/terminals/{session_id}{query}", headers=headers or {})
+    frame: dict[str, str] = {"type": "auth", "token": token}
+    if chat_id is not None:
+        frame["chat_id"] = chat_id
+    await socket.send_str(json.dumps(frame))
+    if resize:
+        await socket.send_str(json.dumps({"type": "resize", "cols": 43, "rows": 13}))
+    return socket
+
+
+async def read_until(socket: Socket, needle: bytes, timeout: float = 10) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        message = await socket.receive(timeout=max(0.01, deadline - time.monotonic()))
+        if message.type != aiohttp.WSMsgType.BINARY:
+            raise AssertionError(f"socket ended ({message.type}, {message.data!r}) before {needle!r}; got {seen!r}")
+        seen += message.data
+    return seen
+
+
+async def closed_with(socket: Socket) -> int | None:
+    while True:
+        message = await socket.receive(timeout=10)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            return socket.close_code
+        assert message.type == aiohttp.WSMsgType.BINARY, message
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> bool:
+    """Like wait_until, but lets the server (in this event loop) run meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(predicate())
+
+
+def open_ptys() -> int:
+    """PTY masters this test process holds (the server runs in it)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == "/dev/ptmx"
+        except OSError:
+            continue
+    return count
+
+
+# --- the Open WebUI protocol ------------------------------------------------------------------------
+
+
+async def test_create_list_get_delete(api: Api) -> None:
+    created = await create(api)
+    assert set(created) == {"id", "created_at", "pid"} and len(created["id"]) == 8
+    assert created["created_at"].endswith("Z")
+    assert await api.json("GET", "/api/terminals") == [created]
+    assert await api.json("GET", f"/api/terminals/{created['id']}") == created
+    assert await api.json("DELETE", f"/api/terminals/{created['id']}") == {"status": "deleted"}
+    assert await api.json("GET", f"/api/terminals/{created['id']}", status=404) == {"error": "Session not found"}
+    assert await api.json("DELETE", f"/api/terminals/{created['id']}", status=404) == {"error": "Session not found"}
+    assert await eventually(lambda: process_group_members(created["pid"]) == [])
+
+
+async def test_rest_needs_the_key(api: Api) -> None:
+    created = await create(api)
+    assert await api.json("GET", "/api/terminals", auth=False, status=401) == {"detail": "Invalid API key"}
+    assert await api.json("GET", f"/api/terminals/{created['id']}", auth=False, status=401)
+    assert await api.json("POST", "/api/terminals", auth=False, status=401)
+
+
+async def test_the_whole_handshake_keystrokes_resize_and_exit(api: Api) -> None:
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_str(json.dumps({"type": "ping"}))
+    await socket.send_bytes(b"stty size; echo he''llo\n")
+    output = await read_until(socket, b"hello")
+    assert b"13 43" in output
+    await socket.send_str(json.dumps({"type": "resize", "cols": 120, "rows": 40}))
+    await socket.send_bytes(b"stty size\n")
+    await read_until(socket, b"40 120")
+    await socket.send_bytes(b"exit\n")
+    assert await closed_with(socket) == 1000
+    assert await api.json("GET", f"/api/terminals/{session['id']}", status=404)
+
+
+async def test_text_frames_never_reach_the_shell(api: Api, tmp_path: Path) -> None:
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    marker = tmp_path / "typed"
+    await socket.send_str(f"touch {marker}\n")
+    await socket.send_str(json.dumps({"type": "other", "data": f"touch {marker}\n"}))
+    await socket.send_bytes(b"echo done-$((40+2))\n")
+    await read_until(socket, b"done-42")
+    assert not marker.exists()
+    await socket.close()
+
+
+async def test_bad_auth_closes_4001_and_the_session_survives(api: Api) -> None:
+    session = await create(api)
+    socket = await attach(api, session["id"], token="wrong")
+    assert await closed_with(socket) == 4001
+    raw = await api.client.ws_connect(f"/api/terminals/{session['id']}")
+    await raw.send_str("not json")
+    assert await closed_with(raw) == 4001
+    good = await attach(api, session["id"], token=f"  {KEY} ")
+    await good.send_bytes(b"echo ok-$((1+1))\n")
+    await read_until(good, b"ok-2")
+    await good.close()
+
+
+async def test_auth_timeout_closes_4001(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(endpoints, "AUTH_TIMEOUT", 0.3)
+    session = await create(api)
+    socket = await api.client.ws_connect(f"/api/terminals/{session['id']}")
+    assert await closed_with(socket) == 4001
+
+
+async def test_unknown_session_is_refused_at_the_handshake(api: Api) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await api.client.ws_connect("/api/terminals/nosuchid")
+    assert refused.value.status == 403
+
+
+async def test_ownership_follows_user_and_chat(api: Api) -> None:
+    owner = {"X-User-Id": "u1", "X-Session-Id": "chat1"}
+    session = await create(api, headers=owner)
+    assert await api.json("GET", "/api/terminals", headers={"X-User-Id": "u2", "X-Session-Id": "chat1"}) == []
+    stranger = await attach(api, session["id"], headers={"X-User-Id": "u2"}, chat_id="chat1")
+    assert await closed_with(stranger) == 4004
+    # A browser cannot set headers: the user comes from ?user_id=, the chat from the auth frame.
+    browser = await attach(api, session["id"], query="?user_id=u1", chat_id="chat1")
+    await browser.send_bytes(b"echo mine-$((2*3))\n")
+    await read_until(browser, b"mine-6")
+    busy = await attach(api, session["id"], headers=owner)
+    assert await closed_with(busy) == 4009
+    await browser.close()
+
+
+async def test_a_plain_session_ends_with_its_socket(api: Api) -> None:
+    """Open WebUI makes a new session per connect: closing the socket must not leak the shell."""
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"sleep 1000 &\n")
+    await asyncio.sleep(0.3)
+    await socket.close()
+    assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+    assert await api.json("GET", "/api/terminals") == []
+
+
+# --- beyond the reference ---------------------------------------------------------------------------
+
+
+async def test_reattach_replays_what_happened_meanwhile(api: Api) -> None:
+    session = await create(api, detach=True)
+    first = await attach(api, session["id"])
+    await first.send_bytes(b"echo before-$((3*3))\n")
+    await read_until(first, b"before-9")
+    await first.send_bytes(b"sleep 0.3; echo while-away-$((4*4))\n")
+    await first.close()
+    await asyncio.sleep(0.8)
+    second = await attach(api, session["id"])
+    replay = await read_until(second, b"while-away-16")
+    assert b"before-9" in replay
+    await second.send_bytes(b"echo live-$((5*5))\n")
+    await read_until(second, b"live-25")
+    await second.close()
+    assert process_group_members(session["pid"]), "a detachable shell outlives its socket"
+
+
+async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory) -> None:
+    api = await api_with(detach_timeout=0.2)
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"echo up\n")
+    await read_until(socket, b"up")
+    await socket.close()
+    table = api.client.app[TERMINALS]
+    await asyncio.sleep(0.4)
+    table.reap_detached()
+    assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+    assert await api.json("GET", f"/api/terminals/{session['id']}", status=404)
+
+
+async def test_the_key_as_a_subprotocol(api: Api) -> None:
+    session = await create(api)
+    socket = await api.client.ws_connect(f"/api/terminals/{session['id']}",
+                                         protocols=("opentermd", f"opentermd.token.{KEY}"))
+    assert socket.protocol == "opentermd"
+    await socket.send_bytes(b"echo proto-$((6*7))\n")
+    await read_until(socket, b"proto-42")
+    await socket.close()
+
+
+async def test_create_options(api: Api, tmp_path: Path) -> None:
+    (tmp_path / "home" / "sub").mkdir()
+    session = await create(api, cmd="printf '%s|' \"$PWD\" \"$GREETING\"; stty size; sleep 5", cwd="sub",
+                           cols=90, rows=20, env={"GREETING": "hey"})
+    socket = await attach(api, session["id"], resize=False)
+    output = await read_until(socket, b"20 90")
+    assert f"{tmp_path}/home/sub|hey|".encode() in output
+    await socket.close()
+    bad = await api.json("POST", "/api/terminals", json={"cols": 0}, status=422)
+    assert "error" in bad
+
+
+async def test_the_session_cap_is_429(api_with: ApiFactory) -> None:
+    api = await api_with(max_sessions=2)
+    await create(api)
+    await create(api)
+    assert await create(api, status=429) == {"error": "Maximum number of terminal sessions (2) reached"}
+
+
+async def test_user_shell_tools(api: Api) -> None:
+    assert await api.json("GET", "/api/terminals/user/output", status=404) == {"detail": "No connected user shell"}
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"echo visible-$((7*7))\n")
+    await read_until(socket, b"visible-49")
+    output = await api.json("GET", "/api/terminals/user/output")
+    assert "visible-49" in output["output"]
+    assert await api.json("POST", "/api/terminals/user/input", json={"input": "echo typed-$((8*8))\n"}) == {
+        "status": "ok"}
+    await read_until(socket, b"typed-64")
+    await socket.close()
+    assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+    assert await api.json("GET", "/api/terminals/user/output", status=404)
+
+
+async def test_recording_makes_an_asciicast(api_with: ApiFactory) -> None:
+    api = await api_with(recording="always")
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"echo recorded-$((9*9))\n")
+    await read_until(socket, b"recorded-81")
+    async with api.request("GET", f"/api/terminals/{session['id']}/recording") as response:
+        assert response.status == 200
+        lines = (await response.text()).splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] == 80 and header["height"] == 24
+    events = [json.loads(line) for line in lines[1:]]
+    assert all(isinstance(time_, float | int) and kind in "oir" for time_, kind, _ in events)
+    assert "recorded-81" in "".join(text for _, kind, text in events if kind == "o")
+    assert any(event[1] == "r" and event[2] == "43x13" for event in events)
+    await socket.close()
+    unrecorded = await api_with()
+    plain = await create(unrecorded)
+    assert await unrecorded.json("GET", f"/api/terminals/{plain['id']}/recording", status=404) == {
+        "error": "This session is not being recorded"}
+
+
+async def test_many_cycles_leave_no_processes_and_no_ptys(api: Api) -> None:
+    before = open_ptys()
+    pids = []
+    for _ in range(200):
+        session = await create(api)
+        pids.append(session["pid"])
+        socket = await attach(api, session["id"])
+        await socket.close()
+    assert await eventually(lambda: all(process_group_members(pid) == [] for pid in pids), timeout=30)
+    assert await eventually(lambda: open_ptys() == before, timeout=10), (open_ptys(), before)
+    assert await api.json("GET", "/api/terminals") == []
+
+
+async def test_user_terminal_tools_match_the_reference_schema(api: Api) -> None:
+    document = await api.json("GET", "/openapi.json", auth=False)
+    assert document["paths"]["/api/terminals/user/output"]["get"]["operationId"] == "read_user_terminal"
+    assert document["paths"]["/api/terminals/user/input"]["post"]["operationId"] == "send_user_terminal_input"
+    assert "/api/terminals" not in document["paths"]
+
+
+async def test_the_web_ui_cookie_authenticates_a_socket_from_our_origin_only(api: Api) -> None:
+    async with api.client.post("/login", data={"key": KEY, "next": "/"}, allow_redirects=False) as response:
+        assert response.status == 303
+    session = await create(api)
+    origin = str(api.client.make_url("")).rstrip("/")
+    ours = await api.client.ws_connect(f"/api/terminals/{session['id']}", headers={"Origin": origin})
+    await ours.send_bytes(b"echo cookie-$((11*11))\n")
+    await read_until(ours, b"cookie-121")
+    await ours.close()
+    other = await create(api)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await api.client.ws_connect(f"/api/terminals/{other['id']}", headers={"Origin": "http://evil.example"})
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize("detach", [False, True])
+async def test_all_output_arrives_before_the_close_even_for_a_slow_late_viewer(api: Api, detach: bool) -> None:
+    """A command's output waits in its PTY for the viewer (or streams into it), and none is lost at exit."""
+    session = await create(api, cmd="seq 1 150000", detach=detach)
+    if not detach:
+        await asyncio.sleep(0.3)  # The command has filled its PTY by now and waits for a reader.
+    socket = await attach(api, session["id"], resize=False)
+    received = b""
+    while True:
+        message = await socket.receive(timeout=20)
+        if message.type != aiohttp.WSMsgType.BINARY:
+            break
+        received += message.data
+        await asyncio.sleep(0.002)  # A slow client: the daemon must not outrun it and drop the rest.
+    assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1000
+    numbers = received.replace(b"\r\n", b"\n").split()
+    assert numbers[-1] == b"150000"
+    if not detach:  # A detachable session keeps only its replay buffer of what came before the attach.
+        assert numbers == [str(n).encode() for n in range(1, 150001)]
+
+
+async def test_a_wrong_key_as_subprotocol_is_refused_at_once(api: Api) -> None:
+    session = await create(api)
+    started = time.monotonic()
+    socket = await api.client.ws_connect(f"/api/terminals/{session['id']}",
+                                         protocols=("opentermd", "opentermd.token.wrong"))
+    assert await closed_with(socket) == 4001
+    assert time.monotonic() - started < 2, "no 10 s wait for an auth frame"
+
+
+async def test_shutdown_says_goodbye_to_attached_browsers(daemon_process: tuple[int, str, dict[str, str]]) -> None:
+    import signal
+
+    pid, url, headers = daemon_process
+    async with aiohttp.ClientSession(headers=headers) as client:
+        async with client.post(f"{url}/api/terminals", json={"detach": True}) as response:
+            session = await response.json()
+        socket = await client.ws_connect(f"{url}/api/terminals/{session['id']}",
+                                         protocols=("opentermd", f"opentermd.token.{headers['Authorization'][7:]}"))
+        await socket.send_bytes(b"echo attached\n")
+        await read_until(socket, b"attached")
+        started = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        assert await closed_with(socket) == 1001
+    assert await eventually(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15)
+    assert time.monotonic() - started < 10
+    assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
