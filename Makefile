@@ -6,9 +6,11 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 VENDOR_STAMP := static/vendor/.installed
+BUILD_STAMP := $(VENV)/.build-installed
 ARGS ?=
 
 .PHONY: setup run test lint bench debian-packages clean
+.PHONY: binary test-binary
 
 setup: $(RUNTIME_STAMP) $(VENDOR_STAMP)
 
@@ -16,8 +18,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The mcp extra makes `opentermd mcp` work; it is imported only by that command.
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[mcp]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)
@@ -57,11 +60,37 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy
 
-test: setup $(TEST_STAMP) debian-packages lint
+# The binary is built first, so the bench smoke test (which prefers it) never runs a stale one.
+test: setup $(TEST_STAMP) debian-packages lint binary
 	$(BIN)/pytest $(ARGS)
+	$(MAKE) test-binary
 
-bench: setup debian-packages
-	$(BIN)/python bench/run.py $(ARGS)
+# The reference server (open-terminal 0.14.5 from PyPI) in a venv of its own, which git ignores;
+# `make bench` runs every workload against it and opentermd, alternating, and writes BENCHMARKS.md.
+.bench/.installed:
+	$(PYTHON) -m venv .bench
+	.bench/bin/pip install -q open-terminal==0.14.5
+	touch $@
+
+bench: setup debian-packages .bench/.installed
+	$(BIN)/python bench/run.py --write $(ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache dist build .bench
+
+# The single executable: PyInstaller onefile from build.spec, with templates/ and static/ inside.
+$(BUILD_STAMP): pyproject.toml $(RUNTIME_STAMP)
+	$(BIN)/pip install -q -e '.[build]'
+	touch $@
+
+BINARY_SOURCES := build.spec pyproject.toml $(VENDOR_STAMP) $(shell find daemon templates static -type f \
+                    -not -path 'static/vendor/*' -not -path 'static/src/*' -not -name '*.pyc' 2>/dev/null)
+
+dist/opentermd: $(BINARY_SOURCES) | $(BUILD_STAMP)
+	$(BIN)/pyinstaller --noconfirm --clean --log-level=WARN --distpath dist --workpath build build.spec
+
+binary: setup $(BUILD_STAMP) dist/opentermd
+
+# Smoke suite against the built executable (not the source tree); `make test` runs it too.
+test-binary: binary $(TEST_STAMP)
+	OPENTERMD_BINARY=dist/opentermd $(BIN)/pytest -m binary tests/binary

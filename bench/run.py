@@ -1,7 +1,12 @@
 """Benchmark of the real daemon: command latency, output throughput and the file API, as one table.
 
-Run as ``.venv/bin/python bench/run.py [--smoke]`` (``make bench``). The script starts
-``python -m daemon run`` on 127.0.0.1 with a free port, a fresh key and a scratch home, then runs:
+Run as ``.venv/bin/python bench/run.py [--smoke] [--write]`` (``make bench`` passes ``--write``).
+The script starts two servers on 127.0.0.1, each on a free port with a fresh key and a scratch home,
+both with the same scratch directory as cwd: the reference, open-terminal 0.14.5 from ``.bench/``
+(which ``make bench`` installs), and opentermd (``dist/opentermd`` when that binary exists, else
+``python -m daemon``). Every workload then measures one round on the reference, one on opentermd,
+and so on for 3 rounds (A B A B A B); the table gives both medians, their ratio, opentermd's target
+and whether it is met. The workloads:
 
 * **exec latency**: sequential ``POST /execute?wait=5 {"command": "echo hi"}`` over one
   keep-alive connection, after a warm-up; every reply must carry ``hi\\r\\n``.
@@ -12,12 +17,16 @@ Run as ``.venv/bin/python bench/run.py [--smoke]`` (``make bench``). The script 
 * **terminals**: WebSocket output throughput and keystroke echo latency, described in
   ``bench/terminals.py``.
 
-Shared parts (the daemon, the client session, the table) live in ``bench/harness.py``.
-``--smoke`` runs the same code with tiny sizes, to prove the script works in a few seconds.
+Shared parts (the servers, the alternation, the client session, the table) live in ``bench/harness.py``.
+``--smoke`` runs the same code with tiny sizes and without the reference: opentermd runs twice, as A
+and as B, so the alternation is exercised too (plus a unit check of it), in a few seconds.
+``--write`` writes the table, with the machine and the date, to ``BENCHMARKS.md``.
 
 A workload that breaks (an endpoint missing, an error status) is reported and the others still run.
-Exit status: 0 when the run completed, even if a speed target was missed (this is a report);
-1 when an answer was wrong or output lost; 2 when the daemon or a workload failed to run.
+When the reference answers wrong or lacks a feature its column says n/a (with a note); only
+opentermd's wrong answers fail the run. Exit status: 0 when the run completed, even if a speed target
+was missed (this is a report); 1 when opentermd answered wrong or lost output; 2 when a server or a
+workload failed to run.
 """
 
 from __future__ import annotations
@@ -46,27 +55,33 @@ if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `b
 
 from bench import files, terminals
 from bench.harness import (
+    HEADER,
+    REPO,
     WORKLOAD_ERRORS,
     BenchError,
-    Daemon,
     Json,
     Latency,
+    Measure,
     Report,
-    Row,
+    Sample,
+    Server,
+    alternate,
     call,
+    check_alternation,
     describe,
     machine_facts,
+    markdown,
     megabytes,
     open_session,
     print_table,
-    verdict,
+    rows_of,
 )
 
 #: Long-poll wait of one status request, in seconds (the API's `wait`).
 POLL_WAIT = 5
 #: Upper bounds of the throughput poll loop: it never runs longer or more often than this.
 MAX_POLLS = 200_000
-FOLLOW_TIMEOUT = 300.0
+FOLLOW_TIMEOUT = 150.0
 CORPUS_NAME = "corpus.b64"
 BASE64_LINE = 76  # columns per line of `base64`, and of base64.encodebytes
 EXPECTED_ECHO = "hi\r\n"
@@ -79,6 +94,7 @@ class Sizes:
     file_bytes: int
 
 
+#: Per round on one server; each server gets 3 rounds.
 FULL = Sizes(warmup=10, iterations=200, file_bytes=67_000_000)
 SMOKE = Sizes(warmup=2, iterations=5, file_bytes=200_000)
 
@@ -172,29 +188,50 @@ async def output_throughput(session: aiohttp.ClientSession, base_url: str, corpu
                       mismatch=received != expected, truncated=truncated, polls=polls)
 
 
-async def run_workloads(daemon: Daemon, sizes: Sizes, corpus: Path, expected: str) -> tuple[Latency, Throughput]:
-    async with open_session(daemon.key) as session:
-        latency = await exec_latency(session, daemon.base_url, sizes)
-        throughput = await output_throughput(session, daemon.base_url, corpus, expected)
-    return latency, throughput
+async def measure_latency(server: Server, sizes: Sizes) -> Latency:
+    async with open_session(server.key) as session:
+        return await exec_latency(session, server.base_url, sizes)
+
+
+async def measure_throughput(server: Server, corpus: Path, expected: str) -> Throughput:
+    async with open_session(server.key) as session:
+        return await output_throughput(session, server.base_url, corpus, expected)
 
 
 # --- the report -------------------------------------------------------------------------------------
 
 
-def rows(latency: Latency, throughput: Throughput) -> list[Row]:
-    flags = [flag for flag, on in (("content differs", throughput.mismatch), ("truncated", throughput.truncated)) if on]
-    lost = f"{throughput.lost} ({', '.join(flags)})" if flags else str(throughput.lost)
+def latency_samples(latency: Latency, report: Report) -> list[Sample]:
+    """One round's latency figures; wrong answers go to the report."""
+    if latency.failures:
+        report.wrong_answer(f"exec: {latency.failures} of {len(latency.samples_ms)} replies to `echo hi` were wrong")
     return [
-        Row(f"exec latency p50 ({len(latency.samples_ms)}x)", f"{latency.p50:.2f} ms", "<= 1.6 ms",
-            verdict(latency.p50 <= 1.6)),
-        Row("exec latency p95", f"{latency.p95:.2f} ms", "(report)", "-"),
-        Row("exec latency max", f"{latency.max:.2f} ms", "< 10 ms", verdict(latency.max < 10)),
-        Row("exec wrong outputs", str(latency.failures), "0", verdict(latency.failures == 0)),
-        Row(f"output throughput ({megabytes(throughput.file_bytes)})",
-            f"{throughput.megabytes_per_second:.1f} MB/s", ">= 20 MB/s",
-            verdict(throughput.megabytes_per_second >= 20)),
-        Row("output bytes lost", lost, "0", verdict(throughput.correct)),
+        Sample(f"exec latency p50 ({len(latency.samples_ms)}x)", latency.p50, "ms", "lower", 1.6, digits=2),
+        Sample("exec latency p95", latency.p95, "ms", "lower", digits=2),
+        Sample("exec latency max", latency.max, "ms", "lower", 10, digits=2),
+        Sample("exec wrong outputs", latency.failures, "", "lower", 0, digits=0, target="0"),
+    ]
+
+
+def throughput_samples(throughput: Throughput, report: Report) -> list[Sample]:
+    """One round's throughput figures; lost or altered output goes to the report."""
+    if not throughput.correct:
+        report.wrong_answer(f"exec: `cat` output lost {throughput.lost} bytes (differs: {throughput.mismatch}, "
+                            f"truncated: {throughput.truncated})")
+    return [
+        Sample(f"output throughput ({megabytes(throughput.file_bytes)})", throughput.megabytes_per_second,
+               "MB/s", "higher", 20),
+        Sample("output bytes lost", throughput.lost + (0 if throughput.correct or throughput.lost else 1), "",
+               "lower", 0, digits=0, target="0"),
+    ]
+
+
+def exec_measures(sizes: Sizes, corpus: Path, expected: str) -> list[tuple[str, Measure]]:
+    """Latency and throughput apart, so that a server failing one still shows the other."""
+    return [
+        ("exec latency", lambda server, report: latency_samples(asyncio.run(measure_latency(server, sizes)), report)),
+        ("output throughput", lambda server, report: throughput_samples(
+            asyncio.run(measure_throughput(server, corpus, expected)), report)),
     ]
 
 
@@ -203,49 +240,72 @@ def rows(latency: Latency, throughput: Throughput) -> list[Row]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: prove the script works in seconds")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, opentermd as both A and B: prove the script works in seconds")
+    parser.add_argument("--write", action="store_true", help=f"write the table to {BENCHMARKS.name}")
+    args = parser.parse_args(argv)
+    if args.smoke and args.write:
+        parser.error(f"--smoke figures do not belong in {BENCHMARKS.name}")
+    return args
 
 
-def exec_workloads(daemon: Daemon, sizes: Sizes, corpus: Path, report: Report) -> None:
+BENCHMARKS = REPO / "BENCHMARKS.md"
+
+
+def exec_workloads(servers: list[Server], sizes: Sizes, corpus: Path, report: Report) -> None:
     try:
         expected = corpus.read_text(encoding="ascii")
-        latency, throughput = asyncio.run(run_workloads(daemon, sizes, corpus, expected))
-    except (BenchError, *WORKLOAD_ERRORS) as exc:
-        report.errors.append(f"exec: {describe(exc)}")
-        return
+        for name, measure in exec_measures(sizes, corpus, expected):
+            try:
+                outcomes = alternate(servers, measure)
+                report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
+            except (BenchError, *WORKLOAD_ERRORS) as exc:
+                report.errors.append(f"{name}: {describe(exc)}")
     finally:
         corpus.unlink(missing_ok=True)
-    report.rows.extend(rows(latency, throughput))
-    if latency.failures:
-        report.wrong_answer(f"exec: {latency.failures} of {len(latency.samples_ms)} replies to `echo hi` were wrong")
-    if not throughput.correct:
-        report.wrong_answer(f"exec: `cat` output lost {throughput.lost} bytes (differs: {throughput.mismatch}, "
-                            f"truncated: {throughput.truncated})")
+
+
+def servers_for(scratch: Path, smoke: bool) -> list[Server]:
+    """A then B: the reference and opentermd, or (smoke) opentermd twice."""
+    if smoke:
+        return [Server(scratch, label="opentermd-A"), Server(scratch, label="opentermd-B")]
+    return [Server(scratch, "reference"), Server(scratch, "opentermd")]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
-    print(machine_facts(args.smoke), flush=True)
+    facts = machine_facts(args.smoke)
+    print(facts, flush=True)
+    if args.smoke:
+        check_alternation()
     scratch = Path(tempfile.mkdtemp(prefix="opentermd-bench-"))
-    daemon = Daemon(scratch)
+    servers = servers_for(scratch, args.smoke)
+    header = (HEADER[0], *(server.label for server in servers), *HEADER[3:])
+    started: list[str] = []
     report = Report()
     try:
         corpus = write_corpus(scratch, sizes.file_bytes)
-        daemon.start()
-        exec_workloads(daemon, sizes, corpus, report)
-        files.run(daemon, scratch, args.smoke, report)
-        terminals.run(daemon, args.smoke, report)
+        for server in servers:
+            what = server.start()
+            started.append(f"{server.label}: {what}")
+            print(f"bench: {server.label} is {what}, on {server.base_url}", flush=True)
+        exec_workloads(servers, sizes, corpus, report)
+        files.run(servers, scratch, args.smoke, report)
+        terminals.run(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:
-        problem = daemon.stop()
+        problems = [server.stop() for server in servers]
         shutil.rmtree(scratch, ignore_errors=True)
-    if problem:
-        report.errors.append(problem)
+    report.errors.extend(problem for problem in problems if problem)
     if report.rows:
-        print_table(report.rows)
+        print_table(report.rows, header)
+    for note in report.notes:
+        print(f"bench: note: {note}")
+    if args.write and report.rows:
+        BENCHMARKS.write_text(markdown(report.rows, facts, report.notes, started))
+        print(f"bench: wrote {BENCHMARKS.name}")
     for wrong in report.wrong:
         print(f"bench: WRONG: {wrong}", file=sys.stderr)
     for error in report.errors:

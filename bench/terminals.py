@@ -37,9 +37,8 @@ import json
 import math
 import string
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
@@ -48,13 +47,17 @@ from bench.harness import (
     BenchError,
     Daemon,
     Latency,
+    Measure,
     Report,
     Row,
+    Sample,
+    Server,
+    alternate,
     call,
     describe,
     megabytes,
     open_session,
-    verdict,
+    rows_of,
 )
 
 MB = 1_000_000
@@ -72,6 +75,8 @@ STREAM_TIMEOUT = 300.0
 FRAME_TIMEOUT = 30.0
 ECHO_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 10.0
+#: Why a server may print a shell prompt where the workload's `cmd` should run.
+SHELL_HINT = " (a shell prompt: this server ignores the `cmd` of POST /api/terminals)"
 #: Close code of a terminal whose shell exited.
 CLOSE_ENDED = 1000
 
@@ -311,7 +316,7 @@ async def websocket_throughput(daemon: Daemon, sizes: Sizes) -> Stream:
                     raise BenchError(f"terminal closed before the command was ready ({shell.closed_with()})")
                 ready += frame
             if ready != READY:
-                raise BenchError(f"the throughput command printed {ready[:200]!r}, not {READY!r}")
+                raise BenchError(f"the throughput command printed {ready[:200]!r}, not {READY!r}{SHELL_HINT}")
             frame_cap = 2 * math.ceil(size * 4 / 3) + 1000  # each frame holds at least one byte
             gc.collect()
             gc.disable()
@@ -331,7 +336,7 @@ async def websocket_throughput(daemon: Daemon, sizes: Sizes) -> Stream:
     return Stream(check, seconds, shell.closed_with(), shell.ended)
 
 
-def throughput_rows(stream: Stream, report: Report) -> list[Row]:
+def throughput_samples(stream: Stream, report: Report) -> list[Sample]:
     check = stream.check
     label = f"terminal WS output ({megabytes(check.size)} base64)"
     average = check.received / check.frames / 1024 if check.frames else 0.0
@@ -339,11 +344,12 @@ def throughput_rows(stream: Stream, report: Report) -> list[Row]:
         report.wrong_answer(f"terminal throughput: the daemon ended the stream with {stream.close}, not {CLOSE_ENDED}")
     for problem in check.problems:
         report.wrong_answer(f"terminal throughput: {problem}")
-    flags = f" ({len(check.problems)} problems)" if check.problems else ""
     return [
-        Row(label, f"{stream.megabytes_per_second:.1f} MB/s", ">= 28 MB/s", verdict(stream.megabytes_per_second >= 28)),
-        Row("terminal WS frames (count x avg)", f"{check.frames:,} x {average:.1f} KiB", "(report)", "-"),
-        Row("terminal output bytes lost", f"{check.lost}{flags}", "0", verdict(stream.correct)),
+        Sample(label, stream.megabytes_per_second, "MB/s", "higher", 28),
+        Sample("terminal WS frames (count)", check.frames, digits=0),
+        Sample("terminal WS frame avg", average, "KiB"),
+        Sample("terminal output bytes lost", check.lost, "", "lower", 0,
+               digits=0, target="0"),
     ]
 
 
@@ -375,7 +381,7 @@ async def echo_latency(daemon: Daemon, sizes: Sizes) -> tuple[Latency, str, bool
                         samples.append(elapsed)
                         failures += echo != key
                     elif echo != key:
-                        raise BenchError(f"typing {key!r} echoed {echo[:100]!r}")
+                        raise BenchError(f"typing {key!r} echoed {echo[:100]!r}{SHELL_HINT}")
             finally:
                 gc.enable()
             if not samples:
@@ -389,7 +395,7 @@ async def echo_latency(daemon: Daemon, sizes: Sizes) -> tuple[Latency, str, bool
             return Latency(samples, failures), shell.closed_with(), shell.ended
 
 
-def echo_rows(result: tuple[Latency, str, bool], report: Report) -> list[Row]:
+def echo_samples(result: tuple[Latency, str, bool], sizes: Sizes, report: Report) -> list[Sample]:
     latency, close, ended = result
     if latency.failures:
         report.wrong_answer(f"terminal echo: {latency.failures} of {len(latency.samples_ms)} keystrokes echoed wrong")
@@ -397,36 +403,37 @@ def echo_rows(result: tuple[Latency, str, bool], report: Report) -> list[Row]:
         report.wrong_answer(f"terminal echo: `cat` ended with {close}, not {CLOSE_ENDED}")
     wrong = latency.failures + (not ended)
     return [
-        Row(f"terminal echo p50 ({len(latency.samples_ms)}x)", f"{latency.p50:.3f} ms", "<= 0.3 ms",
-            verdict(latency.p50 <= 0.3)),
-        Row("terminal echo p95", f"{latency.p95:.3f} ms", "(report)", "-"),
-        Row("terminal echo wrong", str(wrong), "0", verdict(wrong == 0)),
+        Sample(f"terminal echo p50 ({sizes.echo_samples}x)", latency.p50, "ms", "lower", 0.3, digits=3),
+        Sample("terminal echo p95", latency.p95, "ms", "lower", digits=3),
+        Sample("terminal echo wrong", wrong, "", "lower", 0, digits=0, target="0"),
     ]
 
 
 # --- both of them -----------------------------------------------------------------------------------
 
 
-async def _throughput(daemon: Daemon, sizes: Sizes, report: Report) -> list[Row]:
-    return throughput_rows(await websocket_throughput(daemon, sizes), report)
+def throughput(sizes: Sizes) -> Measure:
+    return lambda server, report: throughput_samples(asyncio.run(websocket_throughput(server, sizes)), report)
 
 
-async def _echo(daemon: Daemon, sizes: Sizes, report: Report) -> list[Row]:
-    return echo_rows(await echo_latency(daemon, sizes), report)
+def echo(sizes: Sizes) -> Measure:
+    return lambda server, report: echo_samples(asyncio.run(echo_latency(server, sizes)), sizes, report)
 
 
-WORKLOADS: tuple[tuple[str, Callable[[Daemon, Sizes, Report], Coroutine[Any, Any, list[Row]]]], ...] = (
-    ("terminal WS throughput", _throughput),
-    ("terminal echo", _echo),
+WORKLOADS: tuple[tuple[str, Callable[[Sizes], Measure]], ...] = (
+    ("terminal WS throughput", throughput),
+    ("terminal echo", echo),
 )
 
 
-def run(daemon: Daemon, smoke: bool, report: Report) -> None:
-    """Every terminal workload in turn; one that breaks is reported as such and the others still run."""
+def run(servers: list[Server], smoke: bool, report: Report) -> None:
+    """Every terminal workload in turn, alternating the servers (opentermd last); one that breaks is
+    reported as such and the others still run."""
     sizes = SMOKE if smoke else FULL
     for name, workload in WORKLOADS:
         try:
-            report.rows.extend(asyncio.run(workload(daemon, sizes, report)))
+            outcomes = alternate(servers, workload(sizes))
+            report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
         except (BenchError, *WORKLOAD_ERRORS) as exc:
             report.errors.append(f"{name}: {describe(exc)}")
-            report.rows.append(Row(name, "error", "-", "FAIL"))
+            report.rows.append(Row(name, "-", "error", "-", "-", "FAIL"))

@@ -1,4 +1,4 @@
-"""`opentermd run | --version`: parse flags, load the config, serve until a signal."""
+"""`opentermd run | mcp | --version`: parse flags, load the config, serve until a signal."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import enum
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -38,6 +39,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML config file (instead of the user config)")
     run.add_argument("--cors-allowed-origins", help="comma-separated origins, or * (default)")
     run.add_argument("--root", dest="file_root", help="confine every file endpoint beneath this directory")
+    mcp = commands.add_parser("mcp", help="serve the API's tools over MCP (needs the `mcp` extra)")
+    mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio",
+                     help="stdio (default; no auth) or streamable-http (bearer API key)")
+    mcp.add_argument("--host", help="address for streamable-http (default 127.0.0.1)")
+    mcp.add_argument("--port", help="port for streamable-http (default 8000)")
+    mcp.add_argument("--cwd", help="working directory: home of relative paths and commands")
+    mcp.add_argument("--api-key", help="bearer key for streamable-http (default: generated and printed)")
+    mcp.add_argument("--config", help="TOML config file (instead of the user config)")
     return top
 
 
@@ -48,16 +57,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if argv[:1] == [WORKER_COMMAND] and len(argv) == 2:
         return worker_main(argv[1])
     args = parser().parse_args(argv)
-    flags = {name: value for name, value in vars(args).items() if name not in ("command", "config")}
+    flags = {name: value for name, value in vars(args).items() if name not in ("command", "config", "transport")}
     try:
         settings = config.load(flags, os.environ if environ is None else environ,
                                config_file=Path(args.config) if args.config else None)
     except config.ConfigError as exc:
         print(f"opentermd: {exc}", file=sys.stderr)
         return Exit.USAGE
+    if args.command == "mcp" and importlib.util.find_spec("mcp") is None:
+        print("opentermd: MCP mode needs the mcp extra: pip install 'opentermd[mcp]'", file=sys.stderr)
+        return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(settings, out))
+        asyncio.run(serve_mcp(settings, args.transport) if args.command == "mcp" else serve(settings, out))
     except OSError as exc:
         print(f"opentermd: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -83,6 +95,12 @@ async def serve(settings: config.Config, out: TextIO) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def serve_mcp(settings: config.Config, transport: str) -> None:
+    from daemon.mcp.server import serve
+
+    await serve(settings, transport, _stop_on_signals())
 
 
 def _stop_on_signals() -> asyncio.Event:

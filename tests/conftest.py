@@ -92,9 +92,9 @@ def output_text(reply: dict[str, Any]) -> str:
 PROCESS_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 
 
-def process_group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`, read from /proc."""
-    members = []
+def process_stats() -> dict[int, list[str]]:
+    """Every process's /proc/<pid>/stat fields after its name: state, ppid, pgrp, ..."""
+    stats = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -102,7 +102,14 @@ def process_group_members(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        stats[int(entry)] = stat[stat.rindex(")") + 2:].split()
+    return stats
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is `pgid`, read from /proc."""
+    members = []
+    for entry, fields in process_stats().items():
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members

@@ -13,8 +13,9 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
     result = subprocess.run([sys.executable, "bench/run.py", "--smoke"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "opentermd-A" in result.stdout and "opentermd-B" in result.stdout  # both sides of the A/B table
     for row in ("exec latency p50", "output throughput", "output bytes lost", "list 100 entries", "read 4 KB",
-                "read 0.1 MB p50", "): opentermd", ": rg -n", ": grep -rn", "upload 2.0 MB",
+                "read 0.1 MB p50", "): /files/grep", ": rg -n", ": grep -rn", "upload 2.0 MB",
                 "upload server RSS growth", "view 5.0 MB", "file API wrong answers",
                 "terminal WS output (1.0 MB base64)", "terminal WS frames", "terminal output bytes lost",
                 "terminal echo p50 (20x)", "terminal echo p95", "terminal echo wrong"):

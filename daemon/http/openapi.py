@@ -70,7 +70,7 @@ def _operation(endpoint: Endpoint, config: Config, schemas: dict[str, Any]) -> d
             operation[key] = value
     if endpoint.access is Access.BEARER:
         operation["security"] = [{"HTTPBearer": []}]
-    parameters = _path_parameters(endpoint) + _query_parameters(endpoint.query)
+    parameters = path_parameters(endpoint) + query_parameters(endpoint.query)
     if parameters:
         operation["parameters"] = parameters
     if endpoint.body is not None:
@@ -93,7 +93,8 @@ def _operation(endpoint: Endpoint, config: Config, schemas: dict[str, Any]) -> d
     return operation
 
 
-def _path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
+def path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of the `{name}` parts of an endpoint's path."""
     return [
         {"name": name, "in": "path", "required": True,
          "schema": {"type": "string", "title": name.replace("_", " ").title()}}
@@ -101,7 +102,8 @@ def _path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     ]
 
 
-def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a query model, without hidden fields and `default: null`."""
     if model is NoInput:
         return []
     schema = model.model_json_schema()
@@ -116,6 +118,14 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             parameter["description"] = prop["description"]
         parameters.append(parameter)
     return parameters
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A body model's JSON schema with its `$defs` kept local: what an MCP tool's input schema embeds."""
+    schema = _strip_null_defaults(model.model_json_schema())
+    for definition in schema.get("$defs", {}).values():
+        _strip_null_defaults(definition)
+    return schema
 
 
 def _add_model(model: type[BaseModel], schemas: dict[str, Any]) -> None:

@@ -14,18 +14,14 @@ import html
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import nh3
-import pygments
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
-from pygments.formatters import HtmlFormatter
-from pygments.lexer import Lexer
-from pygments.lexers import get_lexer_for_filename, guess_lexer
-from pygments.lexers.special import TextLexer
-from pygments.util import ClassNotFound
+# Pygments, markdown-it and nh3 are imported where used, so they stay off the daemon's start path.
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
+    from pygments.lexer import Lexer
 
 # Past this many characters highlighting costs seconds and megabytes of spans; plain text is enough.
 HIGHLIGHT_MAX_CHARS = 512 * 1024
@@ -51,19 +47,31 @@ URL_SCHEMES = {"http", "https", "mailto"}
 # Table alignment arrives as style="text-align:..."; styles never pass, so it becomes one of these.
 ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
 
-# html=False: raw HTML in the source is shown as text, never passed on (nh3 is the second fence).
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+@functools.cache
+def _markdown() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    # html=False: raw HTML in the source is shown as text, never passed on (nh3 is the second fence).
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 
 
 def highlight(text: str, filename: str) -> str:
     """`text` as highlighted HTML (`<div class="code">` with a line-number table), lexer by file name."""
     if len(text) > HIGHLIGHT_MAX_CHARS:
         return f'<pre class="code plain">{html.escape(text)}</pre>'
+    import pygments
+    from pygments.formatters import HtmlFormatter
+
     formatter = HtmlFormatter(cssclass="code", linenos="table")
     return pygments.highlight(text, _lexer_for(text, filename), formatter)
 
 
 def _lexer_for(text: str, filename: str) -> Lexer:
+    from pygments.lexers import get_lexer_for_filename, guess_lexer
+    from pygments.lexers.special import TextLexer
+    from pygments.util import ClassNotFound
+
     # stripnl=False: lexers drop leading blank lines by default, which would shift every line number.
     try:
         return get_lexer_for_filename(filename, text, stripnl=False)
@@ -87,6 +95,8 @@ def pygments_css() -> str:
 def _scoped_css(style: str) -> str:
     # get_style_defs() also emits unscoped `pre {...}` and `td.linenos ...` rules that would
     # restyle the whole page; built from the parts instead, every rule stays under CSS_SCOPE.
+    from pygments.formatters import HtmlFormatter
+
     # Any: types-Pygments leaves these three methods unannotated, which strict mypy refuses to call.
     formatter: Any = HtmlFormatter(style=style, cssclass=CSS_SCOPE[1:])
     rules: list[str] = [f"{CSS_SCOPE} {rule}" for rule in formatter.get_linenos_style_defs()]
@@ -173,10 +183,13 @@ def markdown_html(text: str, resolve_image: Resolver, resolve_link: Resolver) ->
     each gets the percent-decoded path (no query, no fragment) and returns a URL; a link's #fragment
     is put back after it. URLs with a scheme or host are kept (http, https, mailto survive nh3).
     """
+    import nh3
+
+    markdown = _markdown()
     env: dict[str, object] = {}
-    tokens = _MARKDOWN.parse(text, env)
+    tokens = markdown.parse(text, env)
     _rewrite(tokens, resolve_image, resolve_link)
-    rendered = _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, env)
+    rendered = markdown.renderer.render(tokens, markdown.options, env)
     return nh3.clean(
         rendered,
         tags=MARKDOWN_TAGS,

@@ -1,0 +1,153 @@
+"""The MCP server: the generated tools over stdio, or over streamable HTTP behind the API key.
+
+The daemon's own app runs in the same process on a private unix socket; each tool call is an
+HTTP request to it (see tools.py). Streamable HTTP is the SDK's Starlette app served by uvicorn
+(a dependency of the SDK) on its own port, wrapped in a bearer-key check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Generator, Mapping
+from typing import Any
+
+import aiohttp
+import uvicorn
+from aiohttp import web
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams, TextContent
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from daemon import __version__
+from daemon.config import Config
+from daemon.http.auth import KeyGuard
+from daemon.keys import ENDPOINTS
+from daemon.mcp.tools import ApiCaller, Tool, build_tools
+
+MCP_PATH = "/mcp"
+
+
+
+def build_server(tools: Mapping[str, Tool], caller: ApiCaller) -> Server[Any]:
+    listed = ListToolsResult(tools=[tool.to_mcp() for tool in tools.values()])
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> ListToolsResult:
+        return listed
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            return CallToolResult(content=[TextContent(type="text", text=f"Unknown tool: {params.name}")],
+                                  is_error=True)
+        return await caller.call(tool, params.arguments or {})
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        tool = tools.get(name)
+        return None if tool is None else tool.input_schema
+
+    return Server("opentermd", version=__version__, title="Open Terminal", get_tool_input_schema=input_schema,
+                  on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+class BearerGuard:
+    """ASGI middleware: HTTP requests need `Authorization: Bearer <API key>`, else 401."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self._app = app
+        self._guard = KeyGuard(key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._guard.matches(_bearer(scope)):
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": json.dumps({"detail": "Invalid API key"}).encode()})
+            return
+        await self._app(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            return token if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller's stop event ends it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Config, transport: str, stop: asyncio.Event) -> None:
+    """Run the API on a private socket and the MCP server ("stdio" or "streamable-http") until stopped."""
+    from daemon.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        with tempfile.TemporaryDirectory(prefix="opentermd-mcp-") as folder:
+            socket_path = os.path.join(folder, "api.sock")
+            await web.UnixSite(runner, socket_path).start()
+            connector = aiohttp.UnixConnector(path=socket_path)
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+                caller = ApiCaller(session, "http://opentermd", settings.api_key)
+                endpoints = app[ENDPOINTS]
+                server = build_server(build_tools(endpoints, settings), caller)
+                if transport == "stdio":
+                    await _until_stopped(_run_stdio(server), stop)
+                else:
+                    await _run_http(server, settings, stop)
+    finally:
+        await runner.cleanup()
+
+
+async def _run_stdio(server: Server[Any]) -> None:
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+async def _run_http(server: Server[Any], settings: Config, stop: asyncio.Event) -> None:
+    app = BearerGuard(server.streamable_http_app(streamable_http_path=MCP_PATH, host=settings.host), settings.api_key)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    http = _Uvicorn(config)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    lines = [f"opentermd {__version__} MCP (streamable HTTP): http://{host}:{settings.port}{MCP_PATH}"]
+    key = settings.api_key if settings.api_key_generated else "(from your configuration)"
+    lines.append(f"  API key (bearer): {key}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+    async def stop_http() -> None:
+        await stop.wait()
+        http.should_exit = True
+
+    stopper = asyncio.create_task(stop_http())
+    try:
+        await http.serve()
+    finally:
+        stopper.cancel()
+    if not http.started:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+
+
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> None:
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

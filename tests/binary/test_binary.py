@@ -1,0 +1,272 @@
+"""Smoke suite against the built executable (`make test-binary`), not the source tree.
+
+Selected only with `-m binary` (the default addopts deselect it), and then it needs OPENTERMD_BINARY
+to name the executable: a run that selects it without one fails instead of skipping quietly.
+The binary is copied under another name into a temp dir and started from yet another directory,
+with TMPDIR pointing at a fresh folder, so the onefile extraction (`_MEI*`) can be checked to be gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import process_stats
+from tests.files.test_documents import make_pdf
+
+pytestmark = pytest.mark.binary
+
+KEY = "binary-smoke-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+LOCAL_URL = re.compile(r"Local URL:\s+(http://\S+)")
+
+
+def binary_path() -> Path:
+    named = os.environ.get("OPENTERMD_BINARY")
+    if not named:
+        pytest.fail("OPENTERMD_BINARY is not set: `make test-binary` builds dist/opentermd and sets it")
+    path = Path(named).resolve()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"OPENTERMD_BINARY={named} is not an executable file")
+    return path
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    url: str
+    tmpdir: Path
+    home: Path
+    marker: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start(tmp: Path, name: str = "otd-copy") -> Running:
+    """Copy the binary to `tmp/bin/<name>`, start it from `tmp/elsewhere` and wait for the banner."""
+    (tmp / "bin").mkdir(exist_ok=True)
+    copy = tmp / "bin" / name
+    if not copy.exists():
+        shutil.copy2(binary_path(), copy)
+    for folder in ("elsewhere", "home", "tmpdir"):
+        (tmp / folder).mkdir(exist_ok=True)
+    marker = uuid.uuid4().hex
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))}
+    # The marker rides in every descendant's environment: found in /proc even after a re-parenting.
+    env.update(HOME=str(tmp / "home"), SHELL="/bin/bash", TMPDIR=str(tmp / "tmpdir"),
+               XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker)
+    log = tmp / "opentermd.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(copy), "run", "--host", "127.0.0.1", "--port", "0", f"--api-key={KEY}", "--cwd", str(tmp / "home")],
+            cwd=tmp / "elsewhere", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if (found := LOCAL_URL.search(log.read_text(errors="replace"))) is not None:
+            return Running(process, found.group(1), tmp / "tmpdir", tmp / "home", marker, log)
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    pytest.fail(f"no banner within {START_TIMEOUT:.0f} s (exit {process.returncode}):\n{log.read_text()}")
+
+
+def processes_with(marker: str) -> dict[int, str]:
+    """Processes that carry SMOKE_MARKER=<marker> in their environment (a zombie's is empty)."""
+    needle = f"SMOKE_MARKER={marker}".encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found[int(entry)] = command
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """Processes whose parent chain leads to `root`."""
+    parents = {pid: int(fields[1]) for pid, fields in process_stats().items()}
+    found: set[int] = set()
+    for pid in parents:
+        chain, seen = pid, 0
+        while chain in parents and chain > 1 and seen < 1000:
+            chain, seen = parents[chain], seen + 1
+            if chain == root:
+                found.add(pid)
+                break
+    return found
+
+
+def living(pids: set[int]) -> dict[int, str]:
+    """Those of `pids` that still run (zombies are dead: only their exit status is left), with their name."""
+    found = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            found[pid] = stat[stat.index("(") + 1:stat.rindex(")")]
+    return found
+
+
+def survivors(marker: str, family: set[int], grace: float = 2.0) -> dict[int, str]:
+    """Processes of the run still alive after `grace` s. Killed grandchildren may linger a moment as
+    zombies of init (their shell exited first): those are dead all the same."""
+    deadline = time.monotonic() + grace
+    while True:
+        left = {**processes_with(marker), **living(family)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def stop(running: Running) -> int:
+    running.process.send_signal(signal.SIGTERM)
+    try:
+        return running.process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait()
+        pytest.fail(f"still running {STOP_TIMEOUT:.0f} s after SIGTERM:\n{running.output()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    running = start(tmp_path_factory.mktemp("binary"))
+    yield running
+    if running.process.poll() is None:
+        stop(running)
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(headers=AUTH, timeout=aiohttp.ClientTimeout(total=30))
+
+
+def test_version_from_a_copy_in_another_directory(tmp_path: Path) -> None:
+    copy = tmp_path / "renamed-opentermd"
+    shutil.copy2(binary_path(), copy)
+    (tmp_path / "tmpdir").mkdir()
+    result = subprocess.run([str(copy), "--version"], cwd="/", capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmpdir")})
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"opentermd \d+\.\d+\.\d+\S*\n", result.stdout)
+    assert os.listdir(tmp_path / "tmpdir") == []
+
+
+async def test_health_command_and_openapi(server: Running) -> None:
+    async with session() as http:
+        async with http.get(f"{server.url}/health") as reply:
+            assert reply.status == 200
+        async with http.post(f"{server.url}/execute?wait=5", json={"command": "echo hi"}) as reply:
+            body = await reply.json()
+            assert reply.status == 200, body
+            assert "hi" in "".join(entry["data"] for entry in body["output"])
+            assert body["exit_code"] == 0
+        async with http.get(f"{server.url}/openapi.json") as reply:
+            document = await reply.json()
+            assert reply.status == 200
+            operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
+            assert {"run_command", "read_file", "write_file"} <= operations
+
+
+async def test_write_read_and_upload(server: Running) -> None:
+    async with session() as http:
+        async with http.post(f"{server.url}/files/write", json={"path": "notes/a.txt", "content": "héllo\n"}) as reply:
+            assert reply.status == 200, await reply.text()
+        async with http.get(f"{server.url}/files/read?path=notes/a.txt") as reply:
+            body = await reply.json()
+            assert reply.status == 200 and body["content"] == "héllo\n", body
+        payload = os.urandom(100_000)
+        form = aiohttp.FormData()
+        form.add_field("file", payload, filename="up.bin")
+        async with http.post(f"{server.url}/files/upload?directory=in", data=form) as reply:
+            body = await reply.json()
+            assert reply.status == 200, body
+            assert body["size"] == len(payload)
+    assert (server.home / "in" / "up.bin").read_bytes() == payload
+
+
+async def test_pdf_text_through_the_frozen_worker(server: Running) -> None:
+    (server.home / "report.pdf").write_bytes(make_pdf([["Frozen worker line"]]))
+    async with session() as http, http.get(f"{server.url}/files/read?path=report.pdf") as reply:
+        body = await reply.json()
+        assert reply.status == 200, body
+        assert body["content"] == "Frozen worker line"
+
+
+async def test_login_page_and_static_assets(server: Running) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/") as reply:
+            text = await reply.text()
+            assert reply.status == 200 and reply.content_type == "text/html"
+            assert "<form" in text.lower()
+        for asset, size in (("css/app.css", 100), ("vendor/xterm/xterm.js", 100_000),
+                            ("vendor/editor/editor.js", 100_000), ("vendor/swagger-ui/swagger-ui-bundle.js", 100_000)):
+            async with http.get(f"{server.url}/static/{asset}") as reply:
+                assert reply.status == 200, asset
+                assert len(await reply.read()) > size, asset
+        async with http.get(f"{server.url}/static/src/editor.js") as reply:
+            assert reply.status == 404  # the esbuild sources are not shipped
+
+
+async def test_terminal_echo_over_websocket(server: Running) -> None:
+    async with session() as http:
+        async with http.post(f"{server.url}/api/terminals", json={}) as reply:
+            created = await reply.json()
+            assert reply.status == 200, created
+        socket = await http.ws_connect(f"{server.url}/api/terminals/{created['id']}")
+        await socket.send_str(json.dumps({"type": "auth", "token": KEY}))
+        await socket.send_bytes(b"echo smoke-$((40+2))\n")
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"smoke-42" not in seen:
+            message = await socket.receive(timeout=max(0.01, deadline - time.monotonic()))
+            assert message.type == aiohttp.WSMsgType.BINARY, (message, seen)
+            seen += message.data
+        await socket.close()
+
+
+async def test_sigterm_exits_cleanly_leaving_no_process_or_extraction(tmp_path: Path) -> None:
+    running = start(tmp_path, name="opentermd-lifecycle")
+    async with session() as http:
+        # A long command, a terminal and a PDF worker: children that shutdown must take along.
+        async with http.post(f"{running.url}/execute", json={"command": "sleep 300"}) as reply:
+            assert reply.status == 200, await reply.text()
+        async with http.post(f"{running.url}/api/terminals", json={}) as reply:
+            assert reply.status == 200, await reply.text()
+        (running.home / "r.pdf").write_bytes(make_pdf([["x"]]))
+        async with http.get(f"{running.url}/files/read?path=r.pdf") as reply:
+            assert reply.status == 200, await reply.text()
+    family = descendants(running.process.pid)
+    assert "sleep" in living(family).values(), "the command should run below the onefile launcher"
+    extracted = [name for name in os.listdir(running.tmpdir) if name.startswith("_MEI")]
+    assert len(extracted) == 1, extracted
+    started = time.monotonic()
+    assert stop(running) == 0, running.output()
+    assert time.monotonic() - started < STOP_TIMEOUT
+    assert survivors(running.marker, family) == {}
+    assert descendants(running.process.pid) == set()
+    assert os.listdir(running.tmpdir) == []

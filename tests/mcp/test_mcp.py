@@ -1,0 +1,162 @@
+"""`opentermd mcp` driven by the SDK's own client, over stdio and over streamable HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, ImageContent, TextContent
+
+from tests.conftest import Api
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KEY = "mcp-test-key-0123456789"
+pytestmark = pytest.mark.timeout(60)
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OPEN_TERMINAL_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_STATE_HOME=str(tmp_path / "st"),
+               SHELL="/bin/bash", PYTHONPATH=str(ROOT))
+    return env
+
+
+def text(result: CallToolResult) -> str:
+    assert not result.is_error, result.content
+    [content] = result.content
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+def reply(result: CallToolResult) -> Any:
+    return json.loads(text(result))
+
+
+async def openapi_tools(api: Api) -> dict[str, dict[str, Any]]:
+    """operationId -> merged parameter properties, the way Open WebUI builds tools from the document."""
+    document = await api.json("GET", "/openapi.json", auth=False)
+    schemas = document["components"]["schemas"]
+    tools: dict[str, dict[str, Any]] = {}
+    for operations in document["paths"].values():
+        for op in operations.values():
+            if "operationId" not in op:
+                continue
+            properties = {p["name"]: p["schema"] for p in op.get("parameters", [])}
+            if "requestBody" in op:
+                ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                properties.update(schemas[ref.rsplit("/", 1)[1]]["properties"])
+            tools[op["operationId"]] = {"description": op.get("description"), "properties": properties}
+    return tools
+
+
+def local_refs(schema: Any) -> Any:
+    """Body `$ref`s point at `#/$defs/...` in a tool and at `#/components/schemas/...` in OpenAPI."""
+    return json.loads(json.dumps(schema).replace("#/$defs/", "#/components/schemas/"))
+
+
+async def check_session(client: Client, api: Api, workdir: Path) -> None:
+    listed = (await client.list_tools()).tools
+    expected = await openapi_tools(api)
+    assert [tool.name for tool in listed] == list(expected)
+    for tool in listed:
+        assert tool.description == expected[tool.name]["description"], tool.name
+        assert local_refs(tool.input_schema["properties"]) == expected[tool.name]["properties"], tool.name
+
+    run = reply(await client.call_tool("run_command", {"command": "echo hi", "wait": 10}))
+    output = "".join(event["data"] for event in run["output"] if event["type"] == "output")
+    assert run["status"] == "done" and output.strip() == "hi", run
+
+    reply(await client.call_tool("write_file", {"path": "notes/a.txt", "content": "one\ntwo\n"}))
+    assert (workdir / "notes" / "a.txt").read_text() == "one\ntwo\n"
+    read = reply(await client.call_tool("read_file", {"path": "notes/a.txt", "start_line": 2}))
+    assert "two" in json.dumps(read) and "one" not in json.dumps(read), read
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    (workdir / "dot.png").write_bytes(png)
+    [image] = (await client.call_tool("read_file", {"path": "dot.png"})).content
+    assert isinstance(image, ImageContent) and image.mime_type == "image/png"
+    assert base64.b64decode(image.data) == png
+
+    missing = await client.call_tool("read_file", {"path": "nope.txt"})
+    assert missing.is_error and "HTTP error 404" in str(missing.content)
+
+
+async def test_stdio_tools_match_openapi_and_run(tmp_path: Path, api: Api) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    params = StdioServerParameters(command=sys.executable, args=["-m", "daemon", "mcp", "--cwd", str(workdir)],
+                                   env=environment(tmp_path), cwd=str(ROOT))
+    async with Client(params, read_timeout_seconds=30) as client:
+        await check_session(client, api, workdir)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "daemon", "mcp", "--transport", "streamable-http", "--port", str(port),
+               "--api-key", KEY, "--cwd", str(workdir)]
+    with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as process:
+        url = f"http://127.0.0.1:{port}/mcp"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, process.communicate()[1]
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 401
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the MCP server did not start"
+                    time.sleep(0.05)
+            yield url, workdir
+        finally:
+            process.terminate()
+            assert process.wait(timeout=15) == 0, process.communicate()[1]
+
+
+async def test_streamable_http_needs_the_key(http_server: tuple[str, Path], api: Api) -> None:
+    url, workdir = http_server
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {KEY}"}) as http, \
+            Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client:
+        await check_session(client, api, workdir)
+
+
+async def test_streamable_http_refuses_a_wrong_key(http_server: tuple[str, Path]) -> None:
+    url, _ = http_server
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
+    assert refused.value.code == 401
+    async with create_mcp_http_client(headers={"Authorization": "Bearer wrong"}) as http:
+        with pytest.raises(Exception) as failed:
+            async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=10) as client:
+                await client.list_tools()
+        # The SDK reports a non-2xx answer to `initialize` without its status: the 401 is checked above.
+        assert failed.group_contains(MCPError, depth=None) or isinstance(failed.value, MCPError), repr(failed.value)
