@@ -78,7 +78,37 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
+    if config.enable_mcp:
+        _mount_mcp(app, access)
     return app
+
+
+def _mount_mcp(app: web.Application, access: dict[Any, Access]) -> None:
+    """MCP at /mcp behind the key; the SDK is imported only when the app starts."""
+    mount: dict[str, Any] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if "handle" not in mount:
+            raise web.HTTPServiceUnavailable()
+        response: web.StreamResponse = await mount["handle"](request)
+        return response
+
+    for path in ("/mcp", "/mcp/"):
+        for method in ("GET", "POST", "DELETE"):
+            access[app.router.add_route(method, path, handle)] = Access.BEARER
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        from daemon.mcp.mount import lifetime
+
+        async for _ in lifetime(app, mount):
+            yield
+
+    async def shutdown(app: web.Application) -> None:
+        if "close" in mount:
+            await mount["close"]()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.append(shutdown)
 
 
 async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -116,6 +116,8 @@ class Config:
     recording: str = "off"
     recording_retention: float = 30.0
     proxy_token_auth: bool = False
+    #: Also serve MCP (streamable HTTP) at /mcp on the main server, behind the API key.
+    enable_mcp: bool = False
 
     @property
     def home(self) -> str:
@@ -180,6 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recording", _parse_recording),
     Setting("recording_retention", _parse_non_negative(float)),
     Setting("proxy_token_auth", _parse_bool),
+    Setting("enable_mcp", _parse_bool),
 )
 
 

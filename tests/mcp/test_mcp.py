@@ -160,3 +160,69 @@ async def test_streamable_http_refuses_a_wrong_key(http_server: tuple[str, Path]
                 await client.list_tools()
         # The SDK reports a non-2xx answer to `initialize` without its status: the 401 is checked above.
         assert failed.group_contains(MCPError, depth=None) or isinstance(failed.value, MCPError), repr(failed.value)
+
+
+def start_daemon(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "daemon", "run", "--port", "0", "--api-key", KEY]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def local_url(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Local URL:" in line:
+            return line.split("Local URL:", 1)[1].strip()
+    raise AssertionError(process.communicate()[1])
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    assert process.wait(timeout=15) == 0, process.communicate()[1]
+
+
+async def test_mounted_on_the_main_server_when_enabled(tmp_path: Path) -> None:
+    env = environment(tmp_path) | {"OPEN_TERMINAL_ENABLE_MCP": "true"}
+    with start_daemon(tmp_path, env) as process:
+        try:
+            url = local_url(process) + "/mcp"
+            async with create_mcp_http_client(headers={"Authorization": f"Bearer {KEY}"}) as http, \
+                    Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client:
+                names = [tool.name for tool in (await client.list_tools()).tools]
+                document = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(
+                    url.removesuffix("/mcp") + "/openapi.json", timeout=5).read()))
+                operations = [op["operationId"] for ops in document["paths"].values() for op in ops.values()
+                              if "operationId" in op]
+                assert names == operations
+                run = reply(await client.call_tool("run_command", {"command": "echo hi", "wait": 10}))
+                output = "".join(event["data"] for event in run["output"] if event["type"] == "output")
+                assert run["status"] == "done" and output.strip() == "hi", run
+            request = urllib.request.Request(url, data=b"{}", method="POST",
+                                             headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
+            refused.value.close()
+            assert refused.value.code == 401
+        finally:
+            stop(process)
+
+
+async def test_not_mounted_by_default(tmp_path: Path) -> None:
+    with start_daemon(tmp_path, environment(tmp_path)) as process:
+        try:
+            request = urllib.request.Request(local_url(process) + "/mcp", headers={"Authorization": f"Bearer {KEY}"})
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
+            missing.value.close()
+            assert missing.value.code == 404
+        finally:
+            stop(process)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_default_start_path_does_not_import_mcp(tmp_path: Path, enabled: bool) -> None:
+    script = ("import sys; from daemon.app import create_app; from daemon.config import Config; "
+              f"create_app(Config(enable_mcp={enabled})); "
+              "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'daemon.mcp'))))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environment(tmp_path),
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
