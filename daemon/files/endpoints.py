@@ -15,10 +15,9 @@ from daemon.files import documents, ops, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home
 from daemon.files.ops import LineRange
-from daemon.http.endpoints import Call, Endpoint, NoInput, json_response
+from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, NoInput, json_response
 from daemon.keys import CONFIG, DIRECTORIES, SCOPE
 
-UNAUTHORIZED = {401: "Invalid or missing API key."}
 STREAM_BLOCK = 1024 * 1024
 
 

@@ -225,9 +225,7 @@ def write_large_text_reply(path: str, display_path: str, lines: LineRange, outpu
 
     Returns False (and leaves `output` partly written) when the file turns out not to be UTF-8.
     """
-    import json
-
-    output.write(b'{"path":' + json.dumps(display_path, ensure_ascii=False).encode() + b',"content":"')
+    output.write(b'{"path":' + orjson.dumps(display_path) + b',"content":"')
     number, pending = 0, ""
     try:
         with open(path, encoding="utf-8", newline=None if normalize else "") as source:
@@ -237,14 +235,14 @@ def write_large_text_reply(path: str, display_path: str, lines: LineRange, outpu
                 pending = pieces.pop() if pieces and pieces[-1].splitlines()[0] == pieces[-1] else ""
                 selected = "".join(lines.select(pieces, number + 1))
                 number += len(pieces)
-                output.write(json.dumps(selected, ensure_ascii=False)[1:-1].encode())
+                output.write(orjson.dumps(selected)[1:-1])
     except UnicodeDecodeError:
         return False
     except OSError as exc:
         raise from_os_error(exc) from None
     if pending:
         number += 1
-        output.write(json.dumps("".join(lines.select([pending], number)), ensure_ascii=False)[1:-1].encode())
+        output.write(orjson.dumps("".join(lines.select([pending], number)))[1:-1])
     output.write(b'","total_lines":' + str(number).encode() + b"}")
     return True
 

@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field
 
 from daemon.files import grep, search
 from daemon.files.locate import from_cwd
-from daemon.http.endpoints import Call, Endpoint, NoInput
+from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, NoInput
 from daemon.keys import SCOPE
 
-UNAUTHORIZED = {401: "Invalid or missing API key."}
 DIRECTORY_NOT_FOUND = {404: "Search directory not found."}
 SEARCH_DIRECTORY = "Directory to search within."
 TYPE_FILTER = "Type filter: 'file', 'directory', or 'any'."

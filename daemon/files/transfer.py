@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import os
 import secrets
@@ -22,6 +21,7 @@ import aiohttp
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.ops import adopt_metadata, os_errors
 from daemon.files.paths import FileScope, check_path_text
+from daemon.tokens import digest
 
 #: Uploads are written in blocks of this size: one thread hop per MiB, not per network read.
 WRITE_BLOCK = 1024 * 1024
@@ -239,33 +239,30 @@ class LinkStore:
     def create(self, kind: LinkKind, path: str) -> str:
         self._expire()
         token = secrets.token_urlsafe(32)
-        self._links[_digest(token)] = Link(kind, path, time.monotonic() + self.ttl)
+        self._links[digest(token)] = Link(kind, path, time.monotonic() + self.ttl)
         return token
 
     def find(self, kind: LinkKind, token: str) -> Link:
         self._expire()
-        digest = _digest(token)
+        wanted = digest(token)
         for stored, link in self._links.items():
-            if hmac.compare_digest(stored, digest) and link.kind == kind:
+            if hmac.compare_digest(stored, wanted) and link.kind == kind:
                 return link
         raise not_found("Link not found or expired")
 
     def take(self, kind: LinkKind, token: str) -> Link:
         """Find a link and use it up (upload links serve once)."""
         link = self.find(kind, token)
-        del self._links[_digest(token)]
+        del self._links[digest(token)]
         return link
 
     def give_back(self, token: str, link: Link) -> None:
         """An upload that failed before anything was saved does not use up its link."""
-        self._links[_digest(token)] = link
+        self._links[digest(token)] = link
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for digest in [digest for digest, link in self._links.items() if link.expires <= now]:
-            del self._links[digest]
+        for stored in [stored for stored, link in self._links.items() if link.expires <= now]:
+            del self._links[stored]
 
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -17,7 +17,7 @@ from daemon.errors import ApiError, bad_request, validation_failed
 from daemon.files import ops, skills, transfer
 from daemon.files.locate import from_home
 from daemon.files.transfer import Link, LinkKind
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, NoInput, hidden
 from daemon.keys import CONFIG, DIRECTORIES, LINKS, SCOPE
 
 READ_BLOCK = 1024 * 1024
@@ -208,20 +208,17 @@ async def read_skill(call: Call[SkillQuery, NoInput]) -> dict[str, Any]:
     return await asyncio.to_thread(skills.read_skill, call.app[DIRECTORIES].home, call.query.name)
 
 
-def _hidden(method: str, path: str, handler: Any, **options: Any) -> Endpoint:
-    return Endpoint(method, path, handler, in_schema=False, **options)
-
 
 ENDPOINTS = [
-    _hidden("GET", "/files/view", view_file, query=ViewQuery),
-    _hidden("GET", "/files/serve/{path:.*}", serve_file),
-    _hidden("POST", "/files/upload/link", create_upload_link, query=DirectoryQuery),
-    _hidden("GET", "/files/upload/{token}", upload_form, access=Access.PUBLIC),
-    _hidden("POST", "/files/upload/{token}", upload_by_link, access=Access.PUBLIC),
-    _hidden("POST", "/files/upload", upload_file, query=UploadQuery),
-    _hidden("POST", "/files/archive", archive, body=ArchiveRequest),
-    _hidden("GET", "/files/download/link", create_download_link, query=PathQuery),
-    _hidden("GET", "/files/download/{token}", download_by_link, access=Access.PUBLIC),
-    _hidden("GET", "/skills", list_skills),
-    _hidden("GET", "/skills/read", read_skill, query=SkillQuery),
+    hidden("GET", "/files/view", view_file, query=ViewQuery),
+    hidden("GET", "/files/serve/{path:.*}", serve_file),
+    hidden("POST", "/files/upload/link", create_upload_link, query=DirectoryQuery),
+    hidden("GET", "/files/upload/{token}", upload_form, access=Access.PUBLIC),
+    hidden("POST", "/files/upload/{token}", upload_by_link, access=Access.PUBLIC),
+    hidden("POST", "/files/upload", upload_file, query=UploadQuery),
+    hidden("POST", "/files/archive", archive, body=ArchiveRequest),
+    hidden("GET", "/files/download/link", create_download_link, query=PathQuery),
+    hidden("GET", "/files/download/{token}", download_by_link, access=Access.PUBLIC),
+    hidden("GET", "/skills", list_skills),
+    hidden("GET", "/skills/read", read_skill, query=SkillQuery),
 ]

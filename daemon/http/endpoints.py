@@ -67,6 +67,8 @@ class Call(Generic[Q, B]):
 
 
 Handler = Callable[[Call[Any, Any]], Awaitable[Any]]
+#: The 401 line every keyed operation of the reference's schema carries.
+UNAUTHORIZED: Mapping[int, str] = {401: "Invalid or missing API key."}
 Describe = str | Callable[[Config], str]
 
 
@@ -90,6 +92,11 @@ class Endpoint:
 
     def describe(self, config: Config) -> str | None:
         return self.description(config) if callable(self.description) else self.description
+
+
+def hidden(method: str, path: str, handler: Handler, **options: Any) -> Endpoint:
+    """An endpoint kept out of /openapi.json (so out of the LLM's tools), like the reference's."""
+    return Endpoint(method, path, handler, in_schema=False, **options)
 
 
 def register(app: web.Application, endpoints: Sequence[Endpoint], access: dict[Any, Access]) -> None:

@@ -6,13 +6,14 @@ the same key or a new one) or a logout revokes them, and a memory dump reveals n
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from daemon.tokens import digest
 
 COOKIE = "opentermd_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -44,31 +45,31 @@ class PageSessions:
         cookie = secrets.token_urlsafe(32)
         now = time.monotonic()
         session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now)
-        self._sessions[_digest(cookie)] = session
+        self._sessions[digest(cookie)] = session
         return cookie, session
 
     def find(self, cookie: str | None) -> PageSession | None:
         if not cookie:
             return None
         self._expire()
-        session = self._sessions.get(_digest(cookie))
+        session = self._sessions.get(digest(cookie))
         if session is not None:
             session.seen = time.monotonic()
         return session
 
     def revoke(self, cookie: str | None) -> None:
         if cookie:
-            self._sessions.pop(_digest(cookie), None)
+            self._sessions.pop(digest(cookie), None)
 
     def login_token(self) -> str:
         """A one-time token for the login URL printed at start-up."""
         token = secrets.token_urlsafe(32)
-        self._login_tokens[_digest(token)] = time.monotonic() + self._login_ttl
+        self._login_tokens[digest(token)] = time.monotonic() + self._login_ttl
         return token
 
     def redeem(self, token: str) -> bool:
         """True once for a valid, unexpired login token."""
-        expires = self._login_tokens.pop(_digest(token), None)
+        expires = self._login_tokens.pop(digest(token), None)
         return expires is not None and expires > time.monotonic()
 
     def _expire(self) -> None:
@@ -78,9 +79,6 @@ class PageSessions:
         for key in stale:
             del self._sessions[key]
 
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def set_cookie(response: web.StreamResponse, cookie: str, request: web.Request) -> None:

@@ -61,8 +61,9 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
             preview.update(kind="table", table=await asyncio.to_thread(previews.csv_table, text, target))
     elif lower.endswith(MARKDOWN):
         folder = os.path.dirname(target)
+        # markdown_html hands over bare relative paths (no query or fragment) and keeps fragments itself.
         html = await asyncio.to_thread(previews.markdown_html, text, lambda rel: view_url(_join(folder, rel)),
-                                       lambda rel: _browse_link(folder, rel))
+                                       lambda rel: browse_url(_join(folder, rel)))
         preview.update(kind="markdown", markdown=html)
     elif mime in SOURCE_AND_FRAME:
         preview.update(kind="frame")
@@ -88,9 +89,4 @@ async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
 
 
 def _join(folder: str, relative: str) -> str:
-    return os.path.normpath(os.path.join(folder, relative.split("#")[0].split("?")[0]))
-
-
-def _browse_link(folder: str, relative: str) -> str:
-    anchor = "#" + relative.split("#", 1)[1] if "#" in relative else ""
-    return browse_url(_join(folder, relative)) + anchor if relative.split("#")[0] else anchor
+    return os.path.normpath(os.path.join(folder, relative))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from daemon.config import Config
 from daemon.errors import bad_request
-from daemon.http.endpoints import HIDDEN, Call, Endpoint, NoInput
+from daemon.http.endpoints import HIDDEN, UNAUTHORIZED, Call, Endpoint, NoInput
 from daemon.keys import CONFIG, DIRECTORIES, PROCESSES
 from daemon.processes.table import Process
 
@@ -25,7 +25,6 @@ STREAM_CHUNK = 1024 * 1024
 #: How long one stream=true wait lasts before it checks again (the client may have gone).
 STREAM_POLL = 15.0
 
-UNAUTHORIZED = {401: "Invalid or missing API key."}
 NOT_FOUND = {404: "Process not found."}
 TAIL_DESCRIPTION = (
     "Return only the last N output entries. Useful to limit response size when only recent output matters."

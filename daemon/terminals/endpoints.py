@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from daemon.errors import ApiError
 from daemon.http.auth import INVALID_KEY
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint, NoInput, hidden
 from daemon.http.sessions import COOKIE, from_this_origin
 from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
 from daemon.owner import Owner
@@ -247,9 +247,6 @@ def _control(session: TerminalSession, text: str) -> None:
             session.resize(cols, rows)
 
 
-def _hidden(method: str, path: str, handler: Any, **options: Any) -> Endpoint:
-    return Endpoint(method, path, handler, in_schema=False, **options)
-
 
 ENDPOINTS = [
     Endpoint("GET", "/api/terminals/user/output", read_user_terminal, operation_id="read_user_terminal",
@@ -262,12 +259,12 @@ ENDPOINTS = [
              "Include actual newlines to submit input. Read the shell first. Sending input\n"
              "does not wait for command completion and does not create a shell.",
              body=InputRequest),
-    _hidden("POST", "/api/terminals", create_terminal),
-    _hidden("GET", "/api/terminals", list_terminals),
-    _hidden("GET", "/api/terminals/{session_id}/recording", get_recording),
+    hidden("POST", "/api/terminals", create_terminal),
+    hidden("GET", "/api/terminals", list_terminals),
+    hidden("GET", "/api/terminals/{session_id}/recording", get_recording),
     # The WebSocket authenticates itself (auth frame, subprotocol or cookie), after the handshake.
-    _hidden("GET", "/api/terminals/{session_id}", get_or_attach, access=Access.PUBLIC),
-    _hidden("DELETE", "/api/terminals/{session_id}", delete_terminal),
+    hidden("GET", "/api/terminals/{session_id}", get_or_attach, access=Access.PUBLIC),
+    hidden("DELETE", "/api/terminals/{session_id}", delete_terminal),
 ]
 
 
