@@ -9,7 +9,8 @@ import socket
 import sys
 
 from daemon.config import Config
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG
 
 #: What this build really serves; Open WebUI hides the shell pane when `terminal` is false.

@@ -128,3 +128,30 @@ def test_the_banner_offers_a_one_time_web_login(running_daemon: tuple[subprocess
         urllib.request.urlopen(link.group(1), timeout=30)
     refused.value.close()
     assert refused.value.code == 401, "the link works once"
+
+
+#: Loaded only by what needs them (MCP mode, page previews, PDF text), never by a start or API calls.
+HEAVY_MODULES = ("pydantic", "pydantic_core", "mcp", "pygments", "pypdf", "markdown_it", "nh3", "uvicorn")
+
+
+def test_heavy_libraries_stay_off_the_start_path_and_the_api_path(tmp_path: Path) -> None:
+    imports = tmp_path / "imports.txt"
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with imports.open("w") as stderr, subprocess.Popen(
+            daemon_command("run", "--port", "0", "--cwd", str(tmp_path)), cwd=ROOT,
+            env=environment(tmp_path, PYTHONPROFILEIMPORTTIME="1"), stdout=subprocess.PIPE, stderr=stderr,
+            text=True) as started:
+        for process, url in _banner(started):
+            key = process.key  # type: ignore[attr-defined]
+            assert call(f"{url}/health", key) == {"status": "ok"}
+            reply = call(f"{url}/execute?wait=10", key, "POST", {"command": "echo hi"})
+            assert isinstance(reply, dict) and reply["status"] == "done"
+            assert "notes.txt" in str(call(f"{url}/files/list?directory={tmp_path}", key))
+            assert call(f"{url}/files/read?path={tmp_path}/notes.txt", key) == {
+                "path": f"{tmp_path}/notes.txt", "total_lines": 1, "content": "hello\n"}
+            assert "paths" in str(call(f"{url}/openapi.json", key))
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in imports.read_text().splitlines() if "|" in line}
+    assert "daemon.app" in loaded, "the import log covers the server"
+    assert sorted(name for name in loaded if name.split(".")[0] in HEAVY_MODULES) == []

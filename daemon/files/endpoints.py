@@ -6,16 +6,18 @@ import asyncio
 import mimetypes
 import os
 import tempfile
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct, structs
 
 from daemon.errors import ApiError, not_found
 from daemon.files import documents, ops, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home
 from daemon.files.ops import LineRange
-from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, NoInput, json_response
+from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, json_response
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, DIRECTORIES, SCOPE
 
 STREAM_BLOCK = 1024 * 1024
@@ -24,54 +26,59 @@ STREAM_BLOCK = 1024 * 1024
 # --- models (the reference's names and descriptions: they become the LLM's tool parameters) --------
 
 
-class MkdirRequest(BaseModel):
-    path: str = Field(..., description="Directory path to create. Parent directories are created automatically.")
+class MkdirRequest(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Directory path to create. Parent directories are created automatically.")]
 
 
-class ListQuery(BaseModel):
-    directory: str = Field(".", description="Directory path to list.")
+class ListQuery(Struct, kw_only=True):
+    directory: Annotated[str, Meta(description="Directory path to list.")] = "."
 
 
-class ReadQuery(BaseModel):
-    path: str = Field(..., description="Path to the file to read.")
-    start_line: int | None = Field(
-        None, description="First line to return (1-indexed, inclusive). Defaults to the beginning of the file.", ge=1)
-    end_line: int | None = Field(
-        None, description="Last line to return (1-indexed, inclusive). Defaults to the end of the file.", ge=1)
+LineNumber = Annotated[int, Meta(ge=1)] | None
 
 
-class DisplayQuery(BaseModel):
-    path: str = Field(..., description="Absolute path to the file to display.")
+class ReadQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path to the file to read.")]
+    start_line: Annotated[LineNumber, Meta(
+        description="First line to return (1-indexed, inclusive). Defaults to the beginning of the file.")] = None
+    end_line: Annotated[LineNumber, Meta(
+        description="Last line to return (1-indexed, inclusive). Defaults to the end of the file.")] = None
 
 
-class WriteRequest(BaseModel):
-    path: str = Field(
-        ..., description="Absolute or relative path to write to. Parent directories are created automatically.")
-    content: str = Field(..., description="Text content to write to the file.")
+class DisplayQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Absolute path to the file to display.")]
 
 
-class ReplacementChunk(BaseModel):
-    target: str = Field(..., description="Exact string to find. Must match precisely, including whitespace.")
-    replacement: str = Field(..., description="Content to replace the target with.")
-    start_line: int | None = Field(None, description="Narrow the search to lines at or after this (1-indexed).", ge=1)
-    end_line: int | None = Field(None, description="Narrow the search to lines at or before this (1-indexed).", ge=1)
-    allow_multiple: bool = Field(
-        False, description="If true, replaces all occurrences. If false, errors when multiple matches are found.")
+class WriteRequest(Struct, kw_only=True):
+    path: Annotated[str, Meta(
+        description="Absolute or relative path to write to. Parent directories are created automatically.")]
+    content: Annotated[str, Meta(description="Text content to write to the file.")]
 
 
-class ReplaceRequest(BaseModel):
-    path: str = Field(..., description="Path to the file to modify.")
-    replacements: list[ReplacementChunk] = Field(
-        ..., description="List of find-and-replace operations to apply sequentially.")
+class ReplacementChunk(Struct, kw_only=True):
+    target: Annotated[str, Meta(description="Exact string to find. Must match precisely, including whitespace.")]
+    replacement: Annotated[str, Meta(description="Content to replace the target with.")]
+    start_line: Annotated[LineNumber, Meta(
+        description="Narrow the search to lines at or after this (1-indexed).")] = None
+    end_line: Annotated[LineNumber, Meta(
+        description="Narrow the search to lines at or before this (1-indexed).")] = None
+    allow_multiple: Annotated[bool, Meta(
+        description="If true, replaces all occurrences. If false, errors when multiple matches are found.")] = False
 
 
-class DeleteQuery(BaseModel):
-    path: str = Field(..., description="Path to delete.")
+class ReplaceRequest(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path to the file to modify.")]
+    replacements: Annotated[list[ReplacementChunk], Meta(
+        description="List of find-and-replace operations to apply sequentially.")]
 
 
-class MoveRequest(BaseModel):
-    source: str = Field(..., description="Current path of the file or directory.")
-    destination: str = Field(..., description="New path for the file or directory.")
+class DeleteQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path to delete.")]
+
+
+class MoveRequest(Struct, kw_only=True):
+    source: Annotated[str, Meta(description="Current path of the file or directory.")]
+    destination: Annotated[str, Meta(description="New path for the file or directory.")]
 
 
 # --- working directory ------------------------------------------------------------------------------
@@ -167,7 +174,7 @@ async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
 
 async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str, object]:
     target = from_cwd(call, call.body.path)
-    chunks = [ops.Replacement(**chunk.model_dump()) for chunk in call.body.replacements]
+    chunks = [ops.Replacement(**structs.asdict(chunk)) for chunk in call.body.replacements]
     size = await asyncio.to_thread(ops.replace_in_file, target, chunks)
     return {"path": target, "size": size}
 

@@ -10,13 +10,14 @@ import asyncio
 import functools
 import os
 import shutil
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct
 
 from daemon.files import grep, search
 from daemon.files.locate import from_cwd
-from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, NoInput
+from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.keys import SCOPE
 
 DIRECTORY_NOT_FOUND = {404: "Search directory not found."}
@@ -27,45 +28,47 @@ SHOW_HIDDEN = "Include hidden dotfiles and dot-directories."
 MAX_RESULTS = "Maximum number of matches to return."
 
 
-class GrepQuery(BaseModel):
-    query: str = Field(..., description="Text or regex pattern to search for.")
-    path: str = Field(".", description="Directory or file to search in.")
-    regex: bool = Field(True, description="Use regex. Set false for literal search.")
-    case_insensitive: bool = Field(False, description="Perform case-insensitive matching.")
-    include: list[str] | None = Field(
-        None,
-        description="Glob patterns to filter files (e.g. '*.py'). Files must match at least one pattern.",
-    )
-    match_per_line: bool = Field(
-        True,
+Directory = Annotated[str, Meta(description=SEARCH_DIRECTORY)]
+ShowHidden = Annotated[bool, Meta(description=SHOW_HIDDEN)]
+TypeFilter = Annotated[Annotated[str, Meta(pattern=TYPE_PATTERN)] | None, Meta(description=TYPE_FILTER)]
+MaxMatches = Annotated[int, Meta(ge=1, le=500, description=MAX_RESULTS)]
+
+
+class GrepQuery(Struct, kw_only=True):
+    query: Annotated[str, Meta(description="Text or regex pattern to search for.")]
+    path: Annotated[str, Meta(description="Directory or file to search in.")] = "."
+    regex: Annotated[bool, Meta(description="Use regex. Set false for literal search.")] = True
+    case_insensitive: Annotated[bool, Meta(description="Perform case-insensitive matching.")] = False
+    include: Annotated[list[str] | None, Meta(
+        description="Glob patterns to filter files (e.g. '*.py'). Files must match at least one pattern.")] = None
+    match_per_line: Annotated[bool, Meta(
         description="If true, return each matching line with line numbers. If false, return only the names of "
-        "matching files.",
-    )
-    max_results: int = Field(50, description=MAX_RESULTS, ge=1, le=500)
+        "matching files.")] = True
+    max_results: MaxMatches = 50
 
 
-class MatchQuery(BaseModel):
-    query: str = Field(..., description="Literal text to match.")
-    path: str = Field(".", description=SEARCH_DIRECTORY)
-    show_hidden: bool = Field(False, description=SHOW_HIDDEN)
-    offset: int = Field(0, description="Result offset.", ge=0)
-    limit: int = Field(100, description="Maximum number of results to return.", ge=1, le=100)
+class MatchQuery(Struct, kw_only=True):
+    query: Annotated[str, Meta(description="Literal text to match.")]
+    path: Directory = "."
+    show_hidden: ShowHidden = False
+    offset: Annotated[int, Meta(description="Result offset.", ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=100, description="Maximum number of results to return.")] = 100
 
 
-class SearchQuery(BaseModel):
-    query: str = Field("", description="Filename search term.")
-    path: str = Field(".", description=SEARCH_DIRECTORY)
-    limit: int = Field(20, description=MAX_RESULTS, ge=1, le=100)
-    type: str | None = Field("any", description=TYPE_FILTER, pattern=TYPE_PATTERN)
-    show_hidden: bool = Field(False, description=SHOW_HIDDEN)
+class SearchQuery(Struct, kw_only=True):
+    query: Annotated[str, Meta(description="Filename search term.")] = ""
+    path: Directory = "."
+    limit: Annotated[int, Meta(ge=1, le=100, description=MAX_RESULTS)] = 20
+    type: TypeFilter = "any"
+    show_hidden: ShowHidden = False
 
 
-class GlobQuery(BaseModel):
-    pattern: str = Field(..., description="Glob pattern to search for (e.g. '*.py').")
-    path: str = Field(".", description=SEARCH_DIRECTORY)
-    exclude: list[str] | None = Field(None, description="Glob patterns to exclude from search results.")
-    type: str | None = Field("any", description=TYPE_FILTER, pattern=TYPE_PATTERN)
-    max_results: int = Field(50, description=MAX_RESULTS, ge=1, le=500)
+class GlobQuery(Struct, kw_only=True):
+    pattern: Annotated[str, Meta(description="Glob pattern to search for (e.g. '*.py').")]
+    path: Directory = "."
+    exclude: Annotated[list[str] | None, Meta(description="Glob patterns to exclude from search results.")] = None
+    type: TypeFilter = "any"
+    max_results: MaxMatches = 50
 
 
 def ripgrep() -> str | None:

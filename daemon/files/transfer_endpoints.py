@@ -6,18 +6,19 @@ import asyncio
 import mimetypes
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import BodyPartReader, web
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct
 
 from daemon.errors import ApiError, bad_request, validation_failed
 from daemon.files import ops, skills, transfer
 from daemon.files.locate import from_home
 from daemon.files.transfer import Link, LinkKind
-from daemon.http.endpoints import Access, Call, NoInput, hidden
+from daemon.http.endpoints import Access, Call, hidden
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, DIRECTORIES, LINKS, SCOPE
 
 READ_BLOCK = 1024 * 1024
@@ -25,30 +26,31 @@ READ_BLOCK = 1024 * 1024
 ACTIVE_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml")
 
 
-class ViewQuery(BaseModel):
-    path: str = Field(..., description="Path to the file to view.")
-    preview: bool = Field(False, description="Return a best-effort rendered preview when available.")
+class ViewQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path to the file to view.")]
+    preview: Annotated[bool, Meta(description="Return a best-effort rendered preview when available.")] = False
 
 
-class UploadQuery(BaseModel):
-    directory: str = Field(..., description="Destination directory for the file.")
-    url: str | None = Field(None, description="An http(s) URL to fetch into the directory instead of a form upload.")
+class UploadQuery(Struct, kw_only=True):
+    directory: Annotated[str, Meta(description="Destination directory for the file.")]
+    url: Annotated[str | None, Meta(
+        description="An http(s) URL to fetch into the directory instead of a form upload.")] = None
 
 
-class ArchiveRequest(BaseModel):
-    paths: list[str] = Field(..., description="List of file or directory paths to include in the ZIP archive.")
+class ArchiveRequest(Struct, kw_only=True):
+    paths: Annotated[list[str], Meta(description="List of file or directory paths to include in the ZIP archive.")]
 
 
-class PathQuery(BaseModel):
-    path: str = Field(..., description="Path of the file.")
+class PathQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path of the file.")]
 
 
-class DirectoryQuery(BaseModel):
-    directory: str = Field(..., description="Destination directory for the uploaded file.")
+class DirectoryQuery(Struct, kw_only=True):
+    directory: Annotated[str, Meta(description="Destination directory for the uploaded file.")]
 
 
-class SkillQuery(BaseModel):
-    name: str = Field(..., description="Skill name from /skills.")
+class SkillQuery(Struct, kw_only=True):
+    name: Annotated[str, Meta(description="Skill name from /skills.")]
 
 
 # --- downloads --------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from daemon.http import openapi
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, ENDPOINTS
 
 

@@ -1,7 +1,7 @@
 """The endpoint registry: one declaration per endpoint.
 
-A declaration registers the route, validates the query and body into typed pydantic models, and
-feeds the OpenAPI document (and later the MCP tools), so the three can never disagree.
+A declaration registers the route, validates the query and body into typed msgspec Structs
+(`daemon.http.inputs`), and feeds the OpenAPI document (and later the MCP tools), so the three can never disagree.
 """
 
 from __future__ import annotations
@@ -10,27 +10,22 @@ import ast
 import enum
 import json
 import re
-import types
-import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
-from pydantic import BaseModel, ValidationError
 
 from daemon.config import Config
 from daemon.errors import ApiError, validation_failed
+from daemon.http.inputs import NoInput, decode_json, list_fields, validate
 from daemon.owner import Owner
 
-Q = TypeVar("Q", bound=BaseModel)
-B = TypeVar("B", bound=BaseModel)
-
-#: Mark a query field that the daemon accepts but keeps out of /openapi.json, so the LLM tools
-#: built from the schema stay exactly the reference's: `Field(..., json_schema_extra=HIDDEN)`.
-HIDDEN: dict[str, Any] = {"x-hidden": True}
+Q = TypeVar("Q", bound=msgspec.Struct)
+B = TypeVar("B", bound=msgspec.Struct)
 
 
 class Access(enum.Enum):
@@ -39,10 +34,6 @@ class Access(enum.Enum):
     BEARER = "bearer"
     #: A web page: a session cookie; without one, GETs are sent to the login page.
     PAGE = "page"
-
-
-class NoInput(BaseModel):
-    """The query or body of an endpoint that takes none."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +71,8 @@ class Endpoint:
     operation_id: str | None = None
     summary: str | None = None
     description: Describe | None = None
-    query: type[BaseModel] = NoInput
-    body: type[BaseModel] | None = None
+    query: type[msgspec.Struct] = NoInput
+    body: type[msgspec.Struct] | None = None
     access: Access = Access.BEARER
     in_schema: bool = True
     responses: Mapping[int, str] = field(default_factory=dict)
@@ -119,8 +110,6 @@ def _route_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.
 def to_response(result: Any) -> web.StreamResponse:
     if isinstance(result, web.StreamResponse):
         return result
-    if isinstance(result, BaseModel):
-        result = result.model_dump(mode="json")
     return json_response(result)
 
 
@@ -146,27 +135,16 @@ def json_bytes(payload: Any) -> bytes:
 def parse_query(model: type[Q], query: MultiMapping[str]) -> Q:
     """Validate query parameters, accepting what Open WebUI's backend sends.
 
-    The literal `null` means unset; booleans arrive as Python's `True`/`False` (pydantic's lax
-    parsing accepts them); lists arrive as repeated keys or as one `str(list)` literal.
+    The literal `null` means unset; booleans arrive as Python's `True`/`False` (accepted, as by
+    pydantic's lax parsing); lists arrive as repeated keys or as one `str(list)` literal.
     """
     data: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
+    lists = list_fields(model)
+    for name in model.__struct_fields__:
         values = [value for value in query.getall(name, []) if value.lower() != "null"]
-        if not values:
-            continue
-        data[name] = _list_values(values) if _is_list(info.annotation) else values[-1]
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_failed(_errors(exc, "query")) from None
-
-
-def _is_list(annotation: Any) -> bool:
-    if typing.get_origin(annotation) in (list, tuple, set):
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(_is_list(arg) for arg in typing.get_args(annotation))
-    return False
+        if values:
+            data[name] = _list_values(values) if name in lists else values[-1]
+    return validate(model, data, ["query"])
 
 
 def _list_values(values: list[str]) -> list[Any]:
@@ -188,44 +166,16 @@ async def parse_body(model: type[B], request: web.Request) -> B:
     raw = await request.read()
     if not raw.strip():
         raise validation_failed([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+    content_type = request.headers.get("Content-Type", "")
+    if content_type and "json" not in content_type.lower() and not _looks_like_json(raw):
+        # e.g. `curl -d` without a Content-Type header sends form encoding.
+        raise ApiError(415, f"Unsupported content type {content_type!r}: send application/json")
+    return decode_json(model, raw, ["body"])
+
+
+def _looks_like_json(raw: bytes) -> bool:
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        content_type = request.headers.get("Content-Type", "")
-        if content_type and "json" not in content_type.lower():
-            # e.g. `curl -d` without a Content-Type header sends form encoding.
-            raise ApiError(415, f"Unsupported content type {content_type!r}: send application/json") from None
-        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise validation_failed(
-            [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error",
-              "input": {}, "ctx": {"error": message}}]
-        ) from None
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_failed(_errors(exc, "body")) from None
-
-
-def _errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
-    """pydantic's errors in FastAPI's shape, made JSON-safe (ctx may hold exception objects)."""
-    errors = []
-    for error in exc.errors(include_url=False):
-        item: dict[str, Any] = {
-            "type": error["type"],
-            "loc": [where, *error["loc"]],
-            "msg": error["msg"],
-            "input": _json_safe(error.get("input")),
-        }
-        if "ctx" in error:
-            item["ctx"] = {key: _json_safe(value) for key, value in error["ctx"].items()}
-        errors.append(item)
-    return errors
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
+        msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return True

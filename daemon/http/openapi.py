@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel
+import msgspec
 
 from daemon import __version__
 from daemon.config import Config
-from daemon.http.endpoints import Access, Endpoint, NoInput
+from daemon.http.endpoints import Access, Endpoint
+from daemon.http.inputs import NoInput, json_schema
 
-REF = "#/components/schemas/{model}"
+REF = "#/components/schemas/{name}"
 
 VALIDATION_SCHEMAS: dict[str, Any] = {
     "HTTPValidationError": {
@@ -76,7 +77,7 @@ def _operation(endpoint: Endpoint, config: Config, schemas: dict[str, Any]) -> d
     if endpoint.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=endpoint.body.__name__)}}},
+            "content": {"application/json": {"schema": {"$ref": REF.format(name=endpoint.body.__name__)}}},
         }
         _add_model(endpoint.body, schemas)
     responses: dict[str, Any] = {
@@ -87,7 +88,7 @@ def _operation(endpoint: Endpoint, config: Config, schemas: dict[str, Any]) -> d
     if parameters or endpoint.body is not None:
         responses["422"] = {
             "description": "Validation Error",
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="HTTPValidationError")}}},
+            "content": {"application/json": {"schema": {"$ref": REF.format(name="HTTPValidationError")}}},
         }
     operation["responses"] = responses
     return operation
@@ -102,11 +103,11 @@ def path_parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     ]
 
 
-def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def query_parameters(model: type[msgspec.Struct]) -> list[dict[str, Any]]:
     """The OpenAPI parameters of a query model, without hidden fields and `default: null`."""
     if model is NoInput:
         return []
-    schema = model.model_json_schema()
+    schema = json_schema(model)
     required = set(schema.get("required", []))
     parameters = []
     for name, prop in schema.get("properties", {}).items():
@@ -120,16 +121,16 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
-def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+def body_schema(model: type[msgspec.Struct]) -> dict[str, Any]:
     """A body model's JSON schema with its `$defs` kept local: what an MCP tool's input schema embeds."""
-    schema = _strip_null_defaults(model.model_json_schema())
+    schema = _strip_null_defaults(json_schema(model))
     for definition in schema.get("$defs", {}).values():
         _strip_null_defaults(definition)
     return schema
 
 
-def _add_model(model: type[BaseModel], schemas: dict[str, Any]) -> None:
-    schema = model.model_json_schema(ref_template=REF)
+def _add_model(model: type[msgspec.Struct], schemas: dict[str, Any]) -> None:
+    schema = json_schema(model, ref_template=REF)
     for name, definition in schema.pop("$defs", {}).items():
         schemas[name] = _strip_null_defaults(definition)
     schemas[model.__name__] = _strip_null_defaults(schema)

@@ -22,6 +22,7 @@ from mcp_types import Tool as McpTool
 
 from daemon.config import Config
 from daemon.http.endpoints import Endpoint
+from daemon.http.inputs import field_names
 from daemon.http.openapi import body_schema, path_parameters, query_parameters
 
 
@@ -81,13 +82,13 @@ class ApiCaller:
         for name in endpoint.path_params:
             path = path.replace(f"{{{name}}}", quote(str(arguments.get(name, "")), safe=""))
         query: list[tuple[str, str]] = []
-        for name in endpoint.query.model_fields:
+        for name in field_names(endpoint.query):
             if name in arguments:
                 query.extend((name, _query_text(value)) for value in _as_list(arguments[name]))
         headers = dict(self._headers)
         data: bytes | None = None
         if endpoint.body is not None:
-            body = {name: arguments[name] for name in endpoint.body.model_fields if name in arguments}
+            body = {name: arguments[name] for name in field_names(endpoint.body) if name in arguments}
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         async with self._session.request(endpoint.method, self._base_url + path, params=query, headers=headers,

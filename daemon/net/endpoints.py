@@ -7,7 +7,8 @@ import asyncio
 from aiohttp import web
 
 from daemon.errors import ApiError
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, GUARD, SESSIONS
 from daemon.net import ports, proxy
 

@@ -31,11 +31,11 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
-from daemon.errors import ApiError, validation_failed
+from daemon.errors import ApiError
 from daemon.http.auth import CSRF_REFUSED, INVALID_KEY, KeyGuard
+from daemon.http.inputs import validate
 from daemon.http.sessions import COOKIE, PageSessions, from_this_origin
 
 log = logging.getLogger(__name__)
@@ -60,21 +60,12 @@ READ_TIMEOUT = 300.0
 #: Sent to one side of a relayed WebSocket when the other side vanished without a close frame.
 GOING_AWAY = aiohttp.WSCloseCode.GOING_AWAY
 
-_PORT = TypeAdapter(int)
-
-
 # --- what may pass ------------------------------------------------------------------------------------
 
 
 def parse_port(text: str) -> int:
     """The port of the path, checked like the reference's FastAPI route `port: int`."""
-    try:
-        port = _PORT.validate_python(text)
-    except ValidationError as exc:
-        raise validation_failed([
-            {"type": error["type"], "loc": ["path", "port"], "msg": error["msg"], "input": text}
-            for error in exc.errors(include_url=False)
-        ]) from None
+    port = validate(int, text, ["path", "port"])
     if not 1 <= port <= 65535:
         raise ApiError(422, "Port must be between 1 and 65535")
     return port

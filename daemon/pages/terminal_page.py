@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG
 from daemon.pages.layout import CONTENT_SECURITY_POLICY, render
 

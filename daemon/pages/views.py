@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct
 
 from daemon.errors import ApiError
 from daemon.files import ops
 from daemon.http.auth import SESSION_KEY
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput
+from daemon.http.endpoints import Access, Call, Endpoint
+from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
 from daemon.keys import DIRECTORIES, GUARD, SCOPE, SESSIONS
 from daemon.pages import files_view, previews
@@ -26,20 +27,20 @@ from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, timestamp
 
 
-class IndexQuery(BaseModel):
-    token: str | None = Field(None, description="A one-time login token (printed at start-up).")
+class IndexQuery(Struct, kw_only=True):
+    token: Annotated[str | None, Meta(description="A one-time login token (printed at start-up).")] = None
 
 
-class LoginQuery(BaseModel):
-    next: str = Field("/", description="Where to go after logging in.")
+class LoginQuery(Struct, kw_only=True):
+    next: Annotated[str, Meta(description="Where to go after logging in.")] = "/"
 
 
-class BrowseQuery(BaseModel):
+class BrowseQuery(Struct, kw_only=True):
     sort: Literal["name", "size", "modified"] = "name"
     order: Literal["asc", "desc"] = "asc"
     hidden: bool = False
     filter: str = ""
-    page: int = Field(1, ge=1)
+    page: Annotated[int, Meta(ge=1)] = 1
 
 
 def _safe_next(target: str) -> str:

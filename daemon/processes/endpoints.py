@@ -8,14 +8,15 @@ import os
 import platform
 import socket
 import sys
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct
 
 from daemon.config import Config
 from daemon.errors import bad_request
-from daemon.http.endpoints import HIDDEN, UNAUTHORIZED, Call, Endpoint, NoInput
+from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint
+from daemon.http.inputs import HIDDEN, NoInput
 from daemon.keys import CONFIG, DIRECTORIES, PROCESSES
 from daemon.processes.table import Process
 
@@ -31,59 +32,56 @@ TAIL_DESCRIPTION = (
 )
 
 
-class ExecRequest(BaseModel):
-    command: str = Field(
-        ...,
+class ExecRequest(Struct, kw_only=True):
+    command: Annotated[str, Meta(
         description="Shell command to execute. Supports chaining (&&, ||, ;), pipes (|), and redirections.",
-        json_schema_extra={"examples": ["echo hello", "ls -la && whoami"]},
-    )
-    cwd: str | None = Field(
-        None,
+        examples=["echo hello", "ls -la && whoami"],
+    )]
+    cwd: Annotated[str | None, Meta(
         description="Working directory for the command. Defaults to the server's current directory if not set.",
-    )
-    env: dict[str, str] | None = Field(
-        None, description="Extra environment variables merged into the subprocess environment."
-    )
+    )] = None
+    env: Annotated[dict[str, str] | None, Meta(
+        description="Extra environment variables merged into the subprocess environment.",
+    )] = None
 
 
-def wait_field(description: str) -> Any:
-    """The reference's `wait` query parameter: 0..300 seconds, null meaning return at once."""
-    return Field(None, description=description, ge=0, le=300)
+#: The reference's `wait` query parameter: 0..300 seconds, null meaning return at once.
+Wait = Annotated[float, Meta(ge=0, le=300)] | None
+Tail = Annotated[Annotated[int, Meta(ge=1)] | None, Meta(description=TAIL_DESCRIPTION)]
 
 
-class ExecQuery(BaseModel):
-    wait: float | None = wait_field(
-        "Seconds to wait for the command to finish before returning. If the command completes in time, output "
-        "is included inline. Null to return immediately."
-    )
-    tail: int | None = Field(None, description=TAIL_DESCRIPTION, ge=1)
-    stream: bool = Field(False, json_schema_extra=HIDDEN)
+class ExecQuery(Struct, kw_only=True):
+    wait: Annotated[Wait, Meta(
+        description="Seconds to wait for the command to finish before returning. If the command completes in "
+        "time, output is included inline. Null to return immediately.",
+    )] = None
+    tail: Tail = None
+    stream: Annotated[bool, HIDDEN] = False
 
 
-class StatusQuery(BaseModel):
-    wait: float | None = wait_field(
-        "Seconds to wait for the process to finish before returning. Returns early if the process exits. Null "
-        "to return immediately."
-    )
-    offset: int = Field(
-        0,
+class StatusQuery(Struct, kw_only=True):
+    wait: Annotated[Wait, Meta(
+        description="Seconds to wait for the process to finish before returning. Returns early if the process "
+        "exits. Null to return immediately.",
+    )] = None
+    offset: Annotated[int, Meta(
         description="Number of output entries to skip. Use next_offset from the previous response to get "
         "only new output.",
         ge=0,
-    )
-    tail: int | None = Field(None, description=TAIL_DESCRIPTION, ge=1)
+    )] = 0
+    tail: Tail = None
     #: `output` makes `wait` return as soon as there is output past `offset` (a long-poll).
-    until: Literal["exit", "output"] = Field("exit", json_schema_extra=HIDDEN)
+    until: Annotated[Literal["exit", "output"], HIDDEN] = "exit"
 
 
-class InputRequest(BaseModel):
-    input: str = Field(
-        ..., description="Text to send to the process's stdin. Include newline characters as needed."
-    )
+class InputRequest(Struct, kw_only=True):
+    input: Annotated[str, Meta(
+        description="Text to send to the process's stdin. Include newline characters as needed.",
+    )]
 
 
-class KillQuery(BaseModel):
-    force: bool = Field(False, description="Send SIGKILL instead of SIGTERM.")
+class KillQuery(Struct, kw_only=True):
+    force: Annotated[bool, Meta(description="Send SIGKILL instead of SIGTERM.")] = False
 
 
 def run_command_description(config: Config) -> str:

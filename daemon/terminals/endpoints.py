@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel, Field
+from msgspec import Meta, Struct, field
 
 from daemon.errors import ApiError
 from daemon.http.auth import INVALID_KEY
-from daemon.http.endpoints import Access, Call, Endpoint, NoInput, hidden
+from daemon.http.endpoints import Access, Call, Endpoint, hidden
+from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, from_this_origin
 from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
 from daemon.owner import Owner
@@ -33,16 +35,16 @@ CLOSE_BAD_AUTH, CLOSE_NOT_FOUND, CLOSE_BUSY, CLOSE_GOING_AWAY = 4001, 4004, 4009
 WRONG_TOKEN = "wrong token"
 
 
-class CreateRequest(BaseModel):
+class CreateRequest(Struct, kw_only=True):
     """Beyond the reference (which takes no body): what to run, where, at what size, detachable or not."""
 
-    cmd: str | None = Field(None, description="Program to run instead of the login shell.")
-    cwd: str | None = Field(None, description="Working directory (relative paths: the chat's).")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
-    cols: int = Field(80, ge=1, le=1000)
-    rows: int = Field(24, ge=1, le=1000)
-    detach: bool = Field(False, description="Keep the shell when the WebSocket closes, for a re-attach.")
-    record: bool = Field(False, description="Record an asciinema cast (when recording is enabled).")
+    cmd: Annotated[str | None, Meta(description="Program to run instead of the login shell.")] = None
+    cwd: Annotated[str | None, Meta(description="Working directory (relative paths: the chat's).")] = None
+    env: Annotated[dict[str, str], Meta(description="Extra environment variables.")] = field(default_factory=dict)
+    cols: Annotated[int, Meta(ge=1, le=1000)] = 80
+    rows: Annotated[int, Meta(ge=1, le=1000)] = 24
+    detach: Annotated[bool, Meta(description="Keep the shell when the WebSocket closes, for a re-attach.")] = False
+    record: Annotated[bool, Meta(description="Record an asciinema cast (when recording is enabled).")] = False
 
 
 # --- REST -------------------------------------------------------------------------------------------
@@ -63,8 +65,8 @@ async def _create_body(request: web.Request) -> CreateRequest:
     if not raw.strip():
         return CreateRequest()
     try:
-        return CreateRequest.model_validate_json(raw)
-    except ValueError as exc:
+        return msgspec.json.decode(raw, type=CreateRequest, strict=False)
+    except msgspec.DecodeError as exc:
         raise terminal_error(422, f"Invalid terminal options: {exc}") from None
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from msgspec import Struct
 from multidict import MultiDict
-from pydantic import BaseModel
 
 from daemon.errors import ApiError
 from daemon.http.endpoints import parse_query
 from tests.conftest import Api
 
 
-class Example(BaseModel):
+class Example(Struct, kw_only=True):
     include: list[str] | None = None
     flag: bool = False
     count: int = 1
