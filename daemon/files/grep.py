@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from daemon.errors import bad_request, not_found
 from daemon.files.paths import FileScope
 from daemon.files.search import Json, fnmatcher, is_file, is_utf8, walk
+from daemon.resources import system_environment
 
 #: grep skips larger files (the reference reads any size); both engines draw the same line.
 MAX_GREP_FILE_SIZE = 16 * 1024 * 1024
@@ -248,7 +249,8 @@ def _read_rg(command: list[str], hits: Hits) -> bool:
     False if ripgrep failed before writing anything: it refused the pattern.
     """
     try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   env=system_environment())
     except (OSError, ValueError):  # gone since looked up, or an argument no command line can carry
         return False
     answered = False
@@ -309,7 +311,7 @@ def _symlinks_under(directory: str) -> Iterator[Callable[[], list[str]]]:
     finder = None
     with contextlib.suppress(OSError):
         finder = subprocess.Popen(["find", directory, "-type", "l", "-print0"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=system_environment())
     if finder is None:
         yield list
         return

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from daemon.errors import bad_request, not_found
 from daemon.files.paths import FileScope
+from daemon.resources import system_environment
 
 #: The reference's limits for /files/matches.
 MAX_CONTENT_MATCHES_PER_FILE = 3
@@ -155,7 +156,7 @@ def search_entries(root: str, scope: FileScope, show_hidden: bool, *,
     ignored, plus the directories leading to them) or, outside a work tree, every entry walked."""
     try:
         git = subprocess.Popen(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z", "--", "."],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=system_environment())
     except OSError:
         yield from _walked_entries(root, scope, show_hidden)
         return
@@ -352,7 +353,8 @@ def rg_files_with_matches(rg: str, needle: str, root: str, show_hidden: bool) ->
     command = [rg, "--no-config", "--files-with-matches", "--null", "--no-messages", "--fixed-strings",
                "--ignore-case", *(["--hidden"] if show_hidden else []), "--", needle, root]
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
+                              env=system_environment())
     except (OSError, ValueError):  # gone since looked up, or a query no command line can carry
         return None
     # 2 also means "some file was unreadable"; the rest of the answer is still good (the

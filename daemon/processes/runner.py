@@ -19,6 +19,8 @@ import struct
 import termios
 from collections.abc import Callable, Mapping
 
+from daemon.resources import system_environment
+
 READ_SIZE = 64 * 1024
 #: Seconds between SIGTERM and SIGKILL when a process group is stopped.
 KILL_GRACE = 3.0
@@ -30,8 +32,9 @@ DRAIN_GRACE = 0.25
 
 
 def child_environment() -> dict[str, str]:
-    """The daemon's environment minus its own settings, which may hold the key."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("OPEN_TERMINAL_")}
+    """The daemon's environment minus its own settings (which may hold the key) and minus what the
+    single executable's launcher added."""
+    return {key: value for key, value in system_environment().items() if not key.startswith("OPEN_TERMINAL_")}
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:

@@ -33,6 +33,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 LOCAL_URL = re.compile(r"Local URL:\s+(http://\S+)")
+#: The user's own library path, which commands must get back from the launcher untouched.
+USER_LIBRARY_PATH = "/opt/user-libs"
 
 
 def binary_path() -> Path:
@@ -70,7 +72,8 @@ def start(tmp: Path, name: str = "otd-copy") -> Running:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))}
     # The marker rides in every descendant's environment: found in /proc even after a re-parenting.
     env.update(HOME=str(tmp / "home"), SHELL="/bin/bash", TMPDIR=str(tmp / "tmpdir"),
-               XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker)
+               XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker,
+               LD_LIBRARY_PATH=USER_LIBRARY_PATH)
     log = tmp / "opentermd.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -190,6 +193,16 @@ async def test_health_command_and_openapi(server: Running) -> None:
             assert reply.status == 200
             operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
             assert {"run_command", "read_file", "write_file"} <= operations
+
+
+async def test_commands_get_the_users_environment_not_the_launchers(server: Running) -> None:
+    async with session() as http:
+        command = "env | grep -E '^(LD_LIBRARY_PATH|_PYI_)' | sort; cat /proc/$$/maps | grep -c _MEI"
+        async with http.post(f"{server.url}/execute?wait=5", json={"command": command}) as reply:
+            body = await reply.json()
+            assert reply.status == 200, body
+    lines = "".join(entry["data"] for entry in body["output"]).split()
+    assert lines == [f"LD_LIBRARY_PATH={USER_LIBRARY_PATH}", "0"], "no bundled library path, no _PYI_ marker"
 
 
 async def test_write_read_and_upload(server: Running) -> None:
