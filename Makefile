@@ -72,7 +72,7 @@ test: setup $(TEST_STAMP) debian-packages lint binary
 	.bench/bin/pip install -q open-terminal==0.14.5
 	touch $@
 
-bench: setup debian-packages .bench/.installed
+bench: setup debian-packages .bench/.installed binary
 	$(BIN)/python bench/run.py --write $(ARGS)
 
 clean:

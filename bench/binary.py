@@ -1,6 +1,8 @@
 """Figures of the single executable: size, start to first 200 on /health, idle RSS (launcher + server).
 
-Run as ``.venv/bin/python bench/binary.py [path]`` after ``make binary`` (default ``dist/opentermd``).
+``make bench`` puts them in its table beside the reference's start time and RSS (``start_samples``,
+alternating A B five times). Alone: ``.venv/bin/python bench/binary.py [path]`` after ``make binary``
+(default ``dist/opentermd``).
 Each start uses a fresh TMPDIR, so every run pays the full onefile extraction, as a first start would.
 Exit status: 0 when every target is met, 1 when one is missed, 2 when the binary could not run.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -21,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script, `python bench/binary.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import HOST, free_port
+from bench.harness import BINARY, HOST, BenchError, Report, Sample, Server, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STARTS = 5
@@ -62,17 +65,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_once(binary: Path, scratch: Path, measure_rss: bool) -> tuple[float, float, float]:
-    """Seconds from exec to the first 200 on /health, the CPU seconds spent by then (launcher + server),
-    and the idle RSS in MB (0 unless measured)."""
-    port = free_port()
-    run = scratch / f"run-{port}"
+def start_once(command: list[str], port: int, run: Path, measure_rss: bool) -> tuple[float, float, float]:
+    """Seconds from exec to the first 200 on /health, the CPU seconds spent by then (the process and
+    its children), and the idle RSS in MB (0 unless measured). `run` gets a fresh HOME and TMPDIR."""
     for folder in ("home", "tmp"):
         (run / folder).mkdir(parents=True)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))},
            "HOME": str(run / "home"), "TMPDIR": str(run / "tmp"), "XDG_STATE_HOME": str(run / "state")}
-    command = [str(binary), "run", "--host", HOST, "--port", str(port), f"--api-key={secrets.token_urlsafe(24)}",
-               "--cwd", str(run / "home")]
     began = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -80,7 +79,7 @@ def start_once(binary: Path, scratch: Path, measure_rss: bool) -> tuple[float, f
         elapsed = 0.0
         while elapsed < START_TIMEOUT:
             if process.poll() is not None:
-                raise RuntimeError(f"{binary} exited with {process.returncode} before answering /health")
+                raise BenchError(f"{command[0]} exited with {process.returncode} before answering /health")
             try:
                 with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as reply:
                     if reply.status == 200:
@@ -89,7 +88,7 @@ def start_once(binary: Path, scratch: Path, measure_rss: bool) -> tuple[float, f
                 time.sleep(0.005)
             elapsed = time.perf_counter() - began
         else:
-            raise RuntimeError(f"no 200 on /health within {START_TIMEOUT:.0f} s")
+            raise BenchError(f"no 200 on /health within {START_TIMEOUT:.0f} s")
         family = [process.pid, *children(process.pid)]
         cpu = sum(cpu_seconds(pid) for pid in family)
         rss = 0.0
@@ -106,6 +105,33 @@ def start_once(binary: Path, scratch: Path, measure_rss: bool) -> tuple[float, f
             process.wait()
 
 
+def binary_command(binary: Path, port: int, home: Path) -> list[str]:
+    return [str(binary), "run", "--host", HOST, "--port", str(port), f"--api-key={secrets.token_urlsafe(24)}",
+            "--cwd", str(home)]
+
+
+# --- in make bench's table: one start of each server per round, alternating ---------------------------
+
+
+def start_samples(server: Server, report: Report, *, starts: int = STARTS) -> list[Sample]:
+    """One fresh start of `server`'s program (beside the instance under test): the start time, the idle
+    RSS of the whole process tree, and the executable's size when the program is the binary.
+    `starts` is how many rounds make the median, for the label."""
+    port = free_port()
+    command, _ = server.command(port)
+    run = Path(tempfile.mkdtemp(prefix=f"start-{server.label}-", dir=server.scratch))
+    try:
+        seconds, _, rss = start_once(command, port, run, measure_rss=True)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    samples = [Sample(f"start to first 200 on /health (median of {starts})", seconds, "s", "lower", MAX_START_S,
+                      digits=3),
+               Sample("idle RSS (launcher + server)", rss, "MB", "lower", MAX_RSS_MB)]
+    if command[0] == str(BINARY):
+        samples.insert(0, Sample("binary size", BINARY.stat().st_size / 1024**2, "MB", "lower", MAX_SIZE_MB))
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     binary = Path(args[0] if args else REPO / "dist" / "opentermd").resolve()
@@ -115,8 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     size = binary.stat().st_size / 1024**2
     with tempfile.TemporaryDirectory(prefix="opentermd-binary-bench-") as scratch:
         try:
-            runs = [start_once(binary, Path(scratch), measure_rss=index == STARTS - 1) for index in range(STARTS)]
-        except RuntimeError as exc:
+            runs = []
+            for index in range(STARTS):
+                port = free_port()
+                run = Path(scratch) / f"run-{port}"
+                runs.append(start_once(binary_command(binary, port, run / "home"), port, run,
+                                       measure_rss=index == STARTS - 1))
+        except BenchError as exc:
             print(f"bench/binary.py: {exc}", file=sys.stderr)
             return 2
     start = statistics.median(seconds for seconds, _, _ in runs)

@@ -16,6 +16,9 @@ and whether it is met. The workloads:
 * **file API**: list, read, grep, upload and view, described in ``bench/files.py``.
 * **terminals**: WebSocket output throughput and keystroke echo latency, described in
   ``bench/terminals.py``.
+* **start**: five fresh starts of each program, alternating (fresh HOME and TMPDIR, so the binary
+  unpacks itself every time): time to the first 200 on ``/health``, idle RSS of the process tree,
+  and the binary's size; in ``bench/binary.py``.
 
 Shared parts (the servers, the alternation, the client session, the table) live in ``bench/harness.py``.
 ``--smoke`` runs the same code with tiny sizes and without the reference: opentermd runs twice, as A
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import gc
 import json
 import math
@@ -53,7 +57,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import files, terminals
+from bench import binary, files, terminals
 from bench.harness import (
     HEADER,
     REPO,
@@ -265,6 +269,16 @@ def exec_workloads(servers: list[Server], sizes: Sizes, corpus: Path, report: Re
         corpus.unlink(missing_ok=True)
 
 
+def start_workload(servers: list[Server], smoke: bool, report: Report) -> None:
+    """Start time, idle memory and (for the binary) size, from fresh starts alternating A B."""
+    starts = 1 if smoke else binary.STARTS
+    try:
+        outcomes = alternate(servers, functools.partial(binary.start_samples, starts=starts), rounds=starts)
+        report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
+    except (BenchError, *WORKLOAD_ERRORS) as exc:
+        report.errors.append(f"start: {describe(exc)}")
+
+
 def servers_for(scratch: Path, smoke: bool) -> list[Server]:
     """A then B: the reference and opentermd, or (smoke) opentermd twice."""
     if smoke:
@@ -293,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         exec_workloads(servers, sizes, corpus, report)
         files.run(servers, scratch, args.smoke, report)
         terminals.run(servers, args.smoke, report)
+        start_workload(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:

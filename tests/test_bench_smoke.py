@@ -18,5 +18,6 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
                 "read 0.1 MB p50", "): /files/grep", ": rg -n", ": grep -rn", "upload 2.0 MB",
                 "upload server RSS growth", "view 5.0 MB", "file API wrong answers",
                 "terminal WS output (1.0 MB base64)", "terminal WS frames", "terminal output bytes lost",
-                "terminal echo p50 (20x)", "terminal echo p95", "terminal echo wrong"):
+                "terminal echo p50 (20x)", "terminal echo p95", "terminal echo wrong",
+                "start to first 200 on /health (median of 1)", "idle RSS (launcher + server)"):
         assert row in result.stdout
