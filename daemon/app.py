@@ -13,6 +13,7 @@ from daemon import service
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files.cwd import SessionDirectories
+from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.transfer import LinkStore
 from daemon.http import cors, docs
@@ -20,7 +21,19 @@ from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
 from daemon.http.sessions import PageSessions
-from daemon.keys import ACCESS, CONFIG, DIRECTORIES, ENDPOINTS, GUARD, LINKS, PROCESSES, SCOPE, SESSIONS, TERMINALS
+from daemon.keys import (
+    ACCESS,
+    CONFIG,
+    DIRECTORIES,
+    ENDPOINTS,
+    GUARD,
+    LINKS,
+    LISTINGS,
+    PROCESSES,
+    SCOPE,
+    SESSIONS,
+    TERMINALS,
+)
 from daemon.net import endpoints as net_endpoints
 from daemon.pages import terminal_page
 from daemon.pages import views as page_views
@@ -67,6 +80,7 @@ def create_app(config: Config) -> web.Application:
     app[TERMINALS] = TerminalTable(config)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
     app[LINKS] = LinkStore(config.link_ttl)
+    app[LISTINGS] = ListingCache()
     app[SESSIONS] = sessions
     app[GUARD] = guard
     endpoints = tuple(declared_endpoints(config))
@@ -77,6 +91,7 @@ def create_app(config: Config) -> web.Application:
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
+    app.on_cleanup.append(_close_listings)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     if config.enable_mcp:
         _mount_mcp(app, access)
@@ -116,6 +131,10 @@ async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:
     table.start_sweeping()
     yield
     await table.close()
+
+
+async def _close_listings(app: web.Application) -> None:
+    app[LISTINGS].close()
 
 
 async def _terminal_lifetime(app: web.Application) -> AsyncIterator[None]:

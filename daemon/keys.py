@@ -8,6 +8,7 @@ from aiohttp import web
 
 from daemon.config import Config
 from daemon.files.cwd import SessionDirectories
+from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.transfer import LinkStore
 from daemon.http.auth import KeyGuard
@@ -23,6 +24,7 @@ PROCESSES = web.AppKey("processes", ProcessTable)
 DIRECTORIES = web.AppKey("directories", SessionDirectories)
 SCOPE = web.AppKey("file_scope", FileScope)
 LINKS = web.AppKey("links", LinkStore)
+LISTINGS = web.AppKey("listings", ListingCache)
 SESSIONS = web.AppKey("page_sessions", PageSessions)
 GUARD = web.AppKey("key_guard", KeyGuard)
 TERMINALS = web.AppKey("terminals", TerminalTable)

@@ -18,7 +18,7 @@ from daemon.files.locate import from_cwd, from_home
 from daemon.files.ops import LineRange
 from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, json_response
 from daemon.http.inputs import NoInput
-from daemon.keys import CONFIG, DIRECTORIES, SCOPE
+from daemon.keys import CONFIG, DIRECTORIES, LISTINGS, SCOPE
 
 STREAM_BLOCK = 1024 * 1024
 
@@ -108,7 +108,8 @@ async def set_cwd(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
 async def list_files(call: Call[ListQuery, NoInput]) -> dict[str, object]:
     target = from_cwd(call, call.query.directory)
     scope = call.app[SCOPE]
-    return await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None)
+    return await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None,
+                                   call.app[LISTINGS])
 
 
 async def read_file(call: Call[ReadQuery, NoInput]) -> web.StreamResponse:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
+from daemon.files.listing_cache import ListingCache, Scan
 
 #: Files larger than this are read in pieces and their JSON reply is built on disk.
 LARGE_TEXT = 16 * 1024 * 1024
@@ -91,11 +92,13 @@ def _may_override_permissions() -> bool:
     return True
 
 
-def list_directory(path: str, visible: Callable[[str], bool] | None = None) -> dict[str, Any]:
-    """One listdir and one stat per entry (following symlinks); entries that fail are skipped.
+def list_directory(path: str, visible: Callable[[str], bool] | None = None,
+                   cache: ListingCache | None = None) -> dict[str, Any]:
+    """One directory read and one stat per entry (following symlinks); entries that fail are skipped.
 
-    Names are sorted first and stat'ed relative to the directory's descriptor, which saves the
-    kernel a path walk per entry: on a 10,000-entry directory this is most of the time spent.
+    Entries are stat'ed relative to the directory's descriptor, which saves the kernel a path walk
+    per entry: on a 10,000-entry directory this is most of the time spent. With a `cache`, a big
+    directory that has not changed since it was last read is answered from memory.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -105,33 +108,60 @@ def list_directory(path: str, visible: Callable[[str], bool] | None = None) -> d
         raise from_os_error(exc) from None
     try:
         access = WriteAccess(fd)
+        directory = os.fstat(fd)
         with os_errors():
-            names = sorted(os.listdir(fd))
-        entries = _entries(fd, names, access)
+            if cache is None:
+                entries = _scan(fd, access)[0]
+            else:
+                entries = cache.entries(f"/proc/self/fd/{fd}", (directory.st_dev, directory.st_ino),
+                                        access.same_for_all, lambda: _scan(fd, access),
+                                        lambda name: _restat(fd, name, access))
         if visible is not None:
             entries = [entry for entry in entries if visible(os.path.join(path, entry["name"]))]
-        return {"dir": path, "writable": access.allows(os.fstat(fd)), "entries": entries}
+        return {"dir": path, "writable": access.allows(directory), "entries": entries}
     finally:
         os.close(fd)
 
 
-def _entries(fd: int, names: list[str], access: WriteAccess) -> list[dict[str, Any]]:
-    """The hot loop of a listing: locals only, and the write check skipped when it cannot vary."""
+def _scan(fd: int, access: WriteAccess) -> Scan:
+    """Every entry, sorted by name, and the indexes of those a directory watch cannot vouch for:
+    directories (their mtime follows their contents) and symlinks (their target lives elsewhere)."""
+    with os.scandir(fd) as listing:
+        found = sorted(listing, key=_name)
     entries: list[dict[str, Any]] = []
-    append, stat_at, is_directory, same = entries.append, os.stat, stat.S_ISDIR, access.same_for_all
-    for name in names:
+    volatile: list[int] = []
+    append, is_directory, same = entries.append, stat.S_ISDIR, access.same_for_all
+    for item in found:
         try:
-            info = stat_at(name, dir_fd=fd)
+            info = item.stat()
+            if is_directory(info.st_mode) or item.is_symlink():
+                volatile.append(len(entries))
         except OSError:
             continue
-        append({
-            "name": name,
-            "type": "directory" if is_directory(info.st_mode) else "file",
-            "size": info.st_size,
-            "modified": info.st_mtime,
-            "writable": same if same is not None else access.allows(info),
-        })
-    return entries
+        append(_entry(item.name, info, same if same is not None else access.allows(info)))
+    return entries, volatile
+
+
+def _restat(fd: int, name: str, access: WriteAccess) -> dict[str, Any] | None:
+    try:
+        info = os.stat(name, dir_fd=fd)
+    except OSError:
+        return None
+    return _entry(name, info, access.allows(info))
+
+
+def _entry(name: str, info: os.stat_result, writable: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "directory" if stat.S_ISDIR(info.st_mode) else "file",
+        "size": info.st_size,
+        "modified": info.st_mtime,
+        "writable": writable,
+    }
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 # --- reading --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from daemon.http.auth import SESSION_KEY
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
-from daemon.keys import DIRECTORIES, GUARD, SCOPE, SESSIONS
+from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
 from daemon.pages import files_view, previews
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, timestamp
@@ -119,7 +119,8 @@ async def browse(call: Call[BrowseQuery, NoInput]) -> web.StreamResponse:
 
 async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.Response:
     scope = call.app[SCOPE]
-    listing = await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None)
+    listing = await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None,
+                                      call.app[LISTINGS])
     query = call.query
     view = View(query.sort, query.order == "desc", query.hidden, query.filter, query.page)
     page = arrange(listing["entries"], view)
