@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ class ProcessTable:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._processes: dict[str, Process] = {}
+        #: Finished processes in the order they finished: forgetting looks only at the oldest.
+        self._finished: deque[Process] = deque()
         # Taken once: the daemon's environment does not change while it runs.
         self._environment = child_environment()
         self._sweeper: asyncio.Task[None] | None = None
@@ -114,11 +117,11 @@ class ProcessTable:
         except (OSError, ValueError) as exc:
             output_log.record(type="start", command=command, pid=None)
             process.output(f"opentermd: cannot start command: {getattr(exc, 'strerror', None) or exc}\r\n")
-            process.finish(127)
+            self._finish(process, 127)
         else:
             process.pty = pty
             output_log.record(type="start", command=command, pid=pty.pid)
-            pty.finished.add_done_callback(lambda done: process.finish(done.result()))
+            pty.finished.add_done_callback(lambda done: self._finish(process, done.result()))
         self._processes[process_id] = process
         return process
 
@@ -148,11 +151,16 @@ class ProcessTable:
         process.status = "killed"
         await terminate(process.pty, force=force)
 
+    def _finish(self, process: Process, exit_code: int) -> None:
+        process.finish(exit_code)
+        self._finished.append(process)
+
     def forget_finished(self) -> None:
-        now = time.time()
-        for process_id, process in list(self._processes.items()):
-            if process.finished_at is not None and now - process.finished_at > FORGET_AFTER:
-                del self._processes[process_id]
+        """Drop processes finished more than FORGET_AFTER ago: O(forgotten), not O(listed)."""
+        cutoff = time.time() - FORGET_AFTER
+        while self._finished and (self._finished[0].finished_at or 0.0) < cutoff:
+            process = self._finished.popleft()
+            if self._processes.pop(process.id, None) is not None:
                 closing = asyncio.get_running_loop().create_task(process.log.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)

@@ -36,6 +36,27 @@ async def test_finished_processes_are_forgotten_after_five_minutes(config: Confi
         await table.close()
 
 
+async def test_only_the_expired_are_forgotten_running_ones_never(config: Config) -> None:
+    table = ProcessTable(config)
+    try:
+        finished = [await table.start(f"echo {index}", config.home, None, Owner()) for index in range(3)]
+        running = await table.start("sleep 30", config.home, None, Owner())
+        for process in finished:
+            await process.wait(10)
+        for process in finished[:2]:
+            assert process.finished_at is not None
+            process.finished_at -= FORGET_AFTER + 1
+        assert [process.id for process in table.owned_by(Owner())] == [finished[2].id, running.id]
+        await table.kill(running, force=True)
+        assert [process.id for process in table.owned_by(Owner())] == [finished[2].id, running.id]
+        for process in (finished[2], running):
+            assert process.finished_at is not None
+            process.finished_at -= FORGET_AFTER + 1
+        assert table.owned_by(Owner()) == [], "a killed process is forgotten like a finished one"
+    finally:
+        await table.close()
+
+
 async def test_old_logs_are_swept_but_listed_ones_are_kept(config: Config) -> None:
     table = ProcessTable(config)
     try:
