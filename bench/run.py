@@ -270,8 +270,13 @@ def exec_workloads(servers: list[Server], sizes: Sizes, corpus: Path, report: Re
 
 
 def start_workload(servers: list[Server], smoke: bool, report: Report) -> None:
-    """Start time, idle memory and (for the binary) size, from fresh starts alternating A B."""
+    """Start time, idle memory and (for the binary) size, from fresh starts alternating A B.
+
+    Run once the servers under test are stopped, after a sync: the file workloads leave hundreds
+    of megabytes to write back, and a start (the binary unpacks ~47 MB) must not queue behind them.
+    """
     starts = 1 if smoke else binary.STARTS
+    os.sync()
     try:
         outcomes = alternate(servers, functools.partial(binary.start_samples, starts=starts), rounds=starts)
         report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
@@ -307,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         exec_workloads(servers, sizes, corpus, report)
         files.run(servers, scratch, args.smoke, report)
         terminals.run(servers, args.smoke, report)
-        start_workload(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:
         problems = [server.stop() for server in servers]
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            start_workload(servers, args.smoke, report)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     report.errors.extend(problem for problem in problems if problem)
     if report.rows:
         print_table(report.rows, header)

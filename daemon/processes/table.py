@@ -17,7 +17,7 @@ from typing import Literal
 from daemon.config import Config
 from daemon.errors import bad_request, not_found
 from daemon.owner import Owner
-from daemon.processes.output_log import OutputLog
+from daemon.processes.output_log import LogWriter, OutputLog
 from daemon.processes.runner import PtyProcess, child_environment, terminate
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class ProcessTable:
         self._finished: deque[Process] = deque()
         # Taken once: the daemon's environment does not change while it runs.
         self._environment = child_environment()
+        self._log_writer = LogWriter(config.log_flush_interval)
         self._sweeper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -108,7 +109,7 @@ class ProcessTable:
         self.forget_finished()
         process_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         output_log = OutputLog(self.log_dir / f"{process_id}.jsonl", cap=self._config.max_log_size,
-                               flush_interval=self._config.log_flush_interval)
+                               writer=self._log_writer)
         process = Process(process_id, command, cwd, owner, output_log)
         output_log.on_drained = process.resume_output
         pty = PtyProcess(process.output)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 from daemon.processes import output_log
-from daemon.processes.output_log import OutputLog
+from daemon.processes.output_log import LogWriter, OutputLog
 
 
 def entries(raw: bytes) -> list[dict[str, str]]:
@@ -52,3 +53,41 @@ async def test_a_full_disk_flags_truncation_and_keeps_serving_what_it_holds(tmp_
     assert log.truncated is True
     assert [e["data"] for e in entries(await log.render(0, log.count))] == ["kept\r\n"]
     await log.close()
+
+
+async def test_logs_due_together_are_written_in_one_hop(tmp_path: Path) -> None:
+    writer = LogWriter(flush_interval=0.01)
+    logs = [OutputLog(tmp_path / f"{index}.jsonl", cap=1 << 30, writer=writer) for index in range(50)]
+    for index, log in enumerate(logs):
+        log.record(type="start", command=f"echo {index}")
+        log.append(f"{index}\r\n")
+    await asyncio.gather(*(log.drain() for log in logs))
+    assert writer.hops == 1, "fifty logs, one worker-thread hop"
+    for index in range(50):
+        lines = [json.loads(line) for line in (tmp_path / f"{index}.jsonl").read_text().splitlines()]
+        assert [line["type"] for line in lines] == ["start", "output"] and lines[1]["data"] == f"{index}\r\n"
+    for log in logs:
+        log.append("later\r\n")
+    await asyncio.gather(*(log.close() for log in logs))
+    assert writer.hops == 2, "closed together: one more hop"
+    for index in range(50):
+        last = json.loads((tmp_path / f"{index}.jsonl").read_text().splitlines()[-1])
+        assert last["data"] == "later\r\n"
+
+
+async def test_the_shared_timer_flushes_every_due_log(tmp_path: Path) -> None:
+    writer = LogWriter(flush_interval=0.01)
+    logs = [OutputLog(tmp_path / f"{index}.jsonl", cap=1 << 30, writer=writer) for index in range(5)]
+    for log in logs:
+        log.append("on the timer\r\n")
+    def written() -> bool:
+        paths = [tmp_path / f"{index}.jsonl" for index in range(5)]
+        return all(path.exists() and "on the timer" in path.read_text() for path in paths)
+
+    for _ in range(500):  # bounded: 5 s at most, with no drain or flush asked for
+        if written():
+            break
+        await asyncio.sleep(0.01)
+    assert written() and writer.hops == 1
+    for log in logs:
+        await log.close()
