@@ -222,6 +222,25 @@ async def test_write_read_and_upload(server: Running) -> None:
     assert (server.home / "in" / "up.bin").read_bytes() == payload
 
 
+def test_mcp_over_stdio_lists_the_tools(tmp_path: Path) -> None:
+    """The MCP SDK and what it needs (pydantic, cryptography) are inside the executable."""
+    messages = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "smoke", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))}
+    env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path))
+    result = subprocess.run([str(binary_path()), "mcp", "--cwd", str(tmp_path)], cwd=tmp_path, env=env,
+                            input="".join(json.dumps(message) + "\n" for message in messages),
+                            capture_output=True, text=True, timeout=60)
+    replies = {reply.get("id"): reply for reply in map(json.loads, result.stdout.splitlines())}
+    assert replies[1]["result"]["serverInfo"]["name"] == "opentermd", result.stderr
+    names = {tool["name"] for tool in replies[2]["result"]["tools"]}
+    assert {"run_command", "get_process_status", "read_file", "write_file"} <= names
+
+
 async def test_pdf_text_through_the_frozen_worker(server: Running) -> None:
     (server.home / "report.pdf").write_bytes(make_pdf([["Frozen worker line"]]))
     async with session() as http, http.get(f"{server.url}/files/read?path=report.pdf") as reply:
