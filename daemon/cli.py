@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import enum
 import gc
-import importlib.util
 import logging
 import os
 import signal
@@ -64,8 +63,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except config.ConfigError as exc:
         print(f"opentermd: {exc}", file=sys.stderr)
         return Exit.USAGE
-    if args.command == "mcp" and importlib.util.find_spec("mcp") is None:
-        print("opentermd: MCP mode needs the mcp extra: pip install 'opentermd[mcp]'", file=sys.stderr)
+    if (args.command == "mcp" or settings.enable_mcp) and (missing := _mcp_sdk_missing()) is not None:
+        wanted = "MCP mode" if args.command == "mcp" else "OPEN_TERMINAL_ENABLE_MCP"
+        print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -75,6 +75,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
               file=sys.stderr)
         return Exit.ERROR
     return Exit.OK
+
+
+def _mcp_sdk_missing() -> str | None:
+    """Why the MCP SDK cannot be loaded, or None. Tried before serving (it is loaded right after
+    anyway) so that a missing or broken SDK is one line, not a traceback from a running server."""
+    try:
+        import mcp.server.lowlevel  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 async def serve(settings: config.Config, out: TextIO) -> None:

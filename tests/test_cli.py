@@ -155,3 +155,19 @@ def test_heavy_libraries_stay_off_the_start_path_and_the_api_path(tmp_path: Path
     loaded = {line.rsplit("|", 1)[-1].strip() for line in imports.read_text().splitlines() if "|" in line}
     assert "daemon.app" in loaded, "the import log covers the server"
     assert sorted(name for name in loaded if name.split(".")[0] in HEAVY_MODULES) == []
+
+
+@pytest.mark.parametrize(("args", "extra", "wanted"), [
+    (["mcp"], {}, "MCP mode"),
+    (["run", "--port", "0"], {"OPEN_TERMINAL_ENABLE_MCP": "true"}, "OPEN_TERMINAL_ENABLE_MCP"),
+])
+def test_a_missing_mcp_sdk_is_one_line_not_a_traceback(tmp_path: Path, args: list[str], extra: dict[str, str],
+                                                       wanted: str) -> None:
+    shadow = tmp_path / "shadow" / "mcp"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named mcp (shadowed by the test)')\n")
+    env = environment(tmp_path, PYTHONPATH=str(shadow.parent), **extra)
+    result = subprocess.run(daemon_command(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{wanted} needs the MCP SDK (pip install 'opentermd[mcp]')" in result.stderr

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import aiohttp
@@ -81,11 +82,22 @@ def _bearer(scope: Scope) -> str | None:
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller's stop event ends it."""
+    """uvicorn without its own signal handling (the caller's stop event ends it) that says where it
+    listens once it does: with `--port 0` only the bound socket knows the port."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[int], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        bound = [sock for server in self.servers for sock in server.sockets]
+        if bound and not self.should_exit:
+            self._on_listening(int(bound[0].getsockname()[1]))
 
 
 async def serve(settings: Config, transport: str, stop: asyncio.Event) -> None:
@@ -120,12 +132,7 @@ async def _run_stdio(server: Server[Any]) -> None:
 async def _run_http(server: Server[Any], settings: Config, stop: asyncio.Event) -> None:
     app = BearerGuard(server.streamable_http_app(streamable_http_path=MCP_PATH, host=settings.host), settings.api_key)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
-    http = _Uvicorn(config)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    lines = [f"opentermd {__version__} MCP (streamable HTTP): http://{host}:{settings.port}{MCP_PATH}"]
-    key = settings.api_key if settings.api_key_generated else "(from your configuration)"
-    lines.append(f"  API key (bearer): {key}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    http = _Uvicorn(config, lambda port: _announce(settings, port))
 
     async def stop_http() -> None:
         await stop.wait()
@@ -138,6 +145,13 @@ async def _run_http(server: Server[Any], settings: Config, stop: asyncio.Event) 
         stopper.cancel()
     if not http.started:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+
+
+def _announce(settings: Config, port: int) -> None:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    key = settings.api_key if settings.api_key_generated else "(from your configuration)"
+    print(f"opentermd {__version__} MCP (streamable HTTP): http://{host}:{port}{MCP_PATH}\n"
+          f"  API key (bearer): {key}", file=sys.stderr, flush=True)
 
 
 async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -106,23 +106,24 @@ async def test_stdio_tools_match_openapi_and_run(tmp_path: Path, api: Api) -> No
         await check_session(client, api, workdir)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    port = free_port()
-    command = [sys.executable, "-m", "daemon", "mcp", "--transport", "streamable-http", "--port", str(port),
+    command = [sys.executable, "-m", "daemon", "mcp", "--transport", "streamable-http", "--port", "0",
                "--api-key", KEY, "--cwd", str(workdir)]
     with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as process:
-        url = f"http://127.0.0.1:{port}/mcp"
         try:
+            assert process.stderr is not None
+            banner = re.compile(r"MCP \(streamable HTTP\): (http://127\.0\.0\.1:(\d+)/mcp)$")
+            for _ in range(50):  # the SDK logs a line or two first
+                line = process.stderr.readline()
+                assert line, f"exited without a banner: {process.wait(timeout=15)}"
+                if found := banner.search(line.strip()):
+                    break
+            assert found and found.group(2) != "0", "the banner names the bound port"
+            url = found.group(1)
             deadline = time.monotonic() + 20
             while True:
                 assert process.poll() is None, process.communicate()[1]
