@@ -176,6 +176,6 @@ async def parse_body(model: type[B], request: web.Request) -> B:
 def _looks_like_json(raw: bytes) -> bool:
     try:
         msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False
     return True

@@ -51,10 +51,18 @@ def decode_json(model: type[T], raw: bytes, where: Loc) -> T:
     try:
         return msgspec.json.decode(raw, type=model, strict=False)
     except msgspec.ValidationError as exc:
-        raise validation_failed([validation_error(str(exc), msgspec.json.decode(raw), where)]) from None
-    except msgspec.DecodeError as exc:
+        raise validation_failed([validation_error(str(exc), _untyped(raw), where)]) from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested past msgspec's depth limit
         raise validation_failed([{"type": "json_invalid", "loc": [*where, _byte_position(str(exc))],
                                   "msg": "JSON decode error", "input": {}, "ctx": {"error": str(exc)}}]) from None
+
+
+def _untyped(raw: bytes) -> Any:
+    """The document as plain values, for the `input` of an error (None if too deep to decode)."""
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 @functools.cache

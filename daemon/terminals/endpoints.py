@@ -66,7 +66,7 @@ async def _create_body(request: web.Request) -> CreateRequest:
         return CreateRequest()
     try:
         return msgspec.json.decode(raw, type=CreateRequest, strict=False)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise terminal_error(422, f"Invalid terminal options: {exc}") from None
 
 
@@ -180,7 +180,7 @@ async def _authenticate(socket: web.WebSocketResponse, request: web.Request,
     try:
         message = await socket.receive(timeout=AUTH_TIMEOUT)
         payload = json.loads(message.data) if message.type == WSMsgType.TEXT else None
-    except (TimeoutError, ValueError):
+    except (TimeoutError, ValueError, RecursionError):
         payload = None
     if not isinstance(payload, dict) or payload.get("type") != "auth":
         await socket.close(code=CLOSE_BAD_AUTH, message=b"Auth timeout or invalid payload")
@@ -241,7 +241,7 @@ def _control(session: TerminalSession, text: str) -> None:
     """Text frames are control messages only (resize, ping); they never reach the shell."""
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return
     if isinstance(payload, dict) and payload.get("type") == "resize":
         cols, rows = payload.get("cols", 80), payload.get("rows", 24)

@@ -102,6 +102,15 @@ def test_malformed_json_gives_the_byte_position() -> None:
     assert decode_json(Form, b'{"name": "ok", "count": "2"}', ["body"]).count == 2
 
 
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000,
+                                 b'{"name": "x", "env": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"])
+def test_json_nested_too_deep_is_a_422_not_a_crash(raw: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_json(Form, raw, ["body"])
+    assert caught.value.status == 422 and caught.value.detail[0]["loc"][0] == "body"
+    assert caught.value.detail[0]["type"] in ("json_invalid", "dict_type")
+
+
 def test_validation_errors_of_json_carry_the_input() -> None:
     with pytest.raises(ApiError) as caught:
         decode_json(Form, b'{"name": "x", "count": -4}', ["body"])

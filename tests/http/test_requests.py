@@ -64,6 +64,9 @@ async def test_body_errors(api: Api) -> None:
     assert broken["detail"][0]["type"] == "json_invalid"
     no_command = await api.json("POST", "/execute", status=422, json={"cwd": "/"})
     assert no_command["detail"][0]["loc"] == ["body", "command"]
+    deep = await api.json("POST", "/execute", status=422, data=b"[" * 100_000 + b"]" * 100_000,
+                          headers={"Content-Type": "application/json"})
+    assert deep["detail"][0]["loc"] == ["body"], "a 422 like any other, not a crash"
     wrong_type = await api.json("POST", "/execute", status=422, json=["echo"])
     assert wrong_type["detail"][0]["loc"] == ["body"]
     form = await api.json("POST", "/execute", status=415, data=b"command=ls",

@@ -120,6 +120,7 @@ async def test_text_frames_never_reach_the_shell(api: Api, tmp_path: Path) -> No
     marker = tmp_path / "typed"
     await socket.send_str(f"touch {marker}\n")
     await socket.send_str(json.dumps({"type": "other", "data": f"touch {marker}\n"}))
+    await socket.send_str("[" * 100_000 + "]" * 100_000)
     await socket.send_bytes(b"echo done-$((40+2))\n")
     await read_until(socket, b"done-42")
     assert not marker.exists()
@@ -133,6 +134,9 @@ async def test_bad_auth_closes_4001_and_the_session_survives(api: Api) -> None:
     raw = await api.client.ws_connect(f"/api/terminals/{session['id']}")
     await raw.send_str("not json")
     assert await closed_with(raw) == 4001
+    deep = await api.client.ws_connect(f"/api/terminals/{session['id']}")
+    await deep.send_str("[" * 100_000 + "]" * 100_000)  # past the JSON parser's nesting limit
+    assert await closed_with(deep) == 4001
     good = await attach(api, session["id"], token=f"  {KEY} ")
     await good.send_bytes(b"echo ok-$((1+1))\n")
     await read_until(good, b"ok-2")
