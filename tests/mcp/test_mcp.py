@@ -106,6 +106,14 @@ async def test_stdio_tools_match_openapi_and_run(tmp_path: Path, api: Api) -> No
         await check_session(client, api, workdir)
 
 
+async def error_status(request: urllib.request.Request) -> int:
+    """The status of a request that must fail with an HTTP error."""
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
+    failed.value.close()
+    return failed.value.code
+
+
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     workdir = tmp_path / "work"
@@ -152,9 +160,7 @@ async def test_streamable_http_refuses_a_wrong_key(http_server: tuple[str, Path]
     url, _ = http_server
     request = urllib.request.Request(url, data=b"{}", method="POST",
                                      headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
-    assert refused.value.code == 401
+    assert await error_status(request) == 401
     async with create_mcp_http_client(headers={"Authorization": "Bearer wrong"}) as http:
         with pytest.raises(Exception) as failed:
             async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=10) as client:
@@ -199,10 +205,7 @@ async def test_mounted_on_the_main_server_when_enabled(tmp_path: Path) -> None:
                 assert run["status"] == "done" and output.strip() == "hi", run
             request = urllib.request.Request(url, data=b"{}", method="POST",
                                              headers={"Content-Type": "application/json"})
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
-            refused.value.close()
-            assert refused.value.code == 401
+            assert await error_status(request) == 401
         finally:
             stop(process)
 
@@ -211,10 +214,7 @@ async def test_not_mounted_by_default(tmp_path: Path) -> None:
     with start_daemon(tmp_path, environment(tmp_path)) as process:
         try:
             request = urllib.request.Request(local_url(process) + "/mcp", headers={"Authorization": f"Bearer {KEY}"})
-            with pytest.raises(urllib.error.HTTPError) as missing:
-                await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
-            missing.value.close()
-            assert missing.value.code == 404
+            assert await error_status(request) == 404
         finally:
             stop(process)
 
