@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script, `python bench/binary.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import BINARY, HOST, BenchError, Report, Sample, Server, free_port
+from bench.harness import BINARY, HOST, BenchError, Report, Sample, Server, daemon_environment, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STARTS = 5
@@ -70,8 +70,7 @@ def start_once(command: list[str], port: int, run: Path, measure_rss: bool) -> t
     its children), and the idle RSS in MB (0 unless measured). `run` gets a fresh HOME and TMPDIR."""
     for folder in ("home", "tmp"):
         (run / folder).mkdir(parents=True)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))},
-           "HOME": str(run / "home"), "TMPDIR": str(run / "tmp"), "XDG_STATE_HOME": str(run / "state")}
+    env = daemon_environment(HOME=str(run / "home"), TMPDIR=str(run / "tmp"), XDG_STATE_HOME=str(run / "state"))
     began = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -104,6 +104,13 @@ BINARY = REPO / "dist" / "opentermd"
 HEALTH_POLL = 0.05
 
 
+def daemon_environment(**settings: str) -> dict[str, str]:
+    """Our environment without any daemon setting of the caller's (it would change what is measured)."""
+    ours = ("OPEN_TERMINAL_", "OPENTERMD_")
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
+    return {**inherited, **settings}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
@@ -155,9 +162,8 @@ class Server:
         self.home.mkdir(exist_ok=True)
         self.port = free_port()
         command, what = self.command(self.port)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))},
-               "HOME": str(self.home), "SHELL": "/bin/bash", "XDG_STATE_HOME": str(self.home / "state"),
-               "OPEN_TERMINAL_API_KEY": self.key}
+        env = daemon_environment(HOME=str(self.home), SHELL="/bin/bash", XDG_STATE_HOME=str(self.home / "state"),
+                                 OPEN_TERMINAL_API_KEY=self.key)
         with self.stderr_path.open("wb") as log:
             self._process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT)

@@ -21,7 +21,7 @@ from multidict import MultiMapping
 
 from daemon.config import Config
 from daemon.errors import ApiError, validation_failed
-from daemon.http.inputs import NoInput, decode_json, list_fields, validate
+from daemon.http.inputs import NoInput, decode_json, field_names, list_fields, validate
 from daemon.owner import Owner
 
 Q = TypeVar("Q", bound=msgspec.Struct)
@@ -140,7 +140,7 @@ def parse_query(model: type[Q], query: MultiMapping[str]) -> Q:
     """
     data: dict[str, Any] = {}
     lists = list_fields(model)
-    for name in model.__struct_fields__:
+    for name in field_names(model):
         values = [value for value in query.getall(name, []) if value.lower() != "null"]
         if values:
             data[name] = _list_values(values) if name in lists else values[-1]

@@ -122,12 +122,12 @@ def validation_error(message: str, data: Any, where: Loc) -> dict[str, Any]:
     """One msgspec failure as one FastAPI error item."""
     found = _AT.match(message)
     what, path = (found.group("what"), found.group("path") or "") if found else (message, "")
-    loc: Loc = [*where, *_path(path)]
+    inside = _path(path)
+    loc: Loc = [*where, *inside]
+    given = _json_safe(_at(data, inside))
     if missing := _MISSING.fullmatch(what):
-        return {"type": "missing", "loc": [*loc, missing.group("name")], "msg": "Field required",
-                "input": _json_safe(_at(data, loc[len(where):]))}
-    error: dict[str, Any] = {"type": "value_error", "loc": loc, "msg": what,
-                             "input": _json_safe(_at(data, loc[len(where):]))}
+        return {"type": "missing", "loc": [*loc, missing.group("name")], "msg": "Field required", "input": given}
+    error: dict[str, Any] = {"type": "value_error", "loc": loc, "msg": what, "input": given}
     if bound := _BOUND.match(what):
         kind, key, words = _BOUNDS[bound.group("op")]
         limit = _number(bound.group("limit"))
@@ -180,28 +180,26 @@ def _json_safe(value: Any) -> Any:
 def json_schema(model: type[msgspec.Struct], ref_template: str = "#/$defs/{name}") -> dict[str, Any]:
     """The model's schema with the others it uses under `$defs`, as pydantic's `model_json_schema`."""
     _, components = msgspec.json.schema_components([model], ref_template=ref_template)
-    schemas = {name: _pydantic_style(schema, _struct(model, name)) for name, schema in components.items()}
+    structs = _structs(model)
+    schemas = {name: _pydantic_style(schema, structs.get(name)) for name, schema in components.items()}
     schema = schemas.pop(model.__name__)
     if schemas:
         schema["$defs"] = schemas
     return schema
 
 
-def _struct(model: type[msgspec.Struct], name: str) -> type[msgspec.Struct] | None:
-    """The Struct named `name` among `model` and the Structs its fields use."""
-    if model.__name__ == name:
-        return model
-    for field in msgspec.structs.fields(model):
-        for candidate in _structs_in(field.type):
-            if (found := _struct(candidate, name)) is not None:
-                return found
-    return None
-
-
-def _structs_in(annotation: Any) -> list[type[msgspec.Struct]]:
+def _structs(annotation: Any, found: dict[str, type[msgspec.Struct]] | None = None) -> dict[str, type[msgspec.Struct]]:
+    """Every Struct in `annotation` (a Struct, or a type made of them), by name."""
+    found = {} if found is None else found
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
-        return [annotation]
-    return [found for arg in typing.get_args(annotation) for found in _structs_in(arg)]
+        if annotation.__name__ not in found:
+            found[annotation.__name__] = annotation
+            for field in msgspec.structs.fields(annotation):
+                _structs(field.type, found)
+    else:
+        for argument in typing.get_args(annotation):
+            _structs(argument, found)
+    return found
 
 
 def _pydantic_style(schema: dict[str, Any], model: type[msgspec.Struct] | None) -> dict[str, Any]:

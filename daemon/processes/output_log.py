@@ -121,11 +121,10 @@ def _call_each(calls: list[Callable[[], None]]) -> list[OSError | None]:
 
 
 class OutputLog:
-    def __init__(self, path: Path, *, cap: int, writer: LogWriter | None = None,
-                 flush_interval: float = 0.02) -> None:
+    def __init__(self, path: Path, *, cap: int, writer: LogWriter) -> None:
         self.path = path
         self._cap = cap
-        self._disk = writer or LogWriter(flush_interval)
+        self._disk = writer
         #: Called when a backlog has been written out; the producer may resume.
         self.on_drained: Callable[[], None] | None = None
         self._fd = -1

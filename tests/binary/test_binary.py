@@ -47,6 +47,13 @@ def binary_path() -> Path:
     return path
 
 
+def environment(**settings: str) -> dict[str, str]:
+    """Ours without the caller's daemon settings, plus `settings`."""
+    ours = ("OPEN_TERMINAL_", "OPENTERMD_")
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
+    return {**inherited, **settings}
+
+
 @dataclass
 class Running:
     process: subprocess.Popen[bytes]
@@ -69,11 +76,10 @@ def start(tmp: Path, name: str = "otd-copy") -> Running:
     for folder in ("elsewhere", "home", "tmpdir"):
         (tmp / folder).mkdir(exist_ok=True)
     marker = uuid.uuid4().hex
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))}
     # The marker rides in every descendant's environment: found in /proc even after a re-parenting.
-    env.update(HOME=str(tmp / "home"), SHELL="/bin/bash", TMPDIR=str(tmp / "tmpdir"),
-               XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker,
-               LD_LIBRARY_PATH=USER_LIBRARY_PATH)
+    env = environment(HOME=str(tmp / "home"), SHELL="/bin/bash", TMPDIR=str(tmp / "tmpdir"),
+                      XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker,
+                      LD_LIBRARY_PATH=USER_LIBRARY_PATH)
     log = tmp / "opentermd.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -230,9 +236,8 @@ def test_mcp_over_stdio_lists_the_tools(tmp_path: Path) -> None:
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
     ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPEN_TERMINAL_", "OPENTERMD_"))}
-    env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path))
-    result = subprocess.run([str(binary_path()), "mcp", "--cwd", str(tmp_path)], cwd=tmp_path, env=env,
+    result = subprocess.run([str(binary_path()), "mcp", "--cwd", str(tmp_path)], cwd=tmp_path,
+                            env=environment(HOME=str(tmp_path), TMPDIR=str(tmp_path)),
                             input="".join(json.dumps(message) + "\n" for message in messages),
                             capture_output=True, text=True, timeout=60)
     replies = {reply.get("id"): reply for reply in map(json.loads, result.stdout.splitlines())}

@@ -16,7 +16,7 @@ def entries(raw: bytes) -> list[dict[str, str]]:
 
 
 async def test_reads_older_than_memory_come_from_disk_exactly(tmp_path: Path) -> None:
-    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, flush_interval=0.01)
+    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, writer=LogWriter(0.01))
     chunks = [f"chunk {n:05d} " + "x" * 4000 + "\r\n" for n in range(600)]  # ~2.4 MB, past RECENT_BYTES
     for chunk in chunks:
         log.append(chunk)
@@ -32,7 +32,7 @@ async def test_reads_older_than_memory_come_from_disk_exactly(tmp_path: Path) ->
 
 
 async def test_a_writer_that_falls_behind_asks_the_producer_to_pause(tmp_path: Path) -> None:
-    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, flush_interval=10)
+    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, writer=LogWriter(10))
     drained: list[bool] = []
     log.on_drained = lambda: drained.append(True)
     block = "y" * 65536
@@ -46,7 +46,7 @@ async def test_a_writer_that_falls_behind_asks_the_producer_to_pause(tmp_path: P
 
 
 async def test_a_full_disk_flags_truncation_and_keeps_serving_what_it_holds(tmp_path: Path) -> None:
-    log = OutputLog(Path("/dev/full"), cap=1 << 30, flush_interval=0.001)
+    log = OutputLog(Path("/dev/full"), cap=1 << 30, writer=LogWriter(0.001))
     log.append("kept\r\n")
     await log.drain()
     log.append("refused\r\n")
