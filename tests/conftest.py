@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import time
@@ -116,12 +118,34 @@ def process_group_members(pgid: int) -> list[int]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll a condition from synchronous code (a thread or a subprocess test, never a coroutine:
+    it would block the event loop the server runs on; use `eventually` there)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(0.02)
     return predicate()
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> Any:
+    """Wait, without blocking the event loop, until `predicate()` (or the awaitable it returns) is
+    truthy, and return that value; fail with the predicate's name after `timeout` seconds.
+
+    This is how tests synchronise on observable state instead of sleeping: the generous timeout only
+    bounds a failing test, a passing one returns as soon as the state is there, however busy the machine.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition {getattr(predicate, '__qualname__', predicate)!r} "
+                                 f"not met within {timeout} s (last value {value!r})")
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture
