@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import service
+from daemon import service, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files.cwd import SessionDirectories
@@ -95,6 +95,8 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     if config.enable_mcp:
         _mount_mcp(app, access)
+    if config.loop_watchdog:
+        app.cleanup_ctx.append(watchdog.cleanup_context(config.state_dir / watchdog.STALL_FILE))
     return app
 
 

@@ -118,6 +118,8 @@ class Config:
     proxy_token_auth: bool = False
     #: Also serve MCP (streamable HTTP) at /mcp on the main server, behind the API key.
     enable_mcp: bool = False
+    #: Measure event-loop stalls into <state>/loop-stall.json (daemon/watchdog.py); off: it costs idle CPU.
+    loop_watchdog: bool = False
 
     @property
     def home(self) -> str:
@@ -183,6 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recording_retention", _parse_non_negative(float)),
     Setting("proxy_token_auth", _parse_bool),
     Setting("enable_mcp", _parse_bool),
+    Setting("loop_watchdog", _parse_bool),
 )
 
 
