@@ -1,13 +1,16 @@
-"""Bearer-key authentication.
+"""Who a request is: the key, a page session from our own origin, or nobody.
 
-The key is kept in memory only as its SHA-256 digest; comparing digests with
-`hmac.compare_digest` takes the same time whatever the token, and never holds the plain key.
+`identify` is the one place that answers it; the auth middleware, the proxy and the terminal
+WebSocket all call it. The key is kept in memory only as its SHA-256 digest; comparing digests
+with `hmac.compare_digest` takes the same time whatever the token, and never holds the plain key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +25,6 @@ from daemon.http.sessions import (
     CSRF_HEADER,
     SAFE_METHODS,
     PageSession,
-    PageSessions,
     csrf_matches,
     from_this_origin,
 )
@@ -58,26 +60,59 @@ CSRF_REFUSED = ApiError(403, "Missing or invalid CSRF token, or a cross-site req
 SESSION_KEY = web.RequestKey("opentermd.session", PageSession)
 
 
-def auth_middleware(guard: KeyGuard, access: dict[Any, Access], sessions: PageSessions) -> Any:
+@dataclass(frozen=True)
+class Identity:
+    """What a request proved: the key, a page session (from our own origin), both, or neither."""
+
+    key: bool
+    session: PageSession | None
+    #: A live session's cookie, but sent from elsewhere (another site, another port, or a
+    #: WebSocket without Origin): refused as cross-site rather than as a missing key.
+    cross_site: bool = False
+
+    def require(self) -> None:
+        """Go on only as the key or a page session; otherwise the error that says why not."""
+        if not self.key and self.session is None:
+            raise CSRF_REFUSED if self.cross_site else INVALID_KEY
+
+
+def identify(request: web.Request, tokens: Iterable[str] = ()) -> Identity:
+    """Who the caller is. `tokens` are other places the key may come from on this route (the
+    terminal WebSocket's auth frame or subprotocol, the proxy's opt-in `?token=`)."""
+    # daemon.keys imports this module (for KeyGuard), so its keys are looked up here.
+    from daemon.keys import GUARD, SESSIONS
+
+    guard, sessions = request.config_dict[GUARD], request.config_dict[SESSIONS]
+    key = guard.authorizes(request) or any(guard.matches(token) for token in tokens)
+    session = sessions.find(request.cookies.get(COOKIE))
+    if session is not None and not from_this_origin(request):
+        return Identity(key, None, cross_site=True)
+    return Identity(key, session)
+
+
+def auth_middleware(access: dict[Any, Access]) -> Any:
     """Every matched route needs the key (or a page session) unless it was declared public.
 
-    Unmatched paths fall through so they answer 404/405 like the reference, and CORS preflights
-    never reach here (the CORS middleware answers them first).
+    Pages (Access.PAGE) need the page session itself; changes made with a session also need its
+    CSRF token. Unmatched paths fall through so they answer 404/405 like the reference, and CORS
+    preflights never reach here (the CORS middleware answers them first).
     """
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         match = request.match_info
         rule = Access.PUBLIC if match.http_exception is not None else access.get(match.route, Access.BEARER)
-        if rule is Access.PUBLIC or (rule is Access.BEARER and guard.authorizes(request)):
+        if rule is Access.PUBLIC:
             return await handler(request)
-        session = sessions.find(request.cookies.get(COOKIE))
+        identity = identify(request)
+        if rule is Access.BEARER and identity.key:
+            return await handler(request)
+        session = identity.session
         if session is None:
-            if rule is Access.PAGE and request.method in SAFE_METHODS:
+            if rule is Access.PAGE and request.method in SAFE_METHODS and not identity.cross_site:
                 raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/')}")
-            raise INVALID_KEY
-        if not from_this_origin(request):
-            raise CSRF_REFUSED
+            identity.require()
+            raise INVALID_KEY  # the key alone does not open a page
         if request.method not in SAFE_METHODS and not csrf_matches(session, await csrf_token(request)):
             raise CSRF_REFUSED
         request[SESSION_KEY] = session

@@ -6,10 +6,13 @@ the same key or a new one) or a logout revokes them, and a memory dump reveals n
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,14 +23,19 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 #: Methods that change nothing; every other method from a cookie session needs the CSRF token.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Closes one WebSocket that a page session opened, saying why (e.g. "Logged out").
+Closer = Callable[[str], Awaitable[Any]]
 
 
-@dataclass
+@dataclass(eq=False)
 class PageSession:
     csrf: str
     created: float
     seen: float
     state: dict[str, str] = field(default_factory=dict)
+    #: The WebSockets this session authenticated (terminals, proxied apps): they end with it.
+    sockets: set[Closer] = field(default_factory=set)
+    ended: bool = False
 
 
 class PageSessions:
@@ -39,9 +47,11 @@ class PageSessions:
         self._sessions: dict[str, PageSession] = {}
         self._login_tokens: dict[str, float] = {}
         self._login_ttl = login_ttl
+        #: Socket closes under way, kept so the tasks are not garbage-collected mid-close.
+        self._closing: set[asyncio.Future[Any]] = set()
 
     def create(self) -> tuple[str, PageSession]:
-        self._expire()
+        self.sweep()
         cookie = secrets.token_urlsafe(32)
         now = time.monotonic()
         session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now)
@@ -51,7 +61,7 @@ class PageSessions:
     def find(self, cookie: str | None) -> PageSession | None:
         if not cookie:
             return None
-        self._expire()
+        self.sweep()
         session = self._sessions.get(digest(cookie))
         if session is not None:
             session.seen = time.monotonic()
@@ -59,7 +69,27 @@ class PageSessions:
 
     def revoke(self, cookie: str | None) -> None:
         if cookie:
-            self._sessions.pop(digest(cookie), None)
+            session = self._sessions.pop(digest(cookie), None)
+            if session is not None:
+                self._end(session, "Logged out")
+
+    def hold(self, session: PageSession, closer: Closer) -> bool:
+        """Tie a WebSocket to the session that authenticated it; False if the session already ended.
+
+        A socket outlives the request that opened it, so logout and expiry must reach it: without
+        this, a terminal opened with the cookie would keep its shell after the person logged out.
+        """
+        if session.ended:
+            return False
+        session.sockets.add(closer)
+        # Expiry is otherwise noticed only when a request comes; a socket must not outlive the
+        # session's lifetime just because nothing else asked.
+        remaining = session.created + self.lifetime - time.monotonic()
+        asyncio.get_running_loop().call_later(max(0.0, remaining) + 1.0, self.sweep)
+        return True
+
+    def let_go(self, session: PageSession, closer: Closer) -> None:
+        session.sockets.discard(closer)
 
     def login_token(self) -> str:
         """A one-time token for the login URL printed at start-up."""
@@ -72,13 +102,24 @@ class PageSessions:
         expires = self._login_tokens.pop(digest(token), None)
         return expires is not None and expires > time.monotonic()
 
-    def _expire(self) -> None:
+    def sweep(self) -> None:
+        """End the sessions past their idle time or lifetime (and close their sockets)."""
         now = time.monotonic()
+        for session in self._sessions.values():
+            if session.sockets:
+                session.seen = now  # an open terminal is a session in use, not an idle one
         stale = [key for key, session in self._sessions.items()
                  if now - session.seen > self.idle or now - session.created > self.lifetime]
         for key in stale:
-            del self._sessions[key]
+            self._end(self._sessions.pop(key), "Session expired")
 
+    def _end(self, session: PageSession, reason: str) -> None:
+        session.ended = True
+        closers, session.sockets = list(session.sockets), set()
+        for closer in closers:
+            task = asyncio.ensure_future(closer(reason))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
 
 def set_cookie(response: web.StreamResponse, cookie: str, request: web.Request) -> None:
@@ -99,7 +140,11 @@ def from_this_origin(request: web.Request) -> bool:
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    if origin is None:
+        # Browsers always send Origin with a WebSocket handshake, and WebSockets are not bound by
+        # CORS: one without it is not a page of ours, so its cookie is not honoured.
+        return request.headers.get("Upgrade", "").lower() != "websocket"
+    return origin == f"{request.scheme}://{request.host}"
 
 
 def csrf_matches(session: PageSession, token: str | None) -> bool:

@@ -13,11 +13,10 @@ from aiohttp import WSMsgType, web
 from msgspec import Meta, Struct, field
 
 from daemon.errors import ApiError
-from daemon.http.auth import INVALID_KEY
+from daemon.http.auth import Identity, identify
 from daemon.http.endpoints import Access, Call, Endpoint, hidden
 from daemon.http.inputs import NoInput
-from daemon.http.sessions import COOKIE, from_this_origin
-from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
+from daemon.keys import DIRECTORIES, SESSIONS, TERMINALS
 from daemon.owner import Owner
 from daemon.processes.endpoints import InputRequest
 from daemon.terminals.session import USER_OUTPUT_BYTES, SessionOptions, TerminalSession
@@ -32,7 +31,6 @@ DRAIN_TIMEOUT = 30.0
 PROTOCOL = "opentermd"
 TOKEN_PROTOCOL = "opentermd.token."
 CLOSE_BAD_AUTH, CLOSE_NOT_FOUND, CLOSE_BUSY, CLOSE_GOING_AWAY = 4001, 4004, 4009, 1001
-WRONG_TOKEN = "wrong token"
 
 
 class CreateRequest(Struct, kw_only=True):
@@ -65,9 +63,27 @@ async def _create_body(request: web.Request) -> CreateRequest:
     if not raw.strip():
         return CreateRequest()
     try:
-        return msgspec.json.decode(raw, type=CreateRequest, strict=False)
+        body = msgspec.json.decode(raw, type=CreateRequest, strict=False)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise terminal_error(422, f"Invalid terminal options: {exc}") from None
+    problem = options_problem(body)
+    if problem is not None:
+        raise terminal_error(422, f"Invalid terminal options: {problem}")
+    return body
+
+
+def options_problem(body: CreateRequest) -> str | None:
+    """What no shell can be started with: an environment name that is empty or holds `=` or NUL,
+    NUL in a value, the command or the directory (the kernel takes C strings)."""
+    for name, value in body.env.items():
+        if not name or "=" in name or "\0" in name:
+            return f"invalid environment variable name {name!r}"
+        if "\0" in value:
+            return f"environment variable {name!r} holds a NUL byte"
+    for option, text in (("cmd", body.cmd), ("cwd", body.cwd)):
+        if text is not None and "\0" in text:
+            return f"{option} holds a NUL byte"
+    return None
 
 
 async def list_terminals(call: Call[NoInput, NoInput]) -> list[dict[str, object]]:
@@ -78,15 +94,8 @@ async def get_or_attach(call: Call[NoInput, NoInput]) -> web.StreamResponse | di
     """One path, two uses: a WebSocket upgrade attaches; a plain GET describes the session."""
     if call.request.headers.get("Upgrade", "").lower() == "websocket":
         return await terminal_socket(call)
-    if not _key_or_page_session(call.request):
-        raise INVALID_KEY
+    identify(call.request).require()
     return call.app[TERMINALS].get(call.path("session_id"), call.owner).summary()
-
-
-def _key_or_page_session(request: web.Request) -> bool:
-    if request.app[GUARD].authorizes(request):
-        return True
-    return request.app[SESSIONS].find(request.cookies.get(COOKIE)) is not None and from_this_origin(request)
 
 
 async def delete_terminal(call: Call[NoInput, NoInput]) -> dict[str, str]:
@@ -131,13 +140,16 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     socket = web.WebSocketResponse(protocols=(PROTOCOL,) if PROTOCOL in offered else (), heartbeat=None,
                                    max_msg_size=4 * 1024 * 1024)
-    handshake_auth = _handshake_auth(request, offered)
-    if handshake_auth is False:
-        # A page session from another origin: refused before any byte reaches the shell.
+    tokens = [p[len(TOKEN_PROTOCOL):] for p in offered if p.startswith(TOKEN_PROTOCOL)]
+    identity = identify(request, tokens)
+    if identity.cross_site and not identity.key:
+        # A page session from another origin (or without Origin): refused before any byte reaches the shell.
+        table.abandon(session)
         raise web.HTTPForbidden(reason="Cross-origin session refused")
     await socket.prepare(request)
-    chat_id = await _authenticate(socket, request, handshake_auth)
+    chat_id = await _authenticate(socket, request, identity, bool(tokens))
     if chat_id is None:
+        table.abandon(session)
         return socket
     user = request.headers.get("X-User-Id", request.query.get("user_id", ""))
     chat = request.headers.get("X-Session-Id", chat_id)
@@ -147,35 +159,38 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     if session.attached:
         await socket.close(code=CLOSE_BUSY, message=b"Session already connected")
         return socket
-    await _serve(socket, session, table)
+    # A socket opened with the page cookie (not the key) ends with that page session: logout or expiry.
+    page = identity.session if not identity.key else None
+    sessions = call.app[SESSIONS]
+
+    async def close(reason: str) -> None:
+        await socket.close(code=CLOSE_BAD_AUTH, message=reason.encode())
+
+    if page is not None and not sessions.hold(page, close):
+        await close("Logged out")
+        return socket
+    try:
+        await _serve(socket, session, table)
+    finally:
+        if page is not None:
+            sessions.let_go(page, close)
     return socket
 
 
-def _handshake_auth(request: web.Request, offered: list[str]) -> bool | str | None:
-    """True: authenticated by the handshake (key as subprotocol, or the page cookie from our origin).
+async def _authenticate(socket: web.WebSocketResponse, request: web.Request, identity: Identity,
+                        offered_key: bool) -> str | None:
+    """The chat id the client named (or ""), or None after closing the socket with 4001.
 
-    False: a page cookie from a foreign origin. WRONG_TOKEN: a subprotocol key that is not the
-    key. None: wait for Open WebUI's auth frame.
+    The handshake authenticates with the key (bearer header or subprotocol) or the page cookie
+    from our origin; a wrong key as subprotocol is refused at once; otherwise Open WebUI's auth
+    frame must come.
     """
-    guard = request.app[GUARD]
-    tokens = [p[len(TOKEN_PROTOCOL):] for p in offered if p.startswith(TOKEN_PROTOCOL)]
-    if tokens:
-        return any(guard.matches(token) for token in tokens) or WRONG_TOKEN
-    if request.app[SESSIONS].find(request.cookies.get(COOKIE)) is not None:
-        if from_this_origin(request):
-            return True
-        # Open WebUI's page is another origin but authenticates with its auth frame, never a cookie.
-        return None if not request.headers.get("Origin") else False
-    return None
-
-
-async def _authenticate(socket: web.WebSocketResponse, request: web.Request,
-                        handshake: bool | str | None) -> str | None:
-    """The chat id the client named (or ""), or None after closing the socket with 4001."""
-    if handshake == WRONG_TOKEN:
+    if identity.key:
+        return ""
+    if offered_key:
         await socket.close(code=CLOSE_BAD_AUTH, message=b"Invalid API key")
         return None
-    if handshake:
+    if identity.session is not None:
         return ""
     try:
         message = await socket.receive(timeout=AUTH_TIMEOUT)
@@ -186,7 +201,7 @@ async def _authenticate(socket: web.WebSocketResponse, request: web.Request,
         await socket.close(code=CLOSE_BAD_AUTH, message=b"Auth timeout or invalid payload")
         return None
     token = payload.get("token")
-    if not isinstance(token, str) or not request.app[GUARD].matches(token):
+    if not isinstance(token, str) or not identify(request, [token]).key:
         await socket.close(code=CLOSE_BAD_AUTH, message=b"Invalid API key")
         return None
     chat_id = payload.get("chat_id")

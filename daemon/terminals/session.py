@@ -87,6 +87,8 @@ class TerminalSession:
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self.detached_at: float | None = time.monotonic()
+        #: Until a viewer first attaches, the session holds a slot only for the attach grace.
+        self.ever_attached = False
         self._viewer: Viewer | None = None
         self._closing: asyncio.Task[None] | None = None
 
@@ -133,6 +135,7 @@ class TerminalSession:
         viewer.push(self.replay.tail())
         self._viewer = viewer
         self.detached_at = None
+        self.ever_attached = True
         self.pty.resume_reading()
         return viewer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from typing import Any
@@ -24,6 +25,13 @@ def terminal_error(status: int, message: str) -> ApiError:
     return ApiError(status, message, key="error")
 
 
+def _start_failed(exc: OSError | ValueError) -> ApiError:
+    """An input the shell cannot be started with is the caller's mistake (422); a full system is 503."""
+    if isinstance(exc, ValueError) or exc.errno == errno.E2BIG:  # NUL bytes, unencodable text, too big
+        return terminal_error(422, f"Invalid terminal options: {exc}")
+    return terminal_error(503, f"Out of PTY devices or cannot start the shell: {exc.strerror or exc}")
+
+
 class TerminalTable:
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -31,9 +39,12 @@ class TerminalTable:
         self._sweeper: asyncio.Task[None] | None = None
         #: The attached WebSockets, closed with 1001 when the server shuts down.
         self.sockets: set[Any] = set()
+        #: Session id -> when a never-attached session gives its slot back.
+        self._attach_by: dict[str, float] = {}
 
     def create(self, owner: Owner, options: SessionOptions) -> TerminalSession:
         self._prune()
+        self.reap_detached()
         if len(self._sessions) >= self._config.max_sessions:
             raise terminal_error(429, f"Maximum number of terminal sessions ({self._config.max_sessions}) reached")
         if self._config.detach_timeout is not None:
@@ -47,12 +58,13 @@ class TerminalTable:
                 log.warning("terminal %s: not recorded: %s", session.id, exc)
         try:
             session.start(default_shell(), env)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             if session.recorder is not None:
                 session.recorder.close()
-            raise terminal_error(503, f"Out of PTY devices or cannot start the shell: {exc.strerror or exc}") from None
+            raise _start_failed(exc) from None
         self._sessions[session.id] = session
-        session.pty.finished.add_done_callback(lambda _: self._ended(session))
+        self._attach_by[session.id] = time.monotonic() + self._config.attach_grace
+        session.pty.finished.add_done_callback(lambda _: self._end(session))
         return session
 
     def _records(self, options: SessionOptions) -> bool:
@@ -82,27 +94,36 @@ class TerminalTable:
         raise ApiError(404, "No connected user shell")
 
     async def delete(self, session: TerminalSession) -> None:
-        self._sessions.pop(session.id, None)
-        await session.close()
+        await self._end(session)
 
     def release(self, session: TerminalSession) -> None:
         """The viewer left: a detachable session waits for a re-attach, any other one ends."""
         if not session.detachable:
-            self._sessions.pop(session.id, None)
-            session.close()
+            self._end(session)
+
+    def abandon(self, session: TerminalSession) -> None:
+        """A WebSocket failed to authenticate: a session nobody ever attached to ends at once.
+
+        A client with a wrong key would otherwise hold its slots until the attach grace ends, and a
+        few creates with failed sockets would make every later create a 429.
+        """
+        if not session.ever_attached:
+            log.info("terminal %s: failed authentication before any attach, closing", session.id)
+            self._end(session)
 
     def grace(self, session: TerminalSession) -> float:
         if self._config.detach_timeout is not None:
             return self._config.detach_timeout
         return self._config.detach_grace
 
-    def _ended(self, session: TerminalSession) -> None:
+    def _end(self, session: TerminalSession) -> asyncio.Task[None]:
         self._sessions.pop(session.id, None)
-        session.close()
+        self._attach_by.pop(session.id, None)
+        return session.close()
 
     def _prune(self) -> None:
         for session in [session for session in self._sessions.values() if not session.alive]:
-            self._ended(session)
+            self._end(session)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -121,13 +142,16 @@ class TerminalTable:
                                         self._config.recording_retention, keep=live)
 
     def reap_detached(self) -> None:
-        """Kill sessions nobody has watched for longer than their grace period."""
+        """Kill sessions never attached within the attach grace, or unwatched past their grace."""
         now = time.monotonic()
         for session in list(self._sessions.values()):
-            if session.detached_at is not None and now - session.detached_at > self.grace(session):
+            if not session.ever_attached and not session.attached:
+                if now > self._attach_by.get(session.id, now):
+                    log.info("terminal %s: never attached, closing", session.id)
+                    self._end(session)
+            elif session.detached_at is not None and now - session.detached_at > self.grace(session):
                 log.info("terminal %s: detached for too long, closing", session.id)
-                self._sessions.pop(session.id, None)
-                session.close()
+                self._end(session)
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -81,14 +81,13 @@ def test_the_header_keeps_only_the_env_that_is_set_and_mends_undecodable_text(tm
     assert header["command"] == "vi caf\ufffd"
 
 
-def test_events_are_json_arrays_in_time_order(tmp_path: Path) -> None:
-    path = tmp_path / "s.cast"
-    recorder = Recorder(path, 80, 24, command="/bin/bash", env=ENV)
+def test_events_are_json_arrays_in_time_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, path, recorder = clocked_recorder(tmp_path, monkeypatch)
     shown = [b"$ ", b'\x1b[31mred\x1b[0m "quoted" back\\slash\r\n', "\x00\x07\t\u2028".encode()]
     recorder.output(shown[0])
     recorder.input(b"ls\r")
     recorder.output(shown[1])
-    time.sleep(0.002)
+    clock.now += 0.002
     recorder.output(shown[2])
     recorder.close()
     _, events = parse_cast(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -14,7 +15,9 @@ import pytest
 
 from daemon.keys import TERMINALS
 from daemon.terminals import endpoints
-from tests.conftest import KEY, Api, ApiFactory, process_group_members
+from daemon.terminals import session as session_module
+from daemon.terminals import table as table_module
+from tests.conftest import KEY, Api, ApiFactory, eventually, process_group_members, process_stats
 
 Socket = aiohttp.ClientWebSocketResponse
 
@@ -56,14 +59,25 @@ async def closed_with(socket: Socket) -> int | None:
         assert message.type == aiohttp.WSMsgType.BINARY, message
 
 
-async def eventually(predicate: Any, timeout: float = 5.0) -> bool:
-    """Like wait_until, but lets the server (in this event loop) run meanwhile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(predicate())
+class Clock:
+    """Stands in for the `time` module of the terminal table and sessions: moved by hand, from an exact start."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(table_module, "time", fake)
+    monkeypatch.setattr(session_module, "time", fake)
+    return fake
 
 
 def open_ptys() -> int:
@@ -127,8 +141,12 @@ async def test_text_frames_never_reach_the_shell(api: Api, tmp_path: Path) -> No
     await socket.close()
 
 
-async def test_bad_auth_closes_4001_and_the_session_survives(api: Api) -> None:
-    session = await create(api)
+async def test_bad_auth_closes_4001_and_a_session_once_attached_survives(api: Api) -> None:
+    session = await create(api, detach=True)
+    first = await attach(api, session["id"], token=f"  {KEY} ")
+    await first.send_bytes(b"echo ok-$((1+1))\n")
+    await read_until(first, b"ok-2")
+    await first.close()
     socket = await attach(api, session["id"], token="wrong")
     assert await closed_with(socket) == 4001
     raw = await api.client.ws_connect(f"/api/terminals/{session['id']}")
@@ -137,10 +155,78 @@ async def test_bad_auth_closes_4001_and_the_session_survives(api: Api) -> None:
     deep = await api.client.ws_connect(f"/api/terminals/{session['id']}")
     await deep.send_str("[" * 100_000 + "]" * 100_000)  # past the JSON parser's nesting limit
     assert await closed_with(deep) == 4001
-    good = await attach(api, session["id"], token=f"  {KEY} ")
-    await good.send_bytes(b"echo ok-$((1+1))\n")
-    await read_until(good, b"ok-2")
+    good = await attach(api, session["id"])
+    await good.send_bytes(b"echo ok-$((2+2))\n")
+    await read_until(good, b"ok-4")
     await good.close()
+
+
+@pytest.mark.parametrize("how", ["frame", "subprotocol", "garbage"])
+async def test_a_failed_auth_frees_a_session_never_attached(api: Api, how: str) -> None:
+    session = await create(api)
+    if how == "frame":
+        socket = await attach(api, session["id"], token="wrong")
+    elif how == "subprotocol":
+        socket = await api.client.ws_connect(f"/api/terminals/{session['id']}",
+                                             protocols=("opentermd", "opentermd.token.wrong"))
+    else:
+        socket = await api.client.ws_connect(f"/api/terminals/{session['id']}")
+        await socket.send_str("not json")
+    assert await closed_with(socket) == 4001
+    assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+    assert await api.json("GET", "/api/terminals") == []
+
+
+async def test_creates_followed_by_failed_auths_never_fill_the_table(api: Api) -> None:
+    """The reproduction: 16 creates whose sockets fail auth made every later create 429 for ten minutes."""
+    for _ in range(16):
+        session = await create(api)
+        socket = await attach(api, session["id"], token="wrong")
+        assert await closed_with(socket) == 4001
+    last = await create(api)
+    socket = await attach(api, last["id"])
+    await socket.send_bytes(b"echo room-$((5+5))\n")
+    await read_until(socket, b"room-10")
+    await socket.close()
+
+
+async def test_a_session_never_attached_gives_its_slot_back_after_the_grace(
+        api_with: ApiFactory, clock: Clock) -> None:
+    api = await api_with(max_sessions=2, attach_grace=30)
+    abandoned = [await create(api), await create(api)]
+    assert await create(api, status=429) == {"error": "Maximum number of terminal sessions (2) reached"}
+    clock.advance(30)
+    await create(api, status=429)  # the grace is inclusive at its edge
+    clock.advance(0.5)
+    fresh = await create(api)
+    assert [entry["id"] for entry in await api.json("GET", "/api/terminals")] == [fresh["id"]]
+    assert await eventually(lambda: all(process_group_members(gone["pid"]) == [] for gone in abandoned), timeout=10)
+
+
+async def test_an_attached_session_is_not_reaped_by_the_attach_grace(api_with: ApiFactory, clock: Clock) -> None:
+    api = await api_with(attach_grace=30)
+    session = await create(api)
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"echo here\n")
+    await read_until(socket, b"here")
+    clock.advance(31)
+    api.client.app[TERMINALS].reap_detached()
+    await socket.send_bytes(b"echo still-$((6+6))\n")
+    await read_until(socket, b"still-12")
+    await socket.close()
+
+
+@pytest.mark.parametrize("body", [
+    {"env": {"A\u0000B": "x"}}, {"env": {"A=B": "x"}}, {"env": {"": "x"}}, {"env": {"A": "x\u0000y"}},
+    {"env": {"A": 1}}, {"env": {"A": None}}, {"env": ["A=1"]}, {"env": {"A": "\ud800"}},
+    {"cmd": "echo \u0000"}, {"cmd": 5}, {"cwd": "a\u0000b"}, {"cwd": "\udc80\ud800"},
+    {"cols": 10**30}, {"rows": -1}, {"cols": 0}, {"rows": 100_000}, {"cols": "wide"}, {"detach": "yes"},
+    {"env": {"BIG": "x" * 200_000}}, [], "text", 7,
+])
+async def test_options_no_shell_can_start_with_are_422(api: Api, body: Any) -> None:
+    reply = await api.json("POST", "/api/terminals", json=body, status=422)
+    assert set(reply) == {"error"} and reply["error"].startswith("Invalid terminal options"), reply
+    assert await api.json("GET", "/api/terminals") == []
 
 
 async def test_auth_timeout_closes_4001(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,8 +261,8 @@ async def test_a_plain_session_ends_with_its_socket(api: Api) -> None:
     """Open WebUI makes a new session per connect: closing the socket must not leak the shell."""
     session = await create(api)
     socket = await attach(api, session["id"])
-    await socket.send_bytes(b"sleep 1000 &\n")
-    await asyncio.sleep(0.3)
+    await socket.send_bytes(b"sleep 1000 & echo started-$((1+1))\n")
+    await read_until(socket, b"started-2")
     await socket.close()
     assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
     assert await api.json("GET", "/api/terminals") == []
@@ -185,14 +271,19 @@ async def test_a_plain_session_ends_with_its_socket(api: Api) -> None:
 # --- beyond the reference ---------------------------------------------------------------------------
 
 
-async def test_reattach_replays_what_happened_meanwhile(api: Api) -> None:
+async def test_reattach_replays_what_happened_meanwhile(api: Api, tmp_path: Path) -> None:
     session = await create(api, detach=True)
     first = await attach(api, session["id"])
     await first.send_bytes(b"echo before-$((3*3))\n")
     await read_until(first, b"before-9")
-    await first.send_bytes(b"sleep 0.3; echo while-away-$((4*4))\n")
+    flag = tmp_path / "go"
+    await first.send_bytes(f"while [ ! -e {flag} ]; do sleep 0.01; done; echo while-away-$((4*4))\n".encode())
     await first.close()
-    await asyncio.sleep(0.8)
+    live = api.client.app[TERMINALS].find(session["id"])
+    assert live is not None
+    await eventually(lambda: not live.attached)
+    flag.touch()  # only now, with nobody attached, does the shell print
+    await eventually(lambda: b"while-away-16" in live.replay.tail())
     second = await attach(api, session["id"])
     replay = await read_until(second, b"while-away-16")
     assert b"before-9" in replay
@@ -202,15 +293,21 @@ async def test_reattach_replays_what_happened_meanwhile(api: Api) -> None:
     assert process_group_members(session["pid"]), "a detachable shell outlives its socket"
 
 
-async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory) -> None:
-    api = await api_with(detach_timeout=0.2)
+async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory, clock: Clock) -> None:
+    api = await api_with(detach_timeout=0.25)  # exact in binary, as is the clock's start
     session = await create(api)
     socket = await attach(api, session["id"])
     await socket.send_bytes(b"echo up\n")
     await read_until(socket, b"up")
     await socket.close()
     table = api.client.app[TERMINALS]
-    await asyncio.sleep(0.4)
+    live = table.find(session["id"])
+    assert live is not None
+    await eventually(lambda: not live.attached)
+    clock.advance(0.25)
+    table.reap_detached()
+    assert table.find(session["id"]) is live  # the timeout is inclusive at its edge
+    clock.advance(0.125)
     table.reap_detached()
     assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
     assert await api.json("GET", f"/api/terminals/{session['id']}", status=404)
@@ -323,7 +420,8 @@ async def test_all_output_arrives_before_the_close_even_for_a_slow_late_viewer(a
     """A command's output waits in its PTY for the viewer (or streams into it), and none is lost at exit."""
     session = await create(api, cmd="seq 1 150000", detach=detach)
     if not detach:
-        await asyncio.sleep(0.3)  # The command has filled its PTY by now and waits for a reader.
+        # seq only ever sleeps blocked on its full PTY: then it waits for a reader.
+        await eventually(lambda: any(fields[0] == "S" for fields in _named(session["pid"], "seq")))
     socket = await attach(api, session["id"], resize=False)
     received = b""
     while True:
@@ -365,6 +463,17 @@ async def test_shutdown_says_goodbye_to_attached_browsers(daemon_process: tuple[
     assert await eventually(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15)
     assert time.monotonic() - started < 10
     assert await eventually(lambda: process_group_members(session["pid"]) == [], timeout=10)
+
+
+def _named(pgid: int, name: str) -> list[list[str]]:
+    """The stat fields of the live members of a process group with this command name."""
+    found = []
+    for pid, fields in process_stats().items():
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                    found.append(fields)
+    return found
 
 
 def _zombie(pid: int) -> bool:
