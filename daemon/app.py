@@ -71,7 +71,7 @@ def create_app(config: Config) -> web.Application:
     app.middlewares.extend([
         cors.install(app, cors.CorsPolicy(config.cors_allowed_origins)),
         error_middleware,
-        auth_middleware(guard, access, sessions),
+        auth_middleware(access),
     ])
     app[CONFIG] = config
     app[ACCESS] = access

@@ -111,6 +111,8 @@ class Config:
     detach_timeout: float | None = None
     #: How long an opted-in (detachable) terminal waits for a re-attach when no timeout is set.
     detach_grace: float = 600.0
+    #: How long a terminal created but never attached keeps its slot.
+    attach_grace: float = 30.0
     term: str = "xterm-256color"
     replay_bytes: int = 256 * 1024
     recording: str = "off"
@@ -179,6 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_sessions", _parse_non_negative(int)),
     Setting("detach_timeout", _parse_optional_float),
     Setting("detach_grace", _parse_non_negative(float)),
+    Setting("attach_grace", _parse_non_negative(float)),
     Setting("term", str),
     Setting("replay_bytes", _parse_non_negative(int)),
     Setting("recording", _parse_recording),
