@@ -24,7 +24,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script, `python bench/binary.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import BINARY, HOST, BenchError, Report, Sample, Server, daemon_environment, free_port
+from bench.harness import (
+    BINARY,
+    HOST,
+    BenchError,
+    Report,
+    Sample,
+    Server,
+    children,
+    daemon_environment,
+    free_port,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 STARTS = 5
@@ -50,19 +60,6 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def start_once(command: list[str], port: int, run: Path, measure_rss: bool) -> tuple[float, float, float]:

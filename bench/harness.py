@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,20 @@ def daemon_environment(**settings: str) -> dict[str, str]:
     return {**inherited, **settings}
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
@@ -123,7 +137,8 @@ class Server:
     HOME a scratch directory of its own. `opentermd` runs `dist/opentermd` when that binary exists,
     else `python -m daemon`; `reference` runs `.bench/bin/open-terminal`."""
 
-    def __init__(self, scratch: Path, name: str = "opentermd", *, label: str | None = None) -> None:
+    def __init__(self, scratch: Path, name: str = "opentermd", *, label: str | None = None,
+                 settings: Mapping[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
         if name not in ("opentermd", "reference"):
             raise ValueError(f"unknown server {name!r}")
         self.name = name
@@ -134,17 +149,36 @@ class Server:
         self.home = scratch / f"home-{self.label}"
         self.stderr_path = scratch / f"{self.label}.stderr"
         self.port = 0
+        #: `OPEN_TERMINAL_*` settings of this run, and a command that runs the server (such as prlimit).
+        self.settings = dict(settings or {})
+        self.prefix = list(prefix)
         self._process: subprocess.Popen[bytes] | None = None
+        self._launcher = False  # runs the onefile binary, whose server is the launcher's child
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     @property
+    def state_dir(self) -> Path:
+        """opentermd's state directory, from the XDG_STATE_HOME `start` gives it."""
+        return self.home / "state" / "opentermd"
+
+    @property
     def pid(self) -> int:
         if self._process is None:
             raise BenchError(f"{self.label} is not running")
         return self._process.pid
+
+    def serving_pid(self) -> int:
+        """The process that serves requests: the binary's onefile launcher runs it as its only child."""
+        pid = self.pid
+        if not self._launcher:
+            return pid
+        found = children(pid)
+        if len(found) != 1:
+            raise BenchError(f"the launcher {pid} of {self.label} has {len(found)} children, not one server")
+        return found[0]
 
     def command(self, port: int) -> tuple[list[str], str]:
         """The command line (the key as `--api-key=K`: a key may start with "-") and what it runs."""
@@ -162,10 +196,11 @@ class Server:
         self.home.mkdir(exist_ok=True)
         self.port = free_port()
         command, what = self.command(self.port)
+        self._launcher = command[0] == str(BINARY)
         env = daemon_environment(HOME=str(self.home), SHELL="/bin/bash", XDG_STATE_HOME=str(self.home / "state"),
-                                 OPEN_TERMINAL_API_KEY=self.key)
+                                 OPEN_TERMINAL_API_KEY=self.key, **self.settings)
         with self.stderr_path.open("wb") as log:
-            self._process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            self._process = subprocess.Popen([*self.prefix, *command], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT)
         self._await_health()
         return what
@@ -238,6 +273,11 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str | URL, bod
         if response.status != 200:
             raise BenchError(f"{method} {url} answered {response.status}: {payload[:300]!r}")
     return payload
+
+
+def joined_output(reply: Json) -> str:
+    """The text a process printed, from an /execute or status reply."""
+    return "".join(entry.get("data", "") for entry in reply.get("output", []) if entry.get("type") == "output")
 
 
 def parse_object(payload: bytes, what: str) -> Json:

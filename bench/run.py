@@ -19,6 +19,9 @@ and whether it is met. The workloads:
 * **start**: five fresh starts of each program, alternating (fresh HOME and TMPDIR, so the binary
   unpacks itself every time): time to the first 200 on ``/health``, idle RSS of the process tree,
   and the binary's size; in ``bench/binary.py``.
+* **safety** (opentermd only, each on a fresh server, once the two above are stopped): load (100
+  terminal WebSockets and 500 API requests at once), churn, 5,000 commands under a 256-fd limit, and
+  the longest event-loop stall of each; in ``bench/safety.py``.
 
 Shared parts (the servers, the alternation, the client session, the table) live in ``bench/harness.py``.
 ``--smoke`` runs the same code with tiny sizes and without the reference: opentermd runs twice, as A
@@ -57,13 +60,12 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binary, files, terminals
+from bench import binary, files, safety, terminals
 from bench.harness import (
     HEADER,
     REPO,
     WORKLOAD_ERRORS,
     BenchError,
-    Json,
     Latency,
     Measure,
     Report,
@@ -73,6 +75,7 @@ from bench.harness import (
     call,
     check_alternation,
     describe,
+    joined_output,
     machine_facts,
     markdown,
     megabytes,
@@ -137,10 +140,6 @@ def write_corpus(directory: Path, size: int) -> Path:
 
 
 # --- the exec workloads -----------------------------------------------------------------------------
-
-
-def joined_output(reply: Json) -> str:
-    return "".join(entry.get("data", "") for entry in reply.get("output", []) if entry.get("type") == "output")
 
 
 async def exec_latency(session: aiohttp.ClientSession, base_url: str, sizes: Sizes) -> Latency:
@@ -318,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = [server.stop() for server in servers]
         try:
             start_workload(servers, args.smoke, report)
+            safety.run(scratch, args.smoke, report)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     report.errors.extend(problem for problem in problems if problem)
