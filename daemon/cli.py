@@ -18,6 +18,7 @@ from aiohttp import web
 
 from daemon import __version__, config
 from daemon.files.documents import WORKER_COMMAND, worker_main
+from daemon.resources import raise_open_file_limit
 
 
 class Exit(enum.IntEnum):
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_open_file_limit()
     try:
         asyncio.run(serve_mcp(settings, args.transport) if args.command == "mcp" else serve(settings, out))
     except OSError as exc:

@@ -97,6 +97,8 @@ class Config:
     max_log_size: int = GIB
     log_retention: float = 7 * 24 * 3600
     log_flush_interval: float = 0.02
+    #: Commands running at once; `POST /execute` past it is a 429 (finished ones do not count).
+    max_processes: int = 256
     file_browser_root: str = "home"
     session_cwd_ttl: float = 7 * 24 * 3600
     #: Confine every file endpoint beneath this directory (`--root`); None means the whole disk.
@@ -170,6 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_log_size", _parse_non_negative(int)),
     Setting("log_retention", _parse_non_negative(float)),
     Setting("log_flush_interval", _parse_non_negative(float)),
+    Setting("max_processes", _parse_non_negative(int)),
     Setting("file_browser_root", str),
     Setting("session_cwd_ttl", _parse_non_negative(float)),
     Setting("file_root", _parse_directory),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,3 +50,27 @@ def without_launcher(environ: Mapping[str, str]) -> dict[str, str]:
 def system_environment() -> dict[str, str]:
     """The environment for a system program (a shell, rg, git): ours without the launcher's changes."""
     return without_launcher(os.environ)
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit; return (soft before, soft now).
+
+    Login shells and systemd give 1,024 by default (soft), far below what the kernel allows
+    (hard): the daemon holds a socket per client and a PTY, pidfd and log per running command.
+    The hard limit is the administrator's word; the soft one is only a default for old programs
+    that use select(). An unlimited hard limit is capped at the kernel's `fs.nr_open`.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return soft, soft
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return soft, soft
+    return soft, target

@@ -101,7 +101,7 @@ def run_command_description(config: Config) -> str:
 
 
 async def list_processes(call: Call[NoInput, NoInput]) -> list[dict[str, object]]:
-    return [process.summary() for process in call.app[PROCESSES].owned_by(call.owner)]
+    return [process.summary() for process in await call.app[PROCESSES].owned_by(call.owner)]
 
 
 async def run_command(call: Call[ExecQuery, ExecRequest]) -> web.StreamResponse:
@@ -115,7 +115,7 @@ async def run_command(call: Call[ExecQuery, ExecRequest]) -> web.StreamResponse:
 
 
 async def get_process_status(call: Call[StatusQuery, NoInput]) -> web.StreamResponse:
-    process = call.app[PROCESSES].get(call.path("process_id"), call.owner)
+    process = await call.app[PROCESSES].get(call.path("process_id"), call.owner)
     query = call.query
     past = query.offset if query.until == "output" else None
     await process.wait(_wait_seconds(query.wait, call), past_offset=past)
@@ -124,14 +124,14 @@ async def get_process_status(call: Call[StatusQuery, NoInput]) -> web.StreamResp
 
 async def send_process_input(call: Call[NoInput, InputRequest]) -> dict[str, str]:
     table = call.app[PROCESSES]
-    process = table.get(call.path("process_id"), call.owner)
+    process = await table.get(call.path("process_id"), call.owner)
     await table.send_input(process, decode_escapes(call.body.input))
     return {"status": "ok"}
 
 
 async def kill_process(call: Call[KillQuery, NoInput]) -> dict[str, str]:
     table = call.app[PROCESSES]
-    await table.kill(table.get(call.path("process_id"), call.owner), force=call.query.force)
+    await table.kill(await table.get(call.path("process_id"), call.owner), force=call.query.force)
     return {"status": "killed"}
 
 

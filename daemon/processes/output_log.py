@@ -9,6 +9,11 @@ megabyte); the newest bytes stay in memory, so following a running command (the 
 touches the disk. If the disk falls behind, `backlogged` turns true and the producer pauses until a
 batch lands. One `LogWriter` serves every log of a process table: one timer for all, and one
 worker-thread hop for all the batches due at the same moment.
+
+A log holds a file descriptor only while its command runs: `seal()` at exit writes what is pending
+on the shared timer and then closes the file, so a thousand finished commands hold no descriptor.
+Reads of output older than what memory keeps open the file for that one read. `from_file` rebuilds
+a log from disk (after a restart) by scanning its lines once.
 """
 
 from __future__ import annotations
@@ -129,6 +134,8 @@ class OutputLog:
         self.on_drained: Callable[[], None] | None = None
         self._fd = -1
         self._closed = False
+        #: No more lines will come (the command ended): the file is let go once everything is written.
+        self._sealed = False
         self._memory = bytearray()   # log bytes [_memory_base, _size)
         self._memory_base = 0
         self._written = 0            # log bytes [0, _written) are on disk
@@ -201,6 +208,8 @@ class OutputLog:
                     self.on_drained()
         finally:
             self._writer = None
+            if self._sealed and (self._size == self._written or self._disk_failed):
+                self._release_file()
 
     def _write(self, batch: bytes) -> None:
         if self._fd < 0:
@@ -241,7 +250,9 @@ class OutputLog:
         base = self._memory_base
         split = min(max(start, base), end)
         recent = bytes(self._memory[split - base: end - base]) if end > split else b""
-        older = await asyncio.to_thread(os.pread, self._fd, split - start, start) if split > start else b""
+        # Read through a descriptor of our own: the writer's may be closed (and its number reused)
+        # while the read runs in its thread.
+        older = await asyncio.to_thread(_read_range, self.path, start, split - start) if split > start else b""
         raw = older + recent
         if len(raw) > FLUSH_BYTES:
             return await asyncio.to_thread(_as_entries, raw, separator)
@@ -262,17 +273,57 @@ class OutputLog:
             await asyncio.shield(self._writer)
             self.flush()
 
+    def seal(self) -> None:
+        """No more lines will come: write what is pending on the shared timer, then close the file.
+
+        Recent output stays in memory for reads; older output is read from the file again.
+        """
+        self._sealed = True
+        if self._size > self._written and not self._disk_failed:
+            self._disk.schedule(self)
+        elif self._writer is None:
+            self._release_file()
+
+    def _release_file(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    @property
+    def holds_file(self) -> bool:
+        return self._fd >= 0
+
     async def close(self) -> None:
         """Write everything still pending, then release the file and the memory."""
         if self._closed:
             return
         self._closed = True
+        self._sealed = True
         await self.drain()
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        self._release_file()
         self._memory = bytearray()
+
+    @classmethod
+    def from_file(cls, path: Path, *, writer: LogWriter, truncated: bool) -> OutputLog:
+        """A finished log rebuilt from disk: its entry index from one scan, nothing kept in memory.
+
+        Entries are the lines this module's `_line` wrote (compact `{"type":"`); bookkeeping
+        records are `json.dumps` with its default separators (`{"type": "`), so they are told
+        apart without parsing. A last line cut short (the daemon died mid-write) is left out.
+        """
+        restored = cls(path, cap=0, writer=writer)
+        restored._sealed = True
+        restored.truncated = truncated
+        size = 0
+        with open(path, "rb") as file:
+            for line in file:
+                if line.startswith(b'{"type":"') and line.endswith(b"}\n") and TS_MARKER in line:
+                    restored._starts.append(size)
+                    restored._outputs_end = size + len(line)
+                size += len(line)
+        restored._size = restored._written = restored._memory_base = size
+        return restored
 
 
 def _line(kind: str, data: str) -> bytes:
@@ -280,6 +331,11 @@ def _line(kind: str, data: str) -> bytes:
         b'{"type":"', kind.encode(), b'","data":', json.dumps(data, ensure_ascii=False).encode(),
         TS_MARKER, repr(time.time()).encode(), b"}\n",
     ))
+
+
+def _read_range(path: Path, start: int, length: int) -> bytes:
+    with open(path, "rb", buffering=0) as file:
+        return os.pread(file.fileno(), length, start)
 
 
 def _as_entries(raw: bytes, separator: bytes) -> bytes:

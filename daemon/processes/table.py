@@ -1,4 +1,9 @@
-"""The live background processes: start, find by owner, wait, input, kill, forget, sweep logs."""
+"""The background processes: start, find by owner, wait, input, kill, forget, sweep logs.
+
+Processes this daemon started live in memory until FORGET_AFTER past their end (the reference's
+rule). Processes from before a restart are known by their logs (`history`): listed and readable
+for their owner until retention deletes the log.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,28 @@ import logging
 import os
 import secrets
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from daemon.config import Config
-from daemon.errors import bad_request, not_found
+from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.owner import Owner
+from daemon.processes.history import PastProcess, read_history
 from daemon.processes.output_log import LogWriter, OutputLog
 from daemon.processes.runner import PtyProcess, child_environment, terminate
 
 log = logging.getLogger(__name__)
 
-Status = Literal["running", "done", "killed"]
+#: `lost`: from before a restart, and the daemon died before the command ended.
+Status = Literal["running", "done", "killed", "lost"]
 #: A finished process stays listed this long (the reference's 5 minutes).
 FORGET_AFTER = 300.0
 SWEEP_INTERVAL = 60.0
+#: Logs from before a restart whose entry index is kept after a read (each costs 8 bytes an entry).
+LOADED_PAST_LOGS = 8
 
 
 @dataclass(eq=False)
@@ -55,12 +64,14 @@ class Process:
         if self.pty is not None:
             self.pty.resume_reading()
 
-    def finish(self, exit_code: int) -> None:
+    def finish(self, exit_code: int, now: float) -> None:
         self.exit_code = exit_code
         if self.status == "running":
             self.status = "done"
-        self.finished_at = time.time()
-        self.log.record(type="end", exit_code=exit_code, log_rotated=False, truncated=self.log.truncated)
+        self.finished_at = now
+        self.log.record(type="end", exit_code=exit_code, log_rotated=False, truncated=self.log.truncated,
+                        status=self.status)
+        self.log.seal()
         self._notify()
 
     def _notify(self) -> None:
@@ -85,9 +96,15 @@ class Process:
 class ProcessTable:
     """Owns every background process of one app; created and closed with the app's lifetime."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self._config = config
+        self._clock = clock
         self._processes: dict[str, Process] = {}
+        self._running = 0
+        #: Processes from before this daemon started, by id (read from their logs at start).
+        self._past: dict[str, PastProcess] = {}
+        self._past_loaded: OrderedDict[str, Process] = OrderedDict()
+        self._history: asyncio.Task[None] | None = None
         #: Finished processes in the order they finished: forgetting looks only at the oldest.
         self._finished: deque[Process] = deque()
         # Taken once: the daemon's environment does not change while it runs.
@@ -101,9 +118,26 @@ class ProcessTable:
         return self._config.process_log_dir
 
     def start_sweeping(self) -> None:
+        self._history = asyncio.create_task(self._read_history())
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
+    async def _read_history(self) -> None:
+        try:
+            found = await asyncio.to_thread(read_history, self.log_dir)
+        except OSError as exc:
+            log.warning("cannot read the logs of earlier processes in %s: %s", self.log_dir, exc)
+            return
+        # Commands started while the folder was read are ours, not history.
+        self._past = {process_id: past for process_id, past in found.items() if process_id not in self._processes}
+
+    async def _history_read(self) -> None:
+        if self._history is not None:
+            await asyncio.shield(self._history)
+
     async def start(self, command: str, cwd: str, env: Mapping[str, str] | None, owner: Owner) -> Process:
+        if self._running >= self._config.max_processes:
+            raise ApiError(429, f"Too many running processes ({self._config.max_processes}): wait for some to "
+                                "finish or kill them")
         if not os.path.isdir(cwd):
             raise not_found(f"Working directory not found: {cwd}")
         self.forget_finished()
@@ -116,26 +150,58 @@ class ProcessTable:
         try:
             pty.start(command, cwd, {**self._environment, **(env or {})})
         except (OSError, ValueError) as exc:
-            output_log.record(type="start", command=command, pid=None)
+            _record_start(output_log, process, pid=None)
             process.output(f"opentermd: cannot start command: {getattr(exc, 'strerror', None) or exc}\r\n")
             self._finish(process, 127)
         else:
             process.pty = pty
-            output_log.record(type="start", command=command, pid=pty.pid)
+            self._running += 1
+            _record_start(output_log, process, pid=pty.pid)
             pty.finished.add_done_callback(lambda done: self._finish(process, done.result()))
         self._processes[process_id] = process
         return process
 
-    def get(self, process_id: str, owner: Owner) -> Process:
+    @property
+    def running_count(self) -> int:
+        return self._running
+
+    async def get(self, process_id: str, owner: Owner) -> Process:
         self.forget_finished()
         process = self._processes.get(process_id)
+        if process is None:
+            await self._history_read()
+            past = self._past.get(process_id)
+            if past is not None and past.owner == owner:
+                return await self._load_past(past)
         if process is None or process.owner != owner:
             raise not_found("Process not found")
         return process
 
-    def owned_by(self, owner: Owner) -> list[Process]:
+    async def owned_by(self, owner: Owner) -> list[Process | PastProcess]:
         self.forget_finished()
-        return [process for process in self._processes.values() if process.owner == owner]
+        await self._history_read()
+        earlier: list[Process | PastProcess] = [past for past in self._past.values() if past.owner == owner]
+        return earlier + [process for process in self._processes.values() if process.owner == owner]
+
+    async def _load_past(self, past: PastProcess) -> Process:
+        """A process from before the restart, readable like any finished one (its index built once)."""
+        loaded = self._past_loaded.get(past.id)
+        if loaded is None:
+            try:
+                output_log = await asyncio.to_thread(
+                    OutputLog.from_file, past.path, writer=self._log_writer, truncated=past.truncated)
+            except FileNotFoundError:
+                self._past.pop(past.id, None)
+                raise not_found("Process not found") from None
+            except OSError as exc:
+                raise from_os_error(exc) from None
+            loaded = Process(past.id, past.command, past.cwd, past.owner, output_log, status=past.status,
+                             exit_code=past.exit_code, finished_at=past.finished_at)
+            self._past_loaded[past.id] = loaded
+            while len(self._past_loaded) > LOADED_PAST_LOGS:
+                self._past_loaded.popitem(last=False)
+        self._past_loaded.move_to_end(past.id)
+        return loaded
 
     async def send_input(self, process: Process, data: bytes) -> None:
         if not process.running or process.pty is None:
@@ -153,12 +219,14 @@ class ProcessTable:
         await terminate(process.pty, force=force)
 
     def _finish(self, process: Process, exit_code: int) -> None:
-        process.finish(exit_code)
+        if process.pty is not None:
+            self._running -= 1
+        process.finish(exit_code, self._clock())
         self._finished.append(process)
 
     def forget_finished(self) -> None:
         """Drop processes finished more than FORGET_AFTER ago: O(forgotten), not O(listed)."""
-        cutoff = time.time() - FORGET_AFTER
+        cutoff = self._clock() - FORGET_AFTER
         while self._finished and (self._finished[0].finished_at or 0.0) < cutoff:
             process = self._finished.popleft()
             if self._processes.pop(process.id, None) is not None:
@@ -166,11 +234,12 @@ class ProcessTable:
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
 
-    def sweep_logs(self) -> int:
-        """Delete log files older than the retention period, except those of listed processes."""
-        active = {process.log.path for process in self._processes.values()}
+    def sweep_logs(self) -> list[str]:
+        """Delete log files older than the retention period, except those of listed processes;
+        return the names removed. Runs in a worker thread: it only reads the table."""
+        active = {process.log.path for process in list(self._processes.values())}
         cutoff = time.time() - self._config.log_retention
-        removed = 0
+        removed = []
         with contextlib.suppress(FileNotFoundError), os.scandir(self.log_dir) as entries:
             for entry in entries:
                 if not entry.name.endswith(".jsonl") or Path(entry.path) in active:
@@ -178,24 +247,33 @@ class ProcessTable:
                 with contextlib.suppress(OSError):
                     if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
                         os.unlink(entry.path)
-                        removed += 1
+                        removed.append(entry.name)
         return removed
 
+    def forget_removed(self, names: list[str]) -> None:
+        """Processes from before the restart whose logs retention removed are gone for good."""
+        for name in names:
+            process_id = name.removesuffix(".jsonl")
+            self._past.pop(process_id, None)
+            self._past_loaded.pop(process_id, None)
+
     async def _sweep_forever(self) -> None:
+        await self._history_read()
         while True:
             self.forget_finished()
             try:
-                await asyncio.to_thread(self.sweep_logs)
+                self.forget_removed(await asyncio.to_thread(self.sweep_logs))
             except OSError as exc:
                 log.warning("log retention sweep failed: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL)
 
     async def close(self) -> None:
         """Shutdown: kill every running group, wait for them, flush and close every log."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._history):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         running = [p for p in self._processes.values() if p.running and p.pty is not None]
         for process in running:
             process.status = "killed"
@@ -205,3 +283,9 @@ class ProcessTable:
                 process.pty.close()
         await asyncio.gather(*self._closing, *(process.log.close() for process in self._processes.values()))
         self._processes.clear()
+
+
+def _record_start(output_log: OutputLog, process: Process, pid: int | None) -> None:
+    # The owner and cwd let a restarted daemon list the process for the right caller.
+    output_log.record(type="start", command=process.command, pid=pid, cwd=process.cwd,
+                      user_id=process.owner.user_id, session_id=process.owner.session_id)

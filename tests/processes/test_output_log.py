@@ -8,6 +8,7 @@ from pathlib import Path
 
 from daemon.processes import output_log
 from daemon.processes.output_log import LogWriter, OutputLog
+from tests.conftest import eventually
 
 
 def entries(raw: bytes) -> list[dict[str, str]]:
@@ -80,14 +81,51 @@ async def test_the_shared_timer_flushes_every_due_log(tmp_path: Path) -> None:
     logs = [OutputLog(tmp_path / f"{index}.jsonl", cap=1 << 30, writer=writer) for index in range(5)]
     for log in logs:
         log.append("on the timer\r\n")
+
     def written() -> bool:
         paths = [tmp_path / f"{index}.jsonl" for index in range(5)]
         return all(path.exists() and "on the timer" in path.read_text() for path in paths)
 
-    for _ in range(500):  # bounded: 5 s at most, with no drain or flush asked for
-        if written():
-            break
-        await asyncio.sleep(0.01)
-    assert written() and writer.hops == 1
+    await eventually(written)  # with no drain or flush asked for
+    assert writer.hops == 1
     for log in logs:
         await log.close()
+
+
+async def test_a_sealed_log_lets_go_of_its_file_and_reads_old_output_from_disk(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, writer=LogWriter(0.001))
+    chunks = [f"chunk {n:05d} " + "x" * 4000 + "\r\n" for n in range(600)]  # past what memory keeps
+    for chunk in chunks:
+        log.append(chunk)
+    await eventually(lambda: log.holds_file)
+    log.record(type="end", exit_code=0)
+    log.seal()
+    await eventually(lambda: not log.holds_file)
+    assert [e["data"] for e in entries(await log.render(0, 600))] == chunks
+    assert not log.holds_file, "a read opens the file for itself"
+    last = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[-1])
+    assert last["type"] == "end"
+    await log.close()
+
+
+async def test_a_log_rebuilt_from_its_file_reads_like_the_original(tmp_path: Path) -> None:
+    writer = LogWriter(0.001)
+    original = OutputLog(tmp_path / "p.jsonl", cap=1 << 30, writer=writer)
+    original.record(type="start", command="echo")
+    for index in range(50):
+        original.append(f"line {index} with \"quotes\", a ,\"ts\": and ünïcode\r\n")
+    original.record(type="end", exit_code=0)
+    await original.close()
+    _append_bytes(tmp_path / "p.jsonl", b'{"type":"output","data":"cut short by a')  # the daemon died mid-write
+    rebuilt = OutputLog.from_file(tmp_path / "p.jsonl", writer=writer, truncated=False)
+    assert rebuilt.count == 50 and not rebuilt.holds_file
+    expected = [f"line {index} with \"quotes\", a ,\"ts\": and ünïcode\r\n" for index in range(50)]
+    assert [e["data"] for e in entries(await rebuilt.render(0, 50))] == expected
+    window = rebuilt.window(45, tail=2)
+    assert (window.first, window.last, window.truncated) == (48, 50, True)
+    assert [e["data"] for e in entries(await rebuilt.render(48, 50))] == expected[48:]
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    with path.open("ab") as file:
+        file.write(data)
