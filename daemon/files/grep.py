@@ -1,10 +1,14 @@
 """grep: lines (or files) matching a pattern, found by ripgrep when it is installed, else in Python.
 
 Files are read as the reference reads them: strict UTF-8 with universal newlines; binary files (a
-NUL byte), files that are not UTF-8 and files over MAX_GREP_FILE_SIZE are skipped. The Python
-engine searches each line with its newline, exactly as the reference's `re` over `open()` lines
-does. ripgrep matches a line without its newline, which differs only for patterns that can match
-the newline itself (`\\s+$` matches every line in the reference, trailing blanks in ripgrep).
+NUL byte), files that are not UTF-8 and files over MAX_GREP_FILE_SIZE are skipped.
+
+The pattern never runs on Python's backtracking `re` (one pattern could freeze the daemon): the
+Python engine uses RE2 (daemon/files/patterns.py) and ripgrep its own linear-time engine. Both
+search a line without its newline; the reference's `re` over `open()` lines saw the newline, which
+differs only for patterns that can match the newline itself (`\\s+$` matched every line there,
+only trailing blanks here). A search stops at its budget's deadline with what it found, marked
+truncated, and never walks into /proc, /sys or /dev.
 """
 
 from __future__ import annotations
@@ -14,41 +18,51 @@ import contextlib
 import functools
 import json
 import os
-import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from daemon.errors import bad_request, not_found
+from daemon.errors import not_found
+from daemon.files.mounts import Excluded
 from daemon.files.paths import FileScope
-from daemon.files.search import Json, fnmatcher, is_file, is_utf8, walk
-from daemon.resources import system_environment
+from daemon.files.patterns import Regex, glob_matcher, user_regex
+from daemon.files.scanning import Budget, SearchStopped, read_regular
+from daemon.files.search import Json, is_file, is_utf8, walk
 
 #: grep skips larger files (the reference reads any size); both engines draw the same line.
 MAX_GREP_FILE_SIZE = 16 * 1024 * 1024
 #: Symlinked files are handed to ripgrep by name, this many per run (command lines are bounded).
 RG_BATCH = 500
 
-#: Constructs that look beyond the line they are in, which defeat the whole-file prefilter.
-_LINE_BOUND = ("(?<", "(?=", "(?!", "\\A", "\\Z")
+#: Anchors at the text's ends, which defeat the whole-file prefilter (RE2 has no look-around).
+_LINE_BOUND = ("\\A", "\\Z", "\\z")
 _REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 
 
 @dataclass(frozen=True)
 class GrepJob:
-    """One grep request, validated: the compiled pattern and what to collect."""
+    """One grep request, validated: the compiled pattern (RE2) and what to collect."""
 
     query: str
-    pattern: re.Pattern[str]
+    pattern: Regex
     literal: bool
     case_insensitive: bool
     include: tuple[str, ...]
     per_line: bool
     limit: int
 
+    @classmethod
+    def of(cls, query: str, *, regex: bool, case_insensitive: bool, include: list[str] | None = None,
+           match_per_line: bool = True, max_results: int = 50) -> GrepJob:
+        """The job for a request; a 400 for a pattern that is invalid, too big or not linear-time."""
+        pattern = user_regex(query, literal=not regex, case_insensitive=case_insensitive)
+        job = cls(query, pattern, not regex, case_insensitive, tuple(include or ()), match_per_line, max_results)
+        job.wants  # noqa: B018 - compiles the include globs now, so a bad one is a 400 before any search
+        return job
+
     @functools.cached_property
     def wants(self) -> Callable[[str], bool] | None:
-        return fnmatcher(self.include)
+        return glob_matcher(self.include)
 
     @functools.cached_property
     def plain(self) -> bool:
@@ -56,26 +70,23 @@ class GrepJob:
         return self.literal or not any(char in _REGEX_SYNTAX for char in self.query)
 
     @functools.cached_property
-    def whole(self) -> re.Pattern[str] | None:
-        """The pattern searched once over a whole file, to skip files without a match cheaply."""
+    def whole(self) -> Regex | None:
+        """The pattern searched once over a whole file, to skip files without a match cheaply:
+        in multi-line mode `^` and `$` match at every line's ends, as they do on each line alone."""
         if not self.literal and any(token in self.query for token in _LINE_BOUND):
             return None
-        return re.compile(self.pattern.pattern, self.pattern.flags | re.MULTILINE)
+        return user_regex(self.query, literal=self.literal, case_insensitive=self.case_insensitive, multiline=True)
 
     def included(self, name: str) -> bool:
         return self.wants is None or self.wants(name)
 
     def may_match(self, text: str) -> bool:
-        """False only if no line of `text` can match (a superset test, never a false negative).
-
-        Lines are searched with their newline, as the reference does; doubling every newline puts
-        the context a line's end has (nothing, or a newline) after each one in the whole text.
-        """
+        """False only if no line of `text` can match (a superset test, never a false negative)."""
         if self.plain and not self.case_insensitive:
             return self.query in text
         if self.whole is None:
             return True
-        return self.whole.search(text.replace("\n", "\n\n")) is not None
+        return self.whole.search(text) is not None
 
 
 class Hits:
@@ -102,45 +113,48 @@ class Hits:
 
 
 def grep(target: str, query: str, *, regex: bool, case_insensitive: bool, include: list[str] | None,
-         match_per_line: bool, max_results: int, scope: FileScope, rg: str | None) -> Json:
+         match_per_line: bool, max_results: int, scope: FileScope, rg: str | None,
+         budget: Budget | None = None) -> Json:
     """Lines (or files) matching `query` under `target`, a directory or a file.
 
     With `rg` (ripgrep's path) a directory is scanned there; a single file, a query with a line
-    break, or a pattern ripgrep refuses though Python accepts it (look-arounds, back-references)
-    is searched here.
+    break, or a pattern ripgrep refuses though RE2 accepts it is searched here. Past the budget's
+    deadline the matches found so far are the answer, marked truncated.
     """
     if not os.path.exists(target):
         raise not_found("Search path not found")
-    flags = re.IGNORECASE if case_insensitive else 0
+    job = GrepJob.of(query, regex=regex, case_insensitive=case_insensitive, include=include,
+                     match_per_line=match_per_line, max_results=max_results)
+    budget = budget or Budget()
+    hits = Hits(job)
     try:
-        pattern = re.compile(query if regex else re.escape(query), flags)
-    except re.error as exc:
-        raise bad_request(f"Invalid regex: {exc}") from None
-    job = GrepJob(query, pattern, not regex, case_insensitive, tuple(include or ()), match_per_line, max_results)
-    hits = None
-    if rg and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
-        hits = grep_with_rg(rg, target, job, scope)
-    if hits is None:
-        hits = grep_in_python(target, job, scope)
+        searched = False
+        if rg and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
+            searched = grep_with_rg(rg, target, hits, scope, budget)
+        if not searched:
+            grep_in_python(target, hits, scope, budget)
+    except SearchStopped as stopped:
+        if not stopped.expired:
+            raise
+        hits.full = True
     return {"query": query, "path": target, "matches": hits.items, "truncated": hits.full}
 
 
-def grep_in_python(target: str, job: GrepJob, scope: FileScope) -> Hits:
-    hits = Hits(job)
-    for path in _grep_files(target, job, scope):
+def grep_in_python(target: str, hits: Hits, scope: FileScope, budget: Budget) -> None:
+    for path in _grep_files(target, hits.job, scope, budget):
+        budget.check()
         text = read_text(path)
         if text is not None:
-            hits.add(path, matching_lines(text, job, hits.room()))
+            hits.add(path, matching_lines(text, hits.job, hits.room()))
             if hits.full:
-                break
-    return hits
+                return
 
 
-def _grep_files(target: str, job: GrepJob, scope: FileScope) -> Iterator[str]:
+def _grep_files(target: str, job: GrepJob, scope: FileScope, budget: Budget) -> Iterator[str]:
     if os.path.isfile(target):
         yield target  # a file named directly is searched whatever `include` says, as in the reference
         return
-    for _, _, files in walk(target, scope):
+    for _, _, files in walk(target, scope, budget):
         for entry in files:
             if job.included(entry.name) and is_file(entry):
                 yield entry.path
@@ -153,20 +167,13 @@ def read_text(path: str) -> str | None:
 
 
 def _read_plain(path: str) -> bytes | None:
-    """A file's bytes, unless it is over the size cap or binary.
+    """A regular file's bytes, unless it is over the size cap or binary.
 
     A NUL byte counts as binary even in valid UTF-8 (the reference would read such a file), so
     both engines skip the same files: ripgrep treats them as binary.
     """
-    try:
-        with open(path, "rb", buffering=0) as source:
-            if os.fstat(source.fileno()).st_size > MAX_GREP_FILE_SIZE:
-                return None
-            # readall sizes its buffer from fstat; read(n) would allocate n bytes for every file.
-            data = source.readall()
-    except OSError:
-        return None
-    return None if len(data) > MAX_GREP_FILE_SIZE or b"\0" in data else data
+    data = read_regular(path, MAX_GREP_FILE_SIZE)
+    return None if data is None or b"\0" in data else data
 
 
 def _decoded(data: bytes) -> str | None:
@@ -178,47 +185,53 @@ def _decoded(data: bytes) -> str | None:
 
 
 def matching_lines(text: str, job: GrepJob, room: int) -> list[tuple[int, str]]:
-    """Up to `room` (line number, content) pairs; each line is searched with its newline."""
+    """Up to `room` (line number, content) pairs; each line is searched without its newline."""
     if not job.may_match(text):
         return []
     found: list[tuple[int, str]] = []
     search = job.pattern.search
     pieces = text.split("\n")
-    last = pieces.pop()
+    if not pieces[-1]:
+        pieces.pop()  # after the last newline there is no line
     for number, piece in enumerate(pieces, 1):
-        if search(piece + "\n"):
+        if search(piece) is not None:
             found.append((number, piece))
             if len(found) >= room:
-                return found
-    if last and search(last):
-        found.append((len(pieces) + 1, last))
+                break
     return found
 
 
 # --- grep with ripgrep ----------------------------------------------------------------------------
 
 
-def grep_with_rg(rg: str, directory: str, job: GrepJob, scope: FileScope) -> Hits | None:
-    """Run ripgrep over `directory`; None if it refused the pattern.
+def grep_with_rg(rg: str, directory: str, hits: Hits, scope: FileScope, budget: Budget) -> bool:
+    """Run ripgrep over `directory` into `hits`; False if it refused the pattern.
 
     ripgrep walks past symlinks, where os.walk (and so the reference) reads symlinked files:
     `find` lists them meanwhile, and ripgrep searches them next, named one by one (it follows
     named paths). Results arrive in whatever order ripgrep's threads finish, so they are sorted
-    into walk order at the end.
+    into walk order at the end (also when the deadline cut the search short). Neither walks into
+    a pseudo file system.
     """
-    hits = Hits(job)
-    with _symlinks_under(directory) as symlinks:
-        if not _read_rg(_rg_command(rg, job, [directory], walk=True), hits):
-            return None
-        linked = [] if hits.full else _linked_files(symlinks(), job, scope)
-    for start in range(0, len(linked), RG_BATCH):
-        if not hits.full:
-            _read_rg(_rg_command(rg, job, linked[start:start + RG_BATCH], walk=False), hits)
-    hits.items.sort(key=_walk_order)
-    return hits
+    excluded = Excluded(directory)
+    if excluded.everything:
+        return True
+    job = hits.job
+    try:
+        with _symlinks_under(directory, excluded, budget) as symlinks:
+            if not _read_rg(_rg_command(rg, job, [directory], excluded.rg_globs(directory)), hits, budget):
+                return False
+            linked = [] if hits.full else _linked_files(symlinks(), job, scope)
+        for start in range(0, len(linked), RG_BATCH):
+            if not hits.full:
+                _read_rg(_rg_command(rg, job, linked[start:start + RG_BATCH], None), hits, budget)
+    finally:
+        hits.items.sort(key=_walk_order)
+    return True
 
 
-def _rg_command(rg: str, job: GrepJob, paths: list[str], *, walk: bool) -> list[str]:
+def _rg_command(rg: str, job: GrepJob, paths: list[str], walk_globs: list[str] | None) -> list[str]:
+    """ripgrep's command line; `walk_globs` (excluded folders) when it walks, None for named files."""
     # --hidden --no-ignore: search everything, as os.walk does. --crlf: `$` before "\r\n", as
     # universal newlines give. --encoding none: no BOM sniffing or UTF-16 decoding, as Python's
     # strict UTF-8 has none. (No --max-filesize: it costs a stat per file; the size cap is
@@ -231,11 +244,11 @@ def _rg_command(rg: str, job: GrepJob, paths: list[str], *, walk: bool) -> list[
         command.append("--fixed-strings")
     if not job.per_line:
         command += ["--max-count", "1"]
-    if walk and job.include and all(_plain_glob(glob) for glob in job.include):
+    if walk_globs is not None and job.include and all(_plain_glob(glob) for glob in job.include):
         # Narrows ripgrep's walk; the exact fnmatch test still runs on each result.
         for glob in job.include:
             command += ["--glob", glob]
-    return [*command, "--regexp", job.query, "--", *paths]
+    return [*command, *(walk_globs or []), "--regexp", job.query, "--", *paths]
 
 
 def _plain_glob(glob: str) -> bool:
@@ -243,37 +256,47 @@ def _plain_glob(glob: str) -> bool:
     return not any(char in glob for char in "[]{}\\/!\0") and "**" not in glob
 
 
-def _read_rg(command: list[str], hits: Hits) -> bool:
+def _read_rg(command: list[str], hits: Hits, budget: Budget) -> bool:
     """Feed ripgrep's matches into `hits` file by file, stopping ripgrep once they are full.
 
-    False if ripgrep failed before writing anything: it refused the pattern.
+    False if ripgrep failed before writing anything: it refused the pattern. When the budget stops
+    the search, ripgrep is killed (its output ends) and SearchStopped is raised here.
     """
     try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   env=system_environment())
+        process = budget.spawn(command)
     except (OSError, ValueError):  # gone since looked up, or an argument no command line can carry
         return False
-    answered = False
     with process:
-        assert process.stdout is not None
-        lines: list[tuple[int, str]] = []
-        for raw in process.stdout:
-            answered = True
-            message = json.loads(raw)
-            data = message["data"]
-            if message["type"] == "match":
-                # A line ripgrep gives as bytes is not UTF-8: the whole file will be skipped.
-                lines.append((data["line_number"], data["lines"].get("text", "")))
-            elif message["type"] == "end":
-                path = _rg_path(data["path"])
-                if path is not None and hits.job.included(os.path.basename(path)):
-                    hits.add(path, _confirmed(path, lines, hits.job, hits.room()))
-                lines = []
-                if hits.full:
-                    process.kill()
-                    break
-        status = process.wait()
-    return answered or status != 2
+        try:
+            answered = _read_rg_output(process, hits)
+        finally:
+            budget.release(process)
+    budget.check()
+    return answered or process.returncode != 2
+
+
+def _read_rg_output(process: subprocess.Popen[bytes], hits: Hits) -> bool:
+    """Whether ripgrep wrote anything; stops reading once `hits` is full."""
+    answered = False
+    assert process.stdout is not None
+    lines: list[tuple[int, str]] = []
+    for raw in process.stdout:
+        if not raw.endswith(b"\n"):
+            break  # cut short: ripgrep was killed while writing
+        answered = True
+        message = json.loads(raw)
+        data = message["data"]
+        if message["type"] == "match":
+            # A line ripgrep gives as bytes is not UTF-8: the whole file will be skipped.
+            lines.append((data["line_number"], data["lines"].get("text", "")))
+        elif message["type"] == "end":
+            path = _rg_path(data["path"])
+            if path is not None and hits.job.included(os.path.basename(path)):
+                hits.add(path, _confirmed(path, lines, hits.job, hits.room()))
+            lines = []
+            if hits.full:
+                break  # the caller kills ripgrep
+    return answered
 
 
 def _rg_path(value: dict[str, str]) -> str | None:
@@ -306,20 +329,19 @@ def _linked_files(paths: list[str], job: GrepJob, scope: FileScope) -> list[str]
 
 
 @contextlib.contextmanager
-def _symlinks_under(directory: str) -> Iterator[Callable[[], list[str]]]:
-    """Start listing the symlinks below `directory` (not following any) while ripgrep runs."""
-    finder = None
-    with contextlib.suppress(OSError):
-        finder = subprocess.Popen(["find", directory, "-type", "l", "-print0"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=system_environment())
-    if finder is None:
+def _symlinks_under(directory: str, excluded: Excluded, budget: Budget) -> Iterator[Callable[[], list[str]]]:
+    """Start listing the symlinks below `directory` (not following any, nor entering pseudo file
+    systems) while ripgrep runs."""
+    try:
+        finder = budget.spawn(["find", directory, *excluded.find_prunes(), "-type", "l", "-print0"])
+    except OSError:
         yield list
         return
     with finder:
         try:
             yield lambda: [os.fsdecode(raw) for raw in finder.communicate()[0].split(b"\0") if raw]
         finally:
-            finder.kill()
+            budget.release(finder)
 
 
 def _walk_order(item: Json) -> tuple[tuple[tuple[int, str], ...], int]:

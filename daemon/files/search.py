@@ -5,25 +5,28 @@ They run in a worker thread, take absolute paths the caller has already resolved
 raise ApiError with the reference's messages. Walks visit what `os.walk` would, in its top-down
 order with directories sorted, so answers are the reference's and do not depend on the disk's order.
 Under `--root` (`scope.root`), symlinks that lead outside are neither reported nor followed.
+
+Every walk checks its Budget (daemon/files/scanning.py) between folders and files, never enters a
+pseudo file system (/proc, /sys, /dev: daemon/files/mounts.py), and reads only regular files.
 """
 
 from __future__ import annotations
 
 import bisect
-import fnmatch
 import functools
 import heapq
+import io
 import itertools
 import os
-import re
-import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from daemon.errors import bad_request, not_found
+from daemon.files.mounts import Excluded
 from daemon.files.paths import FileScope
-from daemon.resources import system_environment
+from daemon.files.patterns import glob_matcher
+from daemon.files.scanning import Budget, SearchStopped, open_regular, read_regular
 
 #: The reference's limits for /files/matches.
 MAX_CONTENT_MATCHES_PER_FILE = 3
@@ -38,15 +41,19 @@ DirEntries = list[os.DirEntry[str]]
 # --- walking --------------------------------------------------------------------------------------
 
 
-def walk(top: str, scope: FileScope) -> Iterator[tuple[str, DirEntries, DirEntries]]:
+def walk(top: str, scope: FileScope, budget: Budget | None = None) -> Iterator[tuple[str, DirEntries, DirEntries]]:
     """`os.walk(top)` with sorted entries: yields (directory, dirs, files) as DirEntry lists.
 
-    Symlinked directories are listed among `dirs` but not entered, as os.walk does. The caller may
-    prune `dirs` in place before the walk goes on. Names that are not valid UTF-8 are left out:
-    they could not be carried in a JSON reply (the reference fails the whole request on them).
+    Symlinked directories are listed among `dirs` but not entered, as os.walk does; nor are pseudo
+    file systems (a `top` inside one yields nothing). The caller may prune `dirs` in place before
+    the walk goes on. Names that are not valid UTF-8 are left out: they could not be carried in a
+    JSON reply (the reference fails the whole request on them).
     """
-    stack = [top]
+    budget = budget or Budget()
+    excluded = Excluded(top)
+    stack = [] if excluded.everything else [top]
     while stack:
+        budget.check()
         directory = stack.pop()
         try:
             with os.scandir(directory) as listing:
@@ -60,7 +67,7 @@ def walk(top: str, scope: FileScope) -> Iterator[tuple[str, DirEntries, DirEntri
                 continue
             (dirs if _is_dir(entry) else files).append(entry)
         yield directory, dirs, files
-        stack.extend(entry.path for entry in reversed(dirs) if not _is_link(entry))
+        stack.extend(entry.path for entry in reversed(dirs) if not _is_link(entry) and not excluded.skips(entry.path))
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -104,15 +111,6 @@ def _prefix(directory: str) -> str:
     return directory.rstrip("/") + "/"
 
 
-def fnmatcher(patterns: Iterable[str]) -> Callable[[str], bool] | None:
-    """fnmatch semantics for any of `patterns`, compiled into one regex."""
-    translated = [fnmatch.translate(pattern) for pattern in patterns]
-    if not translated:
-        return None
-    match = re.compile("|".join(translated)).match
-    return lambda name: match(name) is not None
-
-
 def _nothing(name: str) -> bool:
     return False
 
@@ -121,15 +119,29 @@ def _nothing(name: str) -> bool:
 
 
 def glob(target: str, pattern: str, *, exclude: list[str] | None, kind: str | None, max_results: int,
-         scope: FileScope) -> Json:
-    """Entries whose name or relative path matches `pattern` (fnmatch), dotfiles included."""
+         scope: FileScope, budget: Budget | None = None) -> Json:
+    """Entries whose name or relative path matches `pattern` (fnmatch), dotfiles included.
+
+    Past the budget's deadline, what was found so far is the answer, marked truncated.
+    """
     if not os.path.isdir(target):
         raise not_found("Search directory not found")
-    wanted = fnmatcher([pattern]) or _nothing
-    excluded = fnmatcher(exclude or ())
-    prefix = _prefix(target)
+    wanted = glob_matcher([pattern]) or _nothing
+    excluded = glob_matcher(exclude or ())
     found: list[Json] = []
-    for _, dirs, files in walk(target, scope):
+    try:
+        truncated = _glob_into(found, target, wanted, excluded, kind, max_results, scope, budget)
+    except SearchStopped as stopped:
+        if not stopped.expired:
+            raise
+        truncated = True
+    return {"pattern": pattern, "path": target, "matches": found, "truncated": truncated}
+
+
+def _glob_into(found: list[Json], target: str, wanted: Callable[[str], bool], excluded: Callable[[str], bool] | None,
+               kind: str | None, max_results: int, scope: FileScope, budget: Budget | None) -> bool:
+    prefix = _prefix(target)
+    for _, dirs, files in walk(target, scope, budget):
         for entry, entry_kind in _by_name(dirs if kind in ("any", "directory") else [],
                                           files if kind in ("any", "file") else []):
             relative = entry.path[len(prefix):]
@@ -143,22 +155,23 @@ def glob(target: str, pattern: str, *, exclude: list[str] | None, kind: str | No
                 continue
             found.append({"path": relative, "type": entry_kind, "size": info.st_size, "modified": info.st_mtime})
             if len(found) >= max_results:
-                return {"pattern": pattern, "path": target, "matches": found, "truncated": True}
-    return {"pattern": pattern, "path": target, "matches": found, "truncated": False}
+                return True
+    return False
 
 
 # --- the entries behind search and matches --------------------------------------------------------
 
 
-def search_entries(root: str, scope: FileScope, show_hidden: bool, *,
-                   git_files_as_files: bool) -> Iterator[tuple[str, str]]:
+def search_entries(root: str, scope: FileScope, show_hidden: bool, *, git_files_as_files: bool,
+                   budget: Budget) -> Iterator[tuple[str, str]]:
     """(path, "file" | "directory") below `root`: what git lists (tracked and untracked files not
     ignored, plus the directories leading to them) or, outside a work tree, every entry walked."""
+    if Excluded(root).everything:
+        return
     try:
-        git = subprocess.Popen(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z", "--", "."],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=system_environment())
+        git = budget.spawn(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z", "--", "."])
     except OSError:
-        yield from _walked_entries(root, scope, show_hidden)
+        yield from _walked_entries(root, scope, show_hidden, budget)
         return
     with git:
         try:
@@ -166,12 +179,14 @@ def search_entries(root: str, scope: FileScope, show_hidden: bool, *,
             records = _nul_records(git.stdout)
             first = next(records, None)
             if first is None and git.wait() != 0:
-                yield from _walked_entries(root, scope, show_hidden)
+                yield from _walked_entries(root, scope, show_hidden, budget)
                 return
             listed = itertools.chain([first], records) if first is not None else iter(())
-            yield from _git_entries(root, listed, scope, show_hidden, git_files_as_files)
+            for entry in _git_entries(root, listed, scope, show_hidden, git_files_as_files):
+                budget.check()
+                yield entry
         finally:
-            git.kill()
+            budget.release(git)
 
 
 def _nul_records(source: IO[bytes]) -> Iterator[bytes]:
@@ -211,8 +226,8 @@ def _hidden(relative: str) -> bool:
     return relative.startswith(".") or "/." in relative
 
 
-def _walked_entries(root: str, scope: FileScope, show_hidden: bool) -> Iterator[tuple[str, str]]:
-    for _, dirs, files in walk(root, scope):
+def _walked_entries(root: str, scope: FileScope, show_hidden: bool, budget: Budget) -> Iterator[tuple[str, str]]:
+    for _, dirs, files in walk(root, scope, budget):
         if not show_hidden:
             dirs[:] = [entry for entry in dirs if not entry.name.startswith(".")]
             files = [entry for entry in files if not entry.name.startswith(".")]
@@ -245,7 +260,7 @@ class Best:
 
 
 def search(target: str, query: str, *, limit: int, kind: str | None, show_hidden: bool,
-           scope: FileScope) -> Json:
+           scope: FileScope, budget: Budget | None = None) -> Json:
     """Entries whose name contains `query`: exact names first, then prefixes, then shorter names.
 
     Only entries that can still make the list are stat'ed (the reference stats every one).
@@ -255,7 +270,7 @@ def search(target: str, query: str, *, limit: int, kind: str | None, show_hidden
     needle = query.strip().lower()
     prefix = _prefix(target)
     best = Best(limit)
-    listed = search_entries(target, scope, show_hidden, git_files_as_files=True)
+    listed = search_entries(target, scope, show_hidden, git_files_as_files=True, budget=budget or Budget())
     for sequence, (path, entry_kind) in enumerate(listed):
         if kind != "any" and entry_kind != kind:
             continue
@@ -280,7 +295,7 @@ def search(target: str, query: str, *, limit: int, kind: str | None, show_hidden
 
 
 def matches(target: str, query: str, *, show_hidden: bool, offset: int, limit: int, scope: FileScope,
-            rg: str | None) -> Json:
+            rg: str | None, budget: Budget | None = None) -> Json:
     """A page of entries whose name, relative path or text contains `query` (case-insensitively).
 
     Scores: 0 exact name, 1 name prefix, 2 name contains, 3 relative path contains, 4 text only.
@@ -292,12 +307,16 @@ def matches(target: str, query: str, *, show_hidden: bool, offset: int, limit: i
         raise bad_request("Query must not be blank")
     if not os.path.isdir(target):
         raise not_found("Search directory not found")
+    budget = budget or Budget()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        found = pool.submit(rg_files_with_matches, rg, needle, target, show_hidden) if rg else None
-        reader = ContentReader(needle.lower(), found)
-        candidates = Counted(_match_candidates(target, needle.lower(), show_hidden, scope, reader))
-        page = heapq.nsmallest(offset + limit, candidates)[offset:]
-        results = [_match_result(target, candidate, reader) for candidate in page]
+        found = pool.submit(rg_files_with_matches, rg, needle, target, show_hidden, budget) if rg else None
+        try:
+            reader = ContentReader(needle.lower(), found)
+            candidates = Counted(_match_candidates(target, needle.lower(), show_hidden, scope, reader, budget))
+            page = heapq.nsmallest(offset + limit, candidates)[offset:]
+            results = [_match_result(target, candidate, reader) for candidate in page]
+        finally:
+            budget.stop(expired=False)  # ends a ripgrep still running (the page did not need it)
     more = candidates.count > offset + limit
     return {"results": results, "next_offset": offset + limit if more else None}
 
@@ -320,9 +339,9 @@ class Counted:
 
 
 def _match_candidates(root: str, needle: str, show_hidden: bool, scope: FileScope,
-                      reader: ContentReader) -> Iterator[Candidate]:
+                      reader: ContentReader, budget: Budget) -> Iterator[Candidate]:
     prefix = _prefix(root)
-    listed = search_entries(root, scope, show_hidden, git_files_as_files=False)
+    listed = search_entries(root, scope, show_hidden, git_files_as_files=False, budget=budget)
     for sequence, (path, kind) in enumerate(listed):
         relative = path[len(prefix):]
         name = relative.rsplit("/", 1)[-1].lower()
@@ -348,20 +367,25 @@ def _match_result(root: str, candidate: Candidate, reader: ContentReader) -> Jso
             "name_match": score < 4, "content_matches": content}
 
 
-def rg_files_with_matches(rg: str, needle: str, root: str, show_hidden: bool) -> set[str] | None:
+def rg_files_with_matches(rg: str, needle: str, root: str, show_hidden: bool, budget: Budget) -> set[str] | None:
     """The files ripgrep finds `needle` in, honouring ignore files; None if it could not search."""
     command = [rg, "--no-config", "--files-with-matches", "--null", "--no-messages", "--fixed-strings",
-               "--ignore-case", *(["--hidden"] if show_hidden else []), "--", needle, root]
+               "--ignore-case", *(["--hidden"] if show_hidden else []), *Excluded(root).rg_globs(root),
+               "--", needle, root]
     try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
-                              env=system_environment())
-    except (OSError, ValueError):  # gone since looked up, or a query no command line can carry
+        process = budget.spawn(command)
+    except (OSError, ValueError, SearchStopped):  # gone since looked up, or a query no command line can carry
         return None
+    with process:
+        try:
+            output, _ = process.communicate()
+        finally:
+            budget.release(process)
     # 2 also means "some file was unreadable"; the rest of the answer is still good (the
-    # reference drops it all and reads every file itself).
-    if done.returncode not in (0, 1) and not done.stdout:
+    # reference drops it all and reads every file itself). Killed (negative), it is no answer.
+    if process.returncode < 0 or (process.returncode not in (0, 1) and not output):
         return None
-    return {_normalized(os.fsdecode(raw)) for raw in done.stdout.split(b"\0") if raw}
+    return {_normalized(os.fsdecode(raw)) for raw in output.split(b"\0") if raw}
 
 
 def _normalized(path: str) -> str:
@@ -395,15 +419,15 @@ class ContentReader:
             return []
 
     def _listed_file(self, path: str) -> list[Json]:
-        with open(path, encoding="utf-8", errors="replace", newline="\n") as source:
+        raw = open_regular(path)
+        if raw is None:
+            return []
+        with io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n") as source:
             return self._first_lines(enumerate(source, 1))
 
     def _any_file(self, path: str) -> list[Json]:
-        if os.path.getsize(path) > MAX_CONTENT_SEARCH_FILE_SIZE:
-            return []
-        with open(path, "rb") as source:
-            data = source.read()
-        if b"\0" in data[:BINARY_SNIFF_SIZE]:
+        data = read_regular(path, MAX_CONTENT_SEARCH_FILE_SIZE)
+        if data is None or b"\0" in data[:BINARY_SNIFF_SIZE]:
             return []
         text = data.decode(errors="replace")
         text = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text

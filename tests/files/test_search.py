@@ -122,11 +122,17 @@ async def test_grep_skips_binary_and_non_utf8_files_and_reads_line_ends_like_pyt
     assert lines(reply, home) == [("crlf.txt", 1, "needle"), ("crlf.txt", 3, "needle$")]
 
 
-async def test_grep_patterns_ripgrep_refuses_fall_back_to_python(api: Api, home: Path, engine: str) -> None:
+async def test_grep_patterns_ripgrep_refuses_fall_back_to_re2(api: Api, home: Path, engine: str) -> None:
     write(home, {"f.txt": "foobar\nfoobaz\nabab\n"})
-    assert [m["line"] for m in (await get(api, "grep", query="foo(?=bar)"))["matches"]] == [1]
-    assert [m["line"] for m in (await get(api, "grep", query="(ab)\\1"))["matches"]] == [3]
-    assert [m["line"] for m in (await get(api, "grep", query="(?<!foo)ba"))["matches"]] == [3]
+    # ripgrep has no \Z; Python's meaning (end of text) runs on RE2.
+    assert [m["line"] for m in (await get(api, "grep", query="ba[rz]\\Z"))["matches"]] == [1, 2]
+
+
+async def test_grep_refuses_patterns_without_a_linear_time_match(api: Api, home: Path, engine: str) -> None:
+    write(home, {"f.txt": "foobar\nabab\n"})
+    for pattern in ("foo(?=bar)", "(ab)\\1", "(?<!foo)ba", "(?P<x>a)(?P=x)"):
+        reply = await get(api, "grep", 400, query=pattern)
+        assert reply["detail"].startswith("Unsupported regex: ") and "linear-time engine" in reply["detail"]
 
 
 async def test_grep_reads_symlinked_files_but_does_not_enter_symlinked_directories(
@@ -177,12 +183,12 @@ def test_both_engines_agree_with_each_other(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pattern", [r"\s+$", r"b$", r"^b", r"(?m)^$", r"a\nb", r"[^x]$", r"\bb\b", r"\Bb",
-                                     r"b\Z", r"\Ab", r"(?<!a)b", r"b(?!\n)", r"(?s).b.", r"$\n?"])
+                                     r"b\Z", r"\Ab", r"(?s).b.", r"$\n?", r"^$", r"\s*$"])
 def test_the_whole_file_prefilter_never_hides_a_matching_line(pattern: str) -> None:
     text = "a b\nb\n\nab \nb"
-    job = grep.GrepJob(pattern, re.compile(pattern), False, False, (), True, 100)
-    expected = [n for n, line in enumerate(text.split("\n"), 1)
-                if re.search(pattern, line + ("\n" if n < 5 else ""))]
+    job = grep.GrepJob.of(pattern, regex=True, case_insensitive=False, max_results=100)
+    # Each line is searched alone, without its newline (as ripgrep does).
+    expected = [n for n, line in enumerate(text.split("\n"), 1) if re.search(pattern, line)]
     assert [number for number, _ in grep.matching_lines(text, job, 100)] == expected
 
 
