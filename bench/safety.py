@@ -12,7 +12,8 @@ that workload alone. Only opentermd is measured: these are its safety targets, n
   every answer checked). Errors (a terminal that failed anywhere from create to its close 1000, or a
   request answered wrong) with target 0; the server's RSS and open fds before and after (after: every
   terminal closed, fds given up to 10 s to fall back); the longest event-loop stall, target <= 100 ms.
-  The caps are raised to fit the load (``OPEN_TERMINAL_MAX_SESSIONS`` and ``_MAX_PROCESSES``).
+  The caps are raised to fit the load (``OPEN_TERMINAL_MAX_SESSIONS``, ``_MAX_PROCESSES`` and
+  ``_MAX_CONNECTIONS``).
 * **churn**: 200 cycles of a process (``POST /execute?wait=10`` of ``true``, answered at its exit) then
   a terminal (create, attach and one echo, close the WebSocket): p50 of each and of the pair (target
   <= 20 ms per pair).
@@ -389,8 +390,10 @@ class Plan:
 
 
 def load_caps(sizes: Sizes) -> dict[str, str]:
+    """Caps that fit the load (the defaults are lower: 16 terminals, 512 connections)."""
     return {"OPEN_TERMINAL_MAX_SESSIONS": str(sizes.terminals + 8),
-            "OPEN_TERMINAL_MAX_PROCESSES": str(sizes.requests + 8)}
+            "OPEN_TERMINAL_MAX_PROCESSES": str(sizes.requests + 8),
+            "OPEN_TERMINAL_MAX_CONNECTIONS": str(sizes.terminals + sizes.requests + 64)}
 
 
 PLANS = (
