@@ -23,14 +23,15 @@ async def list_ports(call: Call[NoInput, NoInput]) -> dict[str, object]:
 async def proxy_request(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     # Declared public: the handler accepts more ways in than the auth middleware (see authenticate).
     request = call.request
-    guard = call.app[GUARD]
-    proxy.authenticate(request, guard, call.app[SESSIONS], call.app[CONFIG].proxy_token_auth)
+    identity = proxy.authenticate(request, call.app[CONFIG].proxy_token_auth)
     port = proxy.parse_port(call.path("port"))
-    if not await asyncio.to_thread(ports.is_listed, port):
+    hosts = await asyncio.to_thread(ports.listening_addresses, port)
+    if not hosts:
         raise ApiError(404, "Port not found")
-    target = proxy.target(request, port, guard)
+    target = proxy.target(request, port, hosts, call.app[GUARD])
     if proxy.is_websocket(request):
-        return await proxy.relay_websocket(request, target)
+        page = identity.session if not identity.key else None
+        return await proxy.relay_websocket(request, target, call.app[SESSIONS], page)
     return await proxy.forward(request, target)
 
 

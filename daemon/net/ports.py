@@ -12,11 +12,14 @@ Everything here blocks on /proc: call it from a worker thread.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PROC = "/proc"
 TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
@@ -29,6 +32,13 @@ NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+
+
+class Bound(NamedTuple):
+    """The local address a listening socket is bound to: `0.0.0.0` and `::` mean every address."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ def listening_ports(root: int | None = None) -> list[ListeningPort]:
     owners = socket_owners(descendants(os.getpid() if root is None else root), sockets)
     found: dict[int, ListeningPort] = {}
     for inode, pid in owners.items():
-        port = sockets[inode]
+        port = sockets[inode].port
         # The same port on IPv4 and IPv6 (or SO_REUSEPORT workers) is one entry: the lowest pid,
         # usually the parent that the others were forked from.
         if port not in found or pid < found[port].pid:
@@ -57,19 +67,25 @@ def listening_ports(root: int | None = None) -> list[ListeningPort]:
     return [found[port] for port in sorted(found)]
 
 
-def is_listed(port: int, root: int | None = None) -> bool:
-    """Whether `port` is one of listening_ports(root), answered without naming every port's owner."""
-    sockets = {inode: number for inode, number in listening_sockets().items() if number == port}
+def listening_addresses(port: int, root: int | None = None) -> list[str]:
+    """The addresses descendants of `root` listen on at `port` (IPv4 first); empty if none does.
+
+    The proxy connects to exactly these, never to "localhost": another program may listen on
+    127.0.0.1 at the same port as a child bound to 127.0.0.2 or ::1.
+    """
+    sockets = {inode: bound for inode, bound in listening_sockets().items() if bound.port == port}
     if not sockets:
-        return False
-    return bool(socket_owners(descendants(os.getpid() if root is None else root), sockets))
+        return []
+    owned = socket_owners(descendants(os.getpid() if root is None else root), sockets)
+    hosts = {sockets[inode].host for inode in owned}
+    return sorted(hosts, key=lambda host: (":" in host, host))
 
 
 # --- listening sockets ---------------------------------------------------------------------------------
 
 
-def listening_sockets() -> dict[int, int]:
-    """Socket inode -> port of every TCP socket in the LISTEN state, in this network namespace.
+def listening_sockets() -> dict[int, Bound]:
+    """Socket inode -> bound address of every TCP socket in the LISTEN state, in this network namespace.
 
     Asked of the kernel over netlink (sock_diag, as `ss -lt` does), which filters by state before
     answering: /proc/net/tcp lists every socket, TIME_WAIT included, and the proxy's own short
@@ -82,8 +98,8 @@ def listening_sockets() -> dict[int, int]:
         return listening_sockets_from_proc()
 
 
-def _diag_listening_sockets() -> dict[int, int]:
-    sockets: dict[int, int] = {}
+def _diag_listening_sockets() -> dict[int, Bound]:
+    sockets: dict[int, Bound] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as channel:
         channel.settimeout(5)
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
@@ -94,9 +110,10 @@ def _diag_listening_sockets() -> dict[int, int]:
     return sockets
 
 
-def _diag_replies(channel: socket.socket, sequence: int) -> dict[int, int]:
-    """Read one dump's `inet_diag_msg` records: the port (big-endian) at 4, the inode at 68."""
-    sockets: dict[int, int] = {}
+def _diag_replies(channel: socket.socket, sequence: int) -> dict[int, Bound]:
+    """Read one dump's `inet_diag_msg` records: the family at 0, the port (big-endian) at 4, the
+    source address at 8 (4 or 16 bytes), the inode at 68."""
+    sockets: dict[int, Bound] = {}
     while True:
         data = channel.recv(65536)
         offset = 0
@@ -112,16 +129,19 @@ def _diag_replies(channel: socket.socket, sequence: int) -> dict[int, int]:
                     raise OSError(error, os.strerror(error))
                 if kind == SOCK_DIAG_BY_FAMILY and length >= 16 + 72:
                     message = offset + 16
+                    family = data[message]
                     port = struct.unpack_from("!H", data, message + 4)[0]
+                    size = 16 if family == socket.AF_INET6 else 4
+                    host = socket.inet_ntop(family, data[message + 8:message + 8 + size])
                     inode = struct.unpack_from("=I", data, message + 68)[0]
                     if port and inode:
-                        sockets[inode] = port
+                        sockets[inode] = Bound(host, port)
             offset += (length + 3) & ~3
 
 
-def listening_sockets_from_proc(tables: Iterable[str] = TCP_TABLES) -> dict[int, int]:
+def listening_sockets_from_proc(tables: Iterable[str] = TCP_TABLES) -> dict[int, Bound]:
     """listening_sockets() read from /proc/net/tcp and /proc/net/tcp6."""
-    sockets: dict[int, int] = {}
+    sockets: dict[int, Bound] = {}
     for table in tables:
         try:
             with open(table, encoding="ascii", errors="replace") as lines:
@@ -135,8 +155,8 @@ def listening_sockets_from_proc(tables: Iterable[str] = TCP_TABLES) -> dict[int,
     return sockets
 
 
-def parse_tcp_line(line: str) -> tuple[int, int] | None:
-    """`(inode, port)` of one /proc/net/tcp row in the LISTEN state, else None.
+def parse_tcp_line(line: str) -> tuple[int, Bound] | None:
+    """`(inode, address)` of one /proc/net/tcp row in the LISTEN state, else None.
 
     A row reads `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout
     inode ...`, with the local address as `HEXADDR:HEXPORT`.
@@ -145,13 +165,24 @@ def parse_tcp_line(line: str) -> tuple[int, int] | None:
     if len(fields) < 10 or fields[3] != LISTEN:
         return None
     try:
-        port = int(fields[1].rpartition(":")[2], 16)
+        hex_host, _, hex_port = fields[1].rpartition(":")
+        host, port = _proc_address(hex_host), int(hex_port, 16)
         inode = int(fields[9])
     except ValueError:
         return None
     if port == 0 or inode == 0:
         return None
-    return inode, port
+    return inode, Bound(host, port)
+
+
+def _proc_address(hex_host: str) -> str:
+    """/proc prints an address as 32-bit words, each in the host's byte order."""
+    raw = bytes.fromhex(hex_host)
+    if len(raw) not in (4, 16):
+        raise ValueError(hex_host)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
 
 
 # --- the process tree ---------------------------------------------------------------------------------

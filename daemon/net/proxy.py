@@ -12,7 +12,11 @@ refused, 504 on a timeout. Where this differs, on purpose:
   names (RFC 9110 section 7.6.1); so is the daemon's own session cookie, which is ours, not the app's.
 - The 300 s limit is for a silence between reads, not for the whole exchange (as httpx's
   `Timeout(300, connect=5)` in the reference), so a long download or an event stream keeps going.
-- WebSocket upgrades are relayed, frame for frame, close codes included.
+- WebSocket upgrades are relayed, frame for frame, close codes included; one opened with the page
+  cookie is closed (4001) when that page session ends (logout, expiry).
+- `localhost` is resolved to exactly the addresses the app's sockets are bound to (from
+  `ports.listening_addresses`), so a child on 127.0.0.2:P is reached there, and another program
+  on 127.0.0.1:P never is; the app still sees `Host: localhost:{port}`.
 - Besides the key as a bearer token, the web pages' session cookie, and (opt-in,
   `proxy_token_auth`) a `?token=<key>` query let a browser frame or tab show the app.
 """
@@ -34,9 +38,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from daemon.errors import ApiError
-from daemon.http.auth import CSRF_REFUSED, INVALID_KEY, KeyGuard
+from daemon.http.auth import Identity, KeyGuard, identify
 from daemon.http.inputs import validate
-from daemon.http.sessions import COOKIE, PageSessions, from_this_origin
+from daemon.http.sessions import COOKIE, PageSession, PageSessions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0
 #: Sent to one side of a relayed WebSocket when the other side vanished without a close frame.
 GOING_AWAY = aiohttp.WSCloseCode.GOING_AWAY
+#: Sent to a browser whose page session (which opened the relay) was logged out or expired.
+SESSION_ENDED = 4001
 
 # --- what may pass ------------------------------------------------------------------------------------
 
@@ -71,22 +77,16 @@ def parse_port(text: str) -> int:
     return port
 
 
-def authenticate(request: web.Request, guard: KeyGuard, sessions: PageSessions, token_auth: bool) -> None:
+def authenticate(request: web.Request, token_auth: bool) -> Identity:
     """The key as a bearer token, a page session from our own origin, or (opt-in) `?token=<key>`.
 
     A session cookie needs no CSRF token here, unlike the API: the proxied app's own forms and
     fetches cannot carry ours. SameSite=Strict plus the Sec-Fetch-Site/Origin check refuse
     cross-site requests, which is what the CSRF token guards against.
     """
-    if guard.authorizes(request):
-        return
-    if token_auth and any(guard.matches(value) for value in request.query.getall(TOKEN_PARAM, [])):
-        return
-    if sessions.find(request.cookies.get(COOKIE)) is not None:
-        if from_this_origin(request):
-            return
-        raise CSRF_REFUSED
-    raise INVALID_KEY
+    identity = identify(request, request.query.getall(TOKEN_PARAM, []) if token_auth else ())
+    identity.require()
+    return identity
 
 
 def slash_redirect(request: web.Request) -> str:
@@ -103,14 +103,17 @@ class Target:
     port: int
     url: URL
     headers: CIMultiDict[str]
+    #: The addresses the app listens on at `port`, to connect to in this order.
+    hosts: tuple[str, ...]
 
     @property
     def name(self) -> str:
         return f"localhost:{self.port}"
 
 
-def target(request: web.Request, port: int, guard: KeyGuard) -> Target:
-    """`http://localhost:{port}/{path}?{query}`, still percent-encoded as the client sent it."""
+def target(request: web.Request, port: int, hosts: Iterable[str], guard: KeyGuard) -> Target:
+    """`http://localhost:{port}/{path}?{query}`, still percent-encoded as the client sent it;
+    `localhost` stands for `hosts`, the addresses the app's sockets are bound to."""
     # The raw path is `/proxy/{port}/{path}`; the path's own encoding (%2F, %20) is kept as it is.
     path = request.rel_url.raw_path.split("/", 3)[3]
     query = upstream_query(request.rel_url.raw_query_string, guard)
@@ -121,7 +124,12 @@ def target(request: web.Request, port: int, guard: KeyGuard) -> Target:
         base, mark, raw_query = headers["Referer"].partition("?")
         query = upstream_query(raw_query, guard) if mark else ""
         headers["Referer"] = f"{base}?{query}" if query else base
-    return Target(port, url, headers)
+    return Target(port, url, headers, tuple(connectable(host) for host in hosts))
+
+
+def connectable(host: str) -> str:
+    """Where to reach a socket bound to `host`: the wildcard addresses are reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def upstream_query(raw_query: str, guard: KeyGuard) -> str:
@@ -197,16 +205,19 @@ def is_websocket(request: web.Request) -> bool:
 # --- the upstream client ------------------------------------------------------------------------------
 
 
-class LoopbackResolver(AbstractResolver):
-    """`localhost` is 127.0.0.1 and then ::1, whatever /etc/hosts or DNS would say.
+class ExactResolver(AbstractResolver):
+    """`localhost` is the given addresses, whatever /etc/hosts or DNS would say.
 
-    The URL keeps the name, so the app sees `Host: localhost:{port}` as with the reference, and a
-    server listening on IPv6 loopback only is reached once IPv4 is refused.
+    The URL keeps the name, so the app sees `Host: localhost:{port}` as with the reference, while
+    the connection goes to the very addresses the app's sockets listen on, in order.
     """
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        self._hosts = tuple(hosts)
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        addresses = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+        addresses = [(address, socket.AF_INET6 if ":" in address else socket.AF_INET) for address in self._hosts]
         return [
             ResolveResult(hostname=host, host=address, port=port, family=kind, proto=0,
                           flags=socket.AI_NUMERICHOST)
@@ -217,10 +228,10 @@ class LoopbackResolver(AbstractResolver):
         return None
 
 
-def client_session() -> aiohttp.ClientSession:
+def client_session(hosts: Iterable[str]) -> aiohttp.ClientSession:
     """One per proxied request: upstream is on this machine, so a connection costs microseconds."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=LoopbackResolver(), use_dns_cache=False, family=socket.AF_UNSPEC),
+        connector=aiohttp.TCPConnector(resolver=ExactResolver(hosts), use_dns_cache=False, family=socket.AF_UNSPEC),
         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
@@ -246,7 +257,7 @@ def upstream_failed(exc: BaseException, port: int) -> ApiError:
 async def forward(request: web.Request, target: Target) -> web.StreamResponse:
     """Send the request on and stream the answer back, in bounded memory both ways."""
     body = request.content if request.body_exists else None
-    async with client_session() as session:
+    async with client_session(target.hosts) as session:
         try:
             upstream = await session.request(request.method, target.url, headers=target.headers, data=body,
                                              allow_redirects=False)
@@ -281,17 +292,19 @@ ClientSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
 ServerSocket = web.WebSocketResponse[Literal[False]]
 
 
-async def relay_websocket(request: web.Request, target: Target) -> web.WebSocketResponse[Literal[False]]:
+async def relay_websocket(request: web.Request, target: Target, sessions: PageSessions | None = None,
+                          page: PageSession | None = None) -> web.WebSocketResponse[Literal[False]]:
     """Open the app's WebSocket first, then accept the client's with the subprotocol the app chose.
 
     Neither leg answers a close frame by itself (`autoclose=False`): a close is first passed on,
     and only then answered, so the far side learns the code before this side's connection ends.
+    A relay opened with the page cookie (`page`) is closed when that page session ends.
     """
     if not web.WebSocketResponse().can_prepare(request).ok:
         raise ApiError(400, "Invalid WebSocket upgrade request")
     protocols = [name.strip() for value in request.headers.getall("Sec-WebSocket-Protocol", [])
                  for name in value.split(",") if name.strip()]
-    async with client_session() as session:
+    async with client_session(target.hosts) as session:
         try:
             upstream = await session.ws_connect(
                 target.url, headers=target.headers, protocols=protocols,
@@ -306,7 +319,18 @@ async def relay_websocket(request: web.Request, target: Target) -> web.WebSocket
                 autoclose=False, max_msg_size=0, decode_text=False,
                 protocols=[upstream.protocol] if upstream.protocol else [])
             await client.prepare(request)
-            await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
+
+            async def end(reason: str) -> None:
+                await upstream.close(code=GOING_AWAY)
+                await client.close(code=SESSION_ENDED, message=reason.encode())
+
+            if sessions is not None and page is not None and not sessions.hold(page, end):
+                await end("Logged out")
+            try:
+                await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
+            finally:
+                if sessions is not None and page is not None:
+                    sessions.let_go(page, end)
             await client.close(code=GOING_AWAY)  # a no-op unless a relay failed
     return client
 

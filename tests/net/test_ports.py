@@ -142,7 +142,7 @@ async def test_the_daemons_own_socket_is_not_listed(api: Api) -> None:
 
 
 async def test_a_server_that_left_the_process_tree_is_not_listed(api: Api, orphan_server: int) -> None:
-    assert orphan_server in ports.listening_sockets().values()
+    assert orphan_server in [bound.port for bound in ports.listening_sockets().values()]
     assert orphan_server not in [entry["port"] for entry in await listed(api)]
 
 
@@ -172,33 +172,36 @@ def test_listening_ports_lists_a_child_once_for_ipv4_and_ipv6(tmp_path: Path) ->
     try:
         entries = [entry for entry in ports.listening_ports() if entry.port == listener.port]
         assert entries == [ports.ListeningPort(listener.port, listener.pid, comm(listener.pid))]
-        assert ports.is_listed(listener.port)
-        assert list(ports.listening_sockets().values()).count(listener.port) == 2
+        assert ports.listening_addresses(listener.port) == ["127.0.0.1", "::1"]
+        bound = [entry for entry in ports.listening_sockets().values() if entry.port == listener.port]
+        assert sorted(bound) == [("127.0.0.1", listener.port), ("::1", listener.port)]
     finally:
         listener.stop()
 
 
 def test_netlink_and_proc_agree(file_server: Listener) -> None:
     # Only this server's sockets: others on the machine may come and go between the two reads.
-    from_netlink = {inode: port for inode, port in ports._diag_listening_sockets().items() if port == file_server.port}
-    from_proc = {inode: port for inode, port in ports.listening_sockets_from_proc().items() if port == file_server.port}
-    assert from_netlink
+    from_netlink = {inode: bound for inode, bound in ports._diag_listening_sockets().items()
+                    if bound.port == file_server.port}
+    from_proc = {inode: bound for inode, bound in ports.listening_sockets_from_proc().items()
+                 if bound.port == file_server.port}
+    assert list(from_netlink.values()) == [("127.0.0.1", file_server.port)]
     assert from_netlink == from_proc
 
 
 def test_without_netlink_the_proc_tables_are_read(file_server: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused() -> dict[int, int]:
+    def refused() -> dict[int, ports.Bound]:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(ports, "_diag_listening_sockets", refused)
     assert file_server.port in [entry.port for entry in ports.listening_ports()]
-    assert ports.is_listed(file_server.port)
+    assert ports.listening_addresses(file_server.port) == ["127.0.0.1"]
 
 
-def test_is_listed_only_for_descendants(file_server: Listener) -> None:
-    assert ports.is_listed(file_server.port)
-    assert not ports.is_listed(file_server.port, root=file_server.pid)  # not its own descendant
-    assert ports.is_listed(file_server.port, root=os.getppid())
+def test_addresses_are_only_the_descendants(file_server: Listener) -> None:
+    assert ports.listening_addresses(file_server.port) == ["127.0.0.1"]
+    assert ports.listening_addresses(file_server.port, root=file_server.pid) == []  # not its own descendant
+    assert ports.listening_addresses(file_server.port, root=os.getppid()) == ["127.0.0.1"]
 
 
 def test_descendants_agree_with_the_stat_walk(file_server: Listener) -> None:
@@ -210,18 +213,23 @@ def test_kernels_without_children_files_fall_back_to_stat(
         file_server: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ports, "_children", lambda pid: None)
     assert file_server.pid in ports.descendants(os.getpid())
-    assert ports.is_listed(file_server.port)
+    assert ports.listening_addresses(file_server.port) == ["127.0.0.1"]
 
 
 def test_parse_tcp_line() -> None:
     listen = ("   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 "
               "123456 1 0000000000000000 100 0 0 10 0")
-    assert ports.parse_tcp_line(listen) == (123456, 8080)
+    assert ports.parse_tcp_line(listen) == (123456, ("127.0.0.1", 8080))
     assert ports.parse_tcp_line(listen.replace(" 0A ", " 01 ")) is None  # ESTABLISHED
     assert ports.parse_tcp_line("  sl  local_address rem_address   st tx_queue rx_queue") is None
     six = ("   1: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A "
            "00000000:00000000 00:00000000 00000000  1000        0 777 1 0000000000000000 100 0 0 10 0")
-    assert ports.parse_tcp_line(six) == (777, 3000)
+    assert ports.parse_tcp_line(six) == (777, ("::1", 3000))
+    anywhere = listen.replace("0100007F:1F90", "00000000:1F90").replace(" 0A ", " 0A ")
+    assert ports.parse_tcp_line(anywhere) == (123456, ("0.0.0.0", 8080))
+    second_loopback = listen.replace("0100007F", "0200007F")
+    assert ports.parse_tcp_line(second_loopback) == (123456, ("127.0.0.2", 8080))
+    assert ports.parse_tcp_line(listen.replace("0100007F", "01007F")) is None  # not an address
 
 
 def test_parent_from_stat_survives_odd_process_names() -> None:

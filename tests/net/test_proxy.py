@@ -11,7 +11,10 @@ import asyncio
 import gzip
 import io
 import os
+import re
+import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ from yarl import URL
 from daemon.http.auth import KeyGuard
 from daemon.http.sessions import COOKIE
 from daemon.net import proxy
-from tests.conftest import AUTH, KEY, Api, ApiFactory
+from tests.conftest import AUTH, KEY, Api, ApiFactory, eventually
 from tests.http.test_sessions import Browser, new_browser
 from tests.net.test_ports import Listener, serve_files, start_listener
 
@@ -321,9 +324,20 @@ async def test_a_client_that_leaves_mid_body_does_no_harm(
         async with api.request("GET", f"/proxy/{app_server.port}/drip") as response:
             await response.content.readuntil(b"\n\n")
             response.close()
-    await asyncio.sleep(0.2)
+    # The proxy notices on its next write and lets go of its upstream connections.
+    await eventually(lambda: connections_to(app_server.port) == 0)
     assert [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")] == []
     assert (await api.json("GET", f"/proxy/{app_server.port}/headers"))["method"] == "GET"
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections from this machine to `port` (the proxy's upstream legs)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += fields[3] == "01" and int(fields[2].rpartition(":")[2], 16) == port
+    return count
 
 
 def _rss() -> int:
@@ -371,10 +385,56 @@ async def test_a_dead_server_is_404(api: Api, own_app: Listener) -> None:
 
 
 @pytest.mark.parametrize("own_app", ["127.0.0.2"], indirect=True)
-async def test_refused_on_loopback_is_502(api: Api, own_app: Listener) -> None:
-    # Listening, and ours, but on 127.0.0.2: neither 127.0.0.1 nor ::1 answers.
-    reply = await api.json("GET", f"/proxy/{own_app.port}/headers", status=502)
-    assert reply == {"detail": f"Connection refused: localhost:{own_app.port}"}
+async def test_an_app_on_another_loopback_address_is_reached_there(api: Api, own_app: Listener) -> None:
+    seen = header_map(await api.json("GET", f"/proxy/{own_app.port}/headers"))
+    assert seen["Host"] == f"localhost:{own_app.port}"
+
+
+@pytest.mark.parametrize("own_app", ["0.0.0.0", "::"], indirect=True)
+async def test_an_app_on_every_address_is_reached_on_loopback(api: Api, own_app: Listener) -> None:
+    assert (await api.json("GET", f"/proxy/{own_app.port}/headers"))["method"] == "GET"
+
+
+SERVING_ON = re.compile(r"Serving HTTP on \S+ port (\d+)")
+
+
+def serve_foreign(directory: Path, host: str, port: int) -> int:
+    """A file server that is not the daemon's descendant: started by a shell that exits at once, so
+    it is re-parented to init (as a program another user or service started). Returns its pid."""
+    command = (f"{sys.executable} -u -m http.server {port} --bind {host} --directory {directory} "
+               f"> {directory}/log 2>&1 & echo $!")
+    return int(subprocess.run(["bash", "-c", command], capture_output=True, check=True).stdout)
+
+
+async def test_a_foreign_server_on_the_same_port_is_never_reached(api: Api, tmp_path: Path) -> None:
+    """The attack: a child listens on 127.0.0.2:P, another program on 127.0.0.1:P. The proxy used to
+    match the port alone and connect to localhost, i.e. to the other program."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder, text in ((ours, "child"), (theirs, "foreign")):
+        folder.mkdir()
+        (folder / "who.txt").write_text(text)
+    child = await api.run(f"exec {sys.executable} -u -m http.server 0 --bind 127.0.0.2 --directory {ours}", wait=0)
+
+    async def child_port() -> int | None:
+        reply = await api.json("GET", f"/execute/{child['id']}/status")
+        match = SERVING_ON.search("".join(entry["data"] for entry in reply["output"]))
+        return int(match.group(1)) if match else None
+
+    port = await eventually(child_port)
+    foreign = serve_foreign(theirs, "127.0.0.1", port)
+    try:
+        await eventually(lambda: SERVING_ON.search((theirs / "log").read_text()) is not None)
+        async with api.request("GET", f"/proxy/{port}/who.txt") as response:
+            assert (response.status, await response.text()) == (200, "child")
+        await api.json("DELETE", f"/execute/{child['id']}?force=true")
+        async def gone() -> bool:
+            return (await api.json("GET", f"/execute/{child['id']}/status"))["status"] != "running"
+
+        await eventually(gone)
+        # Only the foreign server listens on P now: it is not ours, so the proxy does not know the port.
+        assert await api.json("GET", f"/proxy/{port}/who.txt", status=404) == {"detail": "Port not found"}
+    finally:
+        os.kill(foreign, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("own_app", ["::1"], indirect=True)
@@ -482,12 +542,12 @@ async def test_the_clients_close_code_reaches_the_app(api: Api, app_server: List
         await ws.send_str("ping")
         await ws.receive(timeout=5)
         await ws.close(code=4002, message=b"done")
-    for _ in range(50):
-        closes = await api.json("GET", f"/proxy/{app_server.port}/closes")
-        if len(closes) > before:
-            break
-        await asyncio.sleep(0.05)
-    assert closes[before:] == [4002]
+
+    async def new_closes() -> list[int]:
+        closes: list[int] = await api.json("GET", f"/proxy/{app_server.port}/closes")
+        return closes[before:]
+
+    assert await eventually(new_closes) == [4002]
 
 
 async def test_the_client_learns_when_the_app_dies(api: Api, own_app: Listener) -> None:
@@ -550,9 +610,14 @@ def test_sendable_close_code(received: object, sent: int) -> None:
     assert proxy.sendable_close_code(received) == sent
 
 
-async def test_the_loopback_resolver() -> None:
-    resolver = proxy.LoopbackResolver()
+async def test_the_exact_resolver() -> None:
+    resolver = proxy.ExactResolver(["127.0.0.2", "::1"])
     assert [entry["host"] for entry in await resolver.resolve("localhost", 80, socket.AF_UNSPEC)] == [
-        "127.0.0.1", "::1"]
+        "127.0.0.2", "::1"]
     assert [entry["host"] for entry in await resolver.resolve("localhost", 80, socket.AF_INET6)] == ["::1"]
     await resolver.close()
+
+
+def test_wildcard_addresses_are_reached_on_loopback() -> None:
+    assert [proxy.connectable(host) for host in ("0.0.0.0", "::", "127.0.0.2", "::1", "10.1.2.3")] == [
+        "127.0.0.1", "::1", "127.0.0.2", "::1", "10.1.2.3"]
