@@ -29,12 +29,16 @@ def is_document(path: str, mime: str) -> bool:
     return mime in EXTRACTABLE_TYPES or path.lower().endswith(EXTRACTABLE_SUFFIXES)
 
 
-async def extract_text(path: str, timeout: float) -> str:
-    """The document's text (pages joined by newlines), or 422 with the reason it could not be read."""
+async def extract_text(path: str, timeout: float, *, fd: int | None = None) -> str:
+    """The document's text (pages joined by newlines), or 422 with the reason it could not be read.
+
+    With `fd` (the file opened and checked already) the worker reads that very file through
+    `/dev/fd/N`, never the path again, which may lead elsewhere by now.
+    """
     process = await asyncio.create_subprocess_exec(
-        *self_command(), WORKER_COMMAND, path,
+        *self_command(), WORKER_COMMAND, path if fd is None else f"/dev/fd/{fd}",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, pass_fds=() if fd is None else (fd,),
     )
     try:
         output, errors = await asyncio.wait_for(process.communicate(), timeout or None)

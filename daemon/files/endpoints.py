@@ -12,10 +12,11 @@ from aiohttp import web
 from msgspec import Meta, Struct, structs
 
 from daemon.errors import ApiError, not_found
-from daemon.files import documents, ops, search_endpoints, transfer_endpoints
+from daemon.files import changes, documents, ops, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
-from daemon.files.locate import from_cwd, from_home
-from daemon.files.ops import LineRange
+from daemon.files.locate import from_cwd, from_home, removable_from_home
+from daemon.files.ops import LineRange, OpenFile
+from daemon.files.paths import require_named
 from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint, json_response
 from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, DIRECTORIES, LISTINGS, SCOPE
@@ -109,35 +110,45 @@ async def list_files(call: Call[ListQuery, NoInput]) -> dict[str, object]:
     target = from_cwd(call, call.query.directory)
     scope = call.app[SCOPE]
     return await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None,
-                                   call.app[LISTINGS])
+                                   call.app[LISTINGS], scope.beneath)
 
 
 async def read_file(call: Call[ReadQuery, NoInput]) -> web.StreamResponse:
     target = from_cwd(call, call.query.path)
     lines = LineRange(call.query.start_line, call.query.end_line)
-    info, text = await asyncio.to_thread(ops.read_small_text, target, lines)
+    file, text = await asyncio.to_thread(ops.read_small_text, target, lines, call.app[SCOPE].beneath)
     if text is not None:
         return web.Response(body=ops.text_reply(target, *text), content_type="application/json")
-    if info.st_size > ops.LARGE_TEXT:
-        response = await _large_text(call.request, target, lines)
+    try:
+        return await _read_open_file(call, target, file, lines)
+    finally:
+        file.close()  # A file response holds its own descriptor by now.
+
+
+async def _read_open_file(call: Call[ReadQuery, NoInput], target: str, file: OpenFile,
+                          lines: LineRange) -> web.StreamResponse:
+    """What read_file answers for a file that is not small UTF-8 text: all from the descriptor checked."""
+    if file.info.st_size > ops.LARGE_TEXT:
+        response = await _large_text(call.request, target, file, lines)
         if response is not None:
             return response
     mime = mimetypes.guess_type(target)[0] or "application/octet-stream"
     config = call.app[CONFIG]
     if documents.is_document(target, mime):
-        extracted = await documents.extract_text(target, config.document_timeout)
+        extracted = await documents.extract_text(target, config.document_timeout, fd=file.fd)
         return web.Response(body=ops.text_reply(target, *ops.select_lines(extracted, lines)),
                             content_type="application/json")
     if any(mime.startswith(prefix) for prefix in config.binary_mime_prefixes):
-        return transfer_endpoints.file_response(target, mime)
-    raise ApiError(415, f"Unsupported binary file type: {mime} ({info.st_size} bytes)")
+        return transfer_endpoints.file_response(file, target, mime)
+    raise ApiError(415, f"Unsupported binary file type: {mime} ({file.info.st_size} bytes)")
 
 
-async def _large_text(request: web.Request, target: str, lines: LineRange) -> web.StreamResponse | None:
+async def _large_text(request: web.Request, target: str, file: OpenFile,
+                      lines: LineRange) -> web.StreamResponse | None:
     """A big text file's reply, built on disk (not in memory) and then streamed; None if not UTF-8."""
     spool = await asyncio.to_thread(tempfile.TemporaryFile)
     try:
-        if not await asyncio.to_thread(ops.write_large_text_reply, target, target, lines, spool):
+        if not await asyncio.to_thread(ops.write_large_text_reply, file, target, lines, spool):
             return None
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = spool.tell()
@@ -160,14 +171,15 @@ async def display_file(call: Call[DisplayQuery, NoInput]) -> dict[str, object]:
 
 
 async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
+    require_named(call.body.path)
     target = from_cwd(call, call.body.path)
     data = call.body.content.encode()
+    beneath = call.app[SCOPE].beneath
     expected = call.request.headers.get("If-Match")
     if expected is not None:
         # An editor saving what it opened: refuse to overwrite a file someone else changed meanwhile.
-        await asyncio.to_thread(ops.check_unchanged, target, expected)
-    await asyncio.to_thread(ops.atomic_write, target, data)
-    info = await asyncio.to_thread(os.stat, target)
+        await asyncio.to_thread(ops.check_unchanged, target, expected, beneath)
+    info = await asyncio.to_thread(ops.atomic_write, target, data, beneath)
     response = json_response({"path": target, "size": len(data)})
     response.headers["ETag"] = ops.etag(info)
     return response
@@ -176,27 +188,27 @@ async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
 async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str, object]:
     target = from_cwd(call, call.body.path)
     chunks = [ops.Replacement(**structs.asdict(chunk)) for chunk in call.body.replacements]
-    size = await asyncio.to_thread(ops.replace_in_file, target, chunks)
+    size = await asyncio.to_thread(ops.replace_in_file, target, chunks, call.app[SCOPE].beneath)
     return {"path": target, "size": size}
 
 
 async def make_directory(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
+    require_named(call.body.path)
     target = from_home(call, call.body.path)
-    await asyncio.to_thread(ops.make_directory, target)
+    await asyncio.to_thread(changes.make_directory, target, call.app[SCOPE].beneath)
     return {"path": target}
 
 
 async def delete_entry(call: Call[DeleteQuery, NoInput]) -> dict[str, str]:
-    target = from_home(call, call.query.path)
-    if call.app[SCOPE].root == os.path.realpath(target):
-        raise ApiError(403, "Refusing to delete the file root")
-    kind = await asyncio.to_thread(ops.delete, target)
+    target = removable_from_home(call, call.query.path)
+    kind = await asyncio.to_thread(changes.delete, target, call.app[SCOPE].beneath)
     return {"path": target, "type": kind}
 
 
 async def move_entry(call: Call[NoInput, MoveRequest]) -> dict[str, str]:
-    source, destination = from_home(call, call.body.source), from_home(call, call.body.destination)
-    await asyncio.to_thread(ops.move, source, destination)
+    require_named(call.body.destination)
+    source, destination = removable_from_home(call, call.body.source), from_home(call, call.body.destination)
+    await asyncio.to_thread(changes.move, source, destination, call.app[SCOPE].beneath)
     return {"source": source, "destination": destination}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.files.paths import check_removable, require_named
 from daemon.http.endpoints import Call
 from daemon.keys import DIRECTORIES, SCOPE
 
@@ -21,3 +22,12 @@ def from_cwd(call: Call[Any, Any], path: str) -> str:
 def from_home(call: Call[Any, Any], path: str) -> str:
     scope = call.app[SCOPE]
     return scope.target(path, scope.base(call.app[DIRECTORIES].home))
+
+
+def removable_from_home(call: Call[Any, Any], path: str) -> str:
+    """A path to delete or move away: named explicitly, and none that holds home, the chat's folder or the root."""
+    require_named(path)
+    target = from_home(call, path)
+    directories, scope = call.app[DIRECTORIES], call.app[SCOPE]
+    check_removable(target, home=directories.home, cwd=directories.get(call.owner.session_id), root=scope.root)
+    return target

@@ -6,14 +6,12 @@ the caller has already resolved and confined, and raise ApiError with the refere
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import functools
 import os
-import shutil
+import secrets
 import stat
-import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -22,11 +20,17 @@ from typing import Any, BinaryIO
 import orjson
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
+from daemon.files.beneath import DIRECTORY_FLAGS, READ_FLAGS, Beneath
 from daemon.files.listing_cache import ListingCache, Scan
 
 #: Files larger than this are read in pieces and their JSON reply is built on disk.
 LARGE_TEXT = 16 * 1024 * 1024
 TEXT_CHUNK = 1024 * 1024
+#: Regular files that report no size (procfs, sysfs) are read this far and no further: some never end.
+PSEUDO_FILE_CAP = 1024 * 1024
+#: Opens without a root: plain paths, as fast as before.
+UNCONFINED = Beneath(None)
+NOT_REGULAR = "Path is not a regular file"
 #: Read at import, while only one thread runs: os.umask can only be read by setting it.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -93,7 +97,7 @@ def _may_override_permissions() -> bool:
 
 
 def list_directory(path: str, visible: Callable[[str], bool] | None = None,
-                   cache: ListingCache | None = None) -> dict[str, Any]:
+                   cache: ListingCache | None = None, opener: Beneath = UNCONFINED) -> dict[str, Any]:
     """One directory read and one stat per entry (following symlinks); entries that fail are skipped.
 
     Entries are stat'ed relative to the directory's descriptor, which saves the kernel a path walk
@@ -101,7 +105,7 @@ def list_directory(path: str, visible: Callable[[str], bool] | None = None,
     directory that has not changed since it was last read is answered from memory.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fd = opener.open(path, DIRECTORY_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         raise not_found("Directory not found") from None
     except OSError as exc:
@@ -167,19 +171,79 @@ def _name(entry: os.DirEntry[str]) -> str:
 # --- reading --------------------------------------------------------------------------------------
 
 
-def require_file(path: str) -> os.stat_result:
-    """The stat of a regular file, or 404 (missing) / 400 (a directory where a file is expected)."""
+class OpenFile:
+    """A regular file opened for reading, judged on its descriptor (what was checked is what is read)."""
+
+    def __init__(self, fd: int, info: os.stat_result) -> None:
+        self.fd = fd
+        self.info = info
+
+    def read(self) -> bytes:
+        """All of it; a file that reports no size (procfs, sysfs) only up to PSEUDO_FILE_CAP."""
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        with os.fdopen(self.fd, "rb", closefd=False) as source:
+            data = source.read() if self.info.st_size else source.read(PSEUDO_FILE_CAP)
+        if data is None:  # Non-blocking and nothing there yet (/proc/kmsg): never wait for it.
+            raise bad_request("File has no data to read now")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> OpenFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def open_file(path: str, opener: Beneath = UNCONFINED) -> OpenFile:
+    """Open a regular file for reading, or 404 (missing) / 400 (a directory, FIFO, device, socket).
+
+    The path's stat refuses special files before they are opened (opening some devices has effects);
+    the descriptor's own stat decides, since the path may have changed in between. The open never
+    blocks (O_NONBLOCK: a FIFO with no writer) and never adopts a terminal (O_NOCTTY).
+    """
+    _refuse_special(_stat_or_404(path))
     try:
-        info = os.stat(path)
+        fd = opener.open(path, READ_FLAGS)
+    except FileNotFoundError:
+        raise not_found("File not found") from None
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # A socket (or a FIFO's other end) swapped in since the stat.
+            raise bad_request(NOT_REGULAR) from None
+        raise from_os_error(exc) from None
+    info = os.fstat(fd)
+    try:
+        _refuse_special(info)
+    except ApiError:
+        os.close(fd)
+        raise
+    return OpenFile(fd, info)
+
+
+def require_file(path: str, opener: Beneath = UNCONFINED) -> os.stat_result:
+    """The stat of a regular file, or 404 (missing) / 400 (a directory where a file is expected)."""
+    with open_file(path, opener) as file:
+        return file.info
+
+
+def _stat_or_404(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
     except FileNotFoundError:
         raise not_found("File not found") from None
     except OSError as exc:
         raise from_os_error(exc) from None
+
+
+def _refuse_special(info: os.stat_result) -> None:
     if stat.S_ISDIR(info.st_mode):
         raise bad_request("Path is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise bad_request("Path is not a regular file")
-    return info
+        raise bad_request(NOT_REGULAR)
 
 
 def etag(info: os.stat_result) -> str:
@@ -187,11 +251,14 @@ def etag(info: os.stat_result) -> str:
     return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
 
 
-def check_unchanged(path: str, expected_etag: str) -> None:
+def check_unchanged(path: str, expected_etag: str, opener: Beneath = UNCONFINED) -> None:
     """409 when the file changed on disk since the client read it (its ETag no longer matches)."""
     try:
-        current = etag(os.stat(path))
-    except FileNotFoundError:
+        with open_file(path, opener) as file:
+            current = etag(file.info)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
         current = ""
     if current != expected_etag.removeprefix("W/"):
         raise ApiError(409, "The file changed on disk since it was opened")
@@ -219,20 +286,37 @@ def text_reply(display_path: str, content: str, total_lines: int) -> bytes:
     return orjson.dumps({"path": display_path, "content": content, "total_lines": total_lines})
 
 
-def read_small_text(path: str, lines: LineRange) -> tuple[os.stat_result, tuple[str, int] | None]:
-    """The stat of a file and, when it is small UTF-8 text, its selected lines: one thread hop in all."""
-    info = require_file(path)
-    return info, read_text(path, lines) if info.st_size <= LARGE_TEXT else None
+def read_small_text(path: str, lines: LineRange,
+                    opener: Beneath = UNCONFINED) -> tuple[OpenFile, tuple[str, int] | None]:
+    """The open file and, when it is small UTF-8 text, its selected lines: one thread hop in all.
 
-
-def read_text(path: str, lines: LineRange, *, normalize: bool = True) -> tuple[str, int] | None:
-    """A UTF-8 file's selected lines and its line count, or None when it is not UTF-8.
-
-    Newlines are universal (`\\r\\n` and `\\r` become `\\n`) and lines split as str.splitlines
-    does, which is what the reference returns.
+    The file comes back open when its text does not (large, or not UTF-8): the caller sends it from
+    that descriptor and closes it. When the text comes back it is closed already.
     """
-    with os_errors(), open(path, "rb") as source:
-        data = source.read()
+    file = open_file(path, opener)
+    try:
+        if file.info.st_size <= LARGE_TEXT:
+            text = decode_lines(file.read(), lines)
+            if text is not None:
+                file.close()
+            return file, text
+    except BaseException:
+        file.close()
+        raise
+    return file, None
+
+
+def read_text(path: str, lines: LineRange, *, normalize: bool = True,
+              opener: Beneath = UNCONFINED) -> tuple[str, int] | None:
+    """A UTF-8 file's selected lines and its line count, or None when it is not UTF-8."""
+    with open_file(path, opener) as file, os_errors():
+        data = file.read()
+    return decode_lines(data, lines, normalize=normalize)
+
+
+def decode_lines(data: bytes, lines: LineRange, *, normalize: bool = True) -> tuple[str, int] | None:
+    """Newlines are universal (`\\r\\n` and `\\r` become `\\n`) and lines split as str.splitlines
+    does, which is what the reference returns; None when the bytes are not UTF-8."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -249,7 +333,7 @@ def select_lines(text: str, lines: LineRange) -> tuple[str, int]:
     return content, len(split)
 
 
-def write_large_text_reply(path: str, display_path: str, lines: LineRange, output: BinaryIO,
+def write_large_text_reply(file: OpenFile, display_path: str, lines: LineRange, output: BinaryIO,
                            *, normalize: bool = True) -> bool:
     """The JSON reply for a large text file, written to `output` piece by piece.
 
@@ -258,7 +342,8 @@ def write_large_text_reply(path: str, display_path: str, lines: LineRange, outpu
     output.write(b'{"path":' + orjson.dumps(display_path) + b',"content":"')
     number, pending = 0, ""
     try:
-        with open(path, encoding="utf-8", newline=None if normalize else "") as source:
+        os.lseek(file.fd, 0, os.SEEK_SET)
+        with open(file.fd, encoding="utf-8", newline=None if normalize else "", closefd=False) as source:
             for chunk in iter(lambda: source.read(TEXT_CHUNK), ""):
                 pieces = (pending + chunk).splitlines(keepends=True)
                 # The last piece may be a line that continues in the next chunk.
@@ -280,50 +365,115 @@ def write_large_text_reply(path: str, display_path: str, lines: LineRange, outpu
 # --- writing --------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write through a temp file beside the target and rename it into place.
+class PendingWrite:
+    """A new file being written beside its target, renamed over it only when complete.
 
-    Readers see the old file or the new one, never half of either; a failure (disk full) leaves
-    the target untouched. An overwritten file keeps its mode and owner; a symlink is written through.
+    Readers see the old file or the new one, never half of either; a failure (disk full, a dropped
+    upload) leaves the target untouched. An overwritten file keeps its mode and owner; a symlink is
+    written through. Everything happens relative to the parent folder's descriptor, so the file
+    lands in the folder that was checked (under `--root`, one the kernel vouched is beneath it), and
+    only a regular file (or nothing) is ever replaced: never a device, a FIFO or a socket.
     """
-    target = os.path.realpath(path)
+
+    def __init__(self, path: str, opener: Beneath = UNCONFINED, *, directory_status: int = 400) -> None:
+        #: An upload writes from one worker thread while a dropped connection closes from another.
+        self._lock = threading.Lock()
+        self.parent, self.name = opener.parent(path, create=True)
+        try:
+            self.existing = replaceable(self.parent, self.name, directory_status)
+            self.fd, self.temporary = _new_temporary(self.parent, self.name)
+        except BaseException:
+            os.close(self.parent)
+            raise
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.fd < 0:
+                raise ConnectionAbortedError("the write was abandoned")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def commit(self) -> os.stat_result:
+        """Give the new file the old one's mode and owner, flush it to disk and rename it into place."""
+        try:
+            with self._lock:
+                adopt_metadata(self.fd, self.existing)
+                os.fsync(self.fd)
+                info = os.fstat(self.fd)
+                replaceable(self.parent, self.name, 400)  # Still nothing special there (one more stat).
+                os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+                self.temporary = ""
+            return info
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the temp file unless it was renamed into place; idempotent."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.temporary:
+            with suppress(FileNotFoundError):
+                os.unlink(self.temporary, dir_fd=self.parent)
+            self.temporary = ""
+        if self.parent >= 0:
+            os.close(self.parent)
+            self.parent = -1
+
+
+def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED) -> os.stat_result:
+    """Replace (or create) a regular file with `data`; returns the new file's stat (for its ETag)."""
     with os_errors():
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with temporary_beside(target) as (handle, temporary):
-            handle.write(data)
-            handle.flush()
-            adopt_metadata(temporary, target)
-            handle.close()
-            os.replace(temporary, target)
+        pending = PendingWrite(path, opener)
+        try:
+            pending.write(data)
+        except BaseException:
+            pending.close()
+            raise
+        return pending.commit()
 
 
-@contextmanager
-def temporary_beside(target: str) -> Iterator[tuple[BinaryIO, str]]:
-    """A new temp file in the target's directory (so the rename stays on one file system).
-
-    It is removed unless it has been renamed away by the time the block ends.
-    """
-    directory, name = os.path.split(target)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name[:200]}.", suffix=".tmp")
+def replaceable(parent: int, name: str, directory_status: int) -> os.stat_result | None:
+    """The stat of the regular file a write would replace, None if there is none; else refuse."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle, temporary
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def adopt_metadata(temporary: str, target: str) -> None:
-    """Give the temp file the target's mode and owner, or a new file's default mode."""
-    try:
-        info = os.stat(target)
+        info = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
-        os.chmod(temporary, 0o666 & ~_UMASK)
+        return None
+    if stat.S_ISREG(info.st_mode):
+        return info
+    if stat.S_ISDIR(info.st_mode):
+        raise ApiError(directory_status, f"A directory with this name exists: {name}")
+    if stat.S_ISLNK(info.st_mode):  # The path was resolved through its links: this one is new.
+        raise bad_request(f"Path changed while it was written: {name}")
+    raise bad_request(f"{NOT_REGULAR}; refusing to replace a device, FIFO or socket: {name}")
+
+
+def _new_temporary(parent: int, name: str) -> tuple[int, str]:
+    """A new, private temp file in the target's folder (so the rename stays on one file system)."""
+    for _ in range(16):
+        temporary = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(temporary, flags, 0o600, dir_fd=parent), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "No free temporary name", name)
+
+
+def adopt_metadata(fd: int, existing: os.stat_result | None) -> None:
+    """Give the new file the replaced file's mode and owner, or a new file's default mode."""
+    if existing is None:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         return
-    os.chmod(temporary, stat.S_IMODE(info.st_mode))
-    if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+    os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+    if (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
         with suppress(PermissionError):  # Not ours to give away; the content still lands.
-            os.chown(temporary, info.st_uid, info.st_gid)
+            os.fchown(fd, existing.st_uid, existing.st_gid)
 
 
 @dataclass(frozen=True)
@@ -335,14 +485,13 @@ class Replacement:
     allow_multiple: bool = False
 
 
-def replace_in_file(path: str, replacements: list[Replacement]) -> int:
+def replace_in_file(path: str, replacements: list[Replacement], opener: Beneath = UNCONFINED) -> int:
     """Apply the replacements in order and write the result atomically; returns the new size.
 
     A file whose lines all end in CRLF is matched with LF (what models write) and keeps its CRLF.
     """
-    require_file(path)
-    with os_errors(), open(path, "rb") as source:
-        data = source.read()
+    with open_file(path, opener) as file, os_errors():
+        data = file.read()
     try:
         original = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -352,7 +501,7 @@ def replace_in_file(path: str, replacements: list[Replacement]) -> int:
     for chunk in replacements:
         content = _apply(content, chunk)
     encoded = (content.replace("\n", "\r\n") if crlf else content).encode()
-    atomic_write(path, encoded)
+    atomic_write(path, encoded, opener)
     return len(encoded)
 
 
@@ -377,83 +526,3 @@ def line_range_offsets(text: str, start_line: int | None, end_line: int | None) 
     start = offsets[min((start_line or 1) - 1, last)]
     end = offsets[min(end_line, last)] if end_line else len(text)
     return start, end
-
-
-# --- directories, delete, move ----------------------------------------------------------------------
-
-
-def make_directory(path: str) -> None:
-    with os_errors():
-        os.makedirs(path, exist_ok=True)
-
-
-def delete(path: str) -> str:
-    """Remove a file, a symlink (never its target) or a whole directory tree; returns its type."""
-    if not os.path.lexists(path):
-        raise not_found("Path not found")
-    if os.path.dirname(path) == path:
-        raise ApiError(403, "Refusing to delete the file system root")
-    kind = "directory" if os.path.isdir(path) else "file"
-    with os_errors():
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    return kind
-
-
-def move(source: str, destination: str) -> None:
-    """Rename without ever replacing an existing destination (409), across file systems too."""
-    if not os.path.lexists(source):
-        raise not_found("Source path not found")
-    if not os.path.isdir(os.path.dirname(destination)):
-        raise bad_request("Destination parent directory not found")
-    if os.path.lexists(destination):
-        raise ApiError(409, "Destination already exists")
-    try:
-        rename_no_replace(source, destination)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise from_os_error(exc) from None
-        with os_errors():
-            _move_across_devices(source, destination)
-
-
-def _move_across_devices(source: str, destination: str) -> None:
-    """Copy beside the destination under a temp name, rename it into place, then drop the source."""
-    staging = tempfile.mkdtemp(dir=os.path.dirname(destination), prefix=".move-")
-    try:
-        copy = os.path.join(staging, "entry")
-        if os.path.isdir(source) and not os.path.islink(source):
-            shutil.copytree(source, copy, symlinks=True)
-        else:
-            shutil.copy2(source, copy, follow_symlinks=False)
-        rename_no_replace(copy, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if os.path.isdir(source) and not os.path.islink(source):
-        shutil.rmtree(source)
-    else:
-        os.unlink(source)
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def rename_no_replace(source: str, destination: str) -> None:
-    """renameat2(RENAME_NOREPLACE): atomic, and it cannot clobber a file created meanwhile."""
-    if _renameat2 is None:
-        if os.path.lexists(destination):
-            raise FileExistsError(errno.EEXIST, "File exists", destination)
-        os.rename(source, destination)
-        return
-    result = _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), _RENAME_NOREPLACE)
-    if result != 0:
-        code = ctypes.get_errno()
-        if code == errno.EINVAL and not os.path.lexists(destination):
-            os.rename(source, destination)  # The file system lacks RENAME_NOREPLACE (some FUSE mounts).
-            return
-        raise OSError(code, os.strerror(code), source, None, destination)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from daemon.errors import ApiError, bad_request
+from daemon.files.beneath import Beneath
 
 #: Linux's PATH_MAX; longer paths can never be opened, so they are refused before any syscall.
 MAX_PATH_LENGTH = 4096
@@ -20,6 +21,31 @@ def resolve(path: str, base: str) -> str:
     if path == "~" or path.startswith("~/"):
         path = os.path.expanduser(path)
     return os.path.normpath(os.path.join(base, path))
+
+
+def require_named(path: str) -> None:
+    """Writers and removers act only on a path that names something: never on "" or "." (which
+    would otherwise mean the chat's folder or home)."""
+    if not path.strip() or path.strip() in (".", "./"):
+        raise bad_request("Path must name a file or folder; an empty path or '.' is refused")
+
+
+def check_removable(target: str, *, home: str, cwd: str, root: str | None) -> None:
+    """400 for what a delete or a move must never take away: `/`, the home and its ancestors, the
+    chat's working directory and its ancestors, and the file root itself.
+
+    What would be removed is the final component itself (a symlink is removed, not followed), so
+    it is compared as its real parent folder plus its name.
+    """
+    removed = os.path.join(os.path.realpath(os.path.dirname(target)), os.path.basename(target))
+    if removed == "/" or target == "/":
+        raise bad_request("Refusing to remove the file system root")
+    for kept, what in ((root, "the file root"), (home, "the home folder"), (cwd, "the working directory")):
+        if not kept:
+            continue
+        for candidate in {kept, os.path.realpath(kept)}:
+            if removed == candidate or candidate.startswith(removed.rstrip("/") + "/"):
+                raise bad_request(f"Refusing to remove {what} or a folder that holds it: {target}")
 
 
 def check_path_text(path: str) -> None:
@@ -42,6 +68,8 @@ class FileScope:
 
     def __init__(self, root: str | None) -> None:
         self.root = os.path.realpath(root) if root else None
+        #: Opens paths beneath the root in one step the kernel checks (see beneath.py).
+        self.beneath = Beneath(self.root)
 
     def base(self, home: str) -> str:
         """Where relative paths start: home, unless home lies outside the root."""

@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import os
 import secrets
+import stat
 import threading
 import time
 import zipfile
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import aiofiles
 import aiohttp
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
-from daemon.files.ops import adopt_metadata, os_errors
-from daemon.files.paths import FileScope, check_path_text
+from daemon.files.beneath import READ_FLAGS, Beneath
+from daemon.files.ops import NOT_REGULAR, PSEUDO_FILE_CAP, UNCONFINED, PendingWrite
+from daemon.files.paths import check_path_text
 from daemon.tokens import digest
 
 #: Uploads are written in blocks of this size: one thread hop per MiB, not per network read.
@@ -42,52 +43,40 @@ def upload_name(filename: str | None) -> str:
     return name
 
 
-async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int) -> int:
+async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
+                      opener: Beneath = UNCONFINED) -> int:
     """Write chunks into a temp file beside `target` as they arrive, then rename it into place.
 
     Nothing is held in memory beyond one block; a failure, an oversize body or a dropped
-    connection removes the temp file and leaves any existing target as it was.
+    connection removes the temp file and leaves any existing target as it was. The same
+    PendingWrite as write_file: only a regular file is ever replaced, beneath the checked folder.
     """
-    final = os.path.realpath(target)
-    temporary = await asyncio.to_thread(_new_temporary, final)
+    try:
+        pending = await asyncio.to_thread(PendingWrite, target, opener, directory_status=409)
+    except OSError as exc:
+        raise from_os_error(exc) from None
     size = 0
     try:
-        async with aiofiles.open(temporary, "wb") as output:
-            block = bytearray()
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge(limit)
-                block += chunk
-                if len(block) >= WRITE_BLOCK:
-                    await output.write(block)
-                    block.clear()
-            await output.write(block)
-        await asyncio.to_thread(_commit, temporary, final)
+        block = bytearray()
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(limit)
+            block += chunk
+            if len(block) >= WRITE_BLOCK:
+                await asyncio.to_thread(pending.write, bytes(block))
+                block.clear()
+        await asyncio.to_thread(_finish, pending, bytes(block))
     except OSError as exc:
         raise from_os_error(exc) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(os.unlink, temporary)
+        await asyncio.to_thread(pending.close)
     return size
 
 
-def _new_temporary(final: str) -> str:
-    import tempfile
-
-    directory, name = os.path.split(final)
-    with os_errors():
-        os.makedirs(directory, exist_ok=True)
-        if os.path.isdir(final):
-            raise ApiError(409, f"A directory with this name exists: {final}")
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name[:200]}.", suffix=".upload")
-        os.close(fd)
-    return temporary
-
-
-def _commit(temporary: str, final: str) -> None:
-    adopt_metadata(temporary, final)
-    os.replace(temporary, final)
+def _finish(pending: PendingWrite, last_block: bytes) -> None:
+    pending.write(last_block)
+    pending.commit()
 
 
 # --- fetching a URL -------------------------------------------------------------------------------
@@ -126,26 +115,94 @@ def archive_name(targets: list[str]) -> str:
     return "download.zip"
 
 
-def archive_entries(targets: list[str], scope: FileScope) -> Iterator[tuple[str, str]]:
-    """(file on disk, name in the archive) for every file under the targets.
+class Member:
+    """A regular file on its way into an archive: its open descriptor, its stat, its name inside."""
 
-    Names are relative and clean: never `..`, never absolute, never a backslash. Symlinks that
-    lead outside the file root are skipped; symlinked directories are not descended into.
+    def __init__(self, fd: int, info: os.stat_result, name: str) -> None:
+        self.fd, self.info, self.name = fd, info, name
+
+
+def open_targets(targets: list[tuple[str, str]], opener: Beneath = UNCONFINED) -> list[Member]:
+    """Open every (path, as the client named it) to archive, before the reply starts: a missing one
+    is 404, a FIFO, device or socket 400 (a FIFO would block, /dev/zero would never end).
+
+    Folders come back open too (their `info` says so); every descriptor belongs to the caller.
+    """
+    opened: list[Member] = []
+    try:
+        for path, named in targets:
+            opened.append(_open_member(path, named, opener))
+    except BaseException:
+        close_members(opened)
+        raise
+    return opened
+
+
+def _open_member(path: str, named: str, opener: Beneath) -> Member:
+    try:
+        if _special(os.stat(path)):  # Refused before opening: opening some devices has effects.
+            raise bad_request(f"{NOT_REGULAR}: {named}")
+        fd = opener.open(path, READ_FLAGS)
+    except FileNotFoundError:
+        raise not_found(f"Path not found: {named}") from None
+    except OSError as exc:
+        raise from_os_error(exc) from None
+    info = os.fstat(fd)
+    if _special(info):
+        os.close(fd)
+        raise bad_request(f"{NOT_REGULAR}: {named}")
+    return Member(fd, info, _clean_name(os.path.basename(path.rstrip("/")) or "root"))
+
+
+def _special(info: os.stat_result) -> bool:
+    return not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
+
+
+def close_members(members: list[Member]) -> None:
+    for member in members:
+        with contextlib.suppress(OSError):
+            os.close(member.fd)
+
+
+def archive_entries(targets: list[Member], opener: Beneath = UNCONFINED) -> Iterator[Member]:
+    """Every regular file under the opened targets, each opened and checked on its descriptor.
+
+    Folders are walked through directory descriptors (os.fwalk), never into a symlinked folder.
+    A symlink to a file is followed through `opener`, so under `--root` only one that stays
+    beneath it is archived. FIFOs, devices and sockets inside folders are skipped. Names are
+    relative and clean: never `..`, never absolute, never a backslash.
     """
     for target in targets:
-        top = _clean_name(os.path.basename(target.rstrip("/")) or "root")
-        if not os.path.isdir(target):
-            yield target, top
+        if not stat.S_ISDIR(target.info.st_mode):
+            yield Member(os.dup(target.fd), target.info, target.name)
             continue
-        for directory, subdirectories, files in os.walk(target):
-            subdirectories[:] = sorted(name for name in subdirectories
-                                       if scope.contains(os.path.join(directory, name)))
-            relative = os.path.relpath(directory, target)
+        for relative, subdirectories, files, directory in os.fwalk(".", dir_fd=target.fd):
+            subdirectories.sort()
+            parts = [target.name, *map(_clean_name, relative.split("/")[1:])]
             for name in sorted(files):
-                path = os.path.join(directory, name)
-                if os.path.isfile(path) and scope.contains(path):
-                    parts = [] if relative == "." else relative.split(os.sep)
-                    yield path, "/".join([top, *map(_clean_name, parts), _clean_name(name)])
+                member = _open_in(directory, name, opener)
+                if member is not None:
+                    yield Member(member[0], member[1], "/".join([*parts, _clean_name(name)]))
+
+
+def _open_in(directory: int, name: str, opener: Beneath) -> tuple[int, os.stat_result] | None:
+    """A regular file in a walked folder, opened; None for anything else (skipped, not refused)."""
+    try:
+        info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            folder = os.readlink(f"/proc/self/fd/{directory}")
+            fd = opener.open(os.path.join(folder, name), READ_FLAGS)
+        elif stat.S_ISREG(info.st_mode):
+            fd = os.open(name, READ_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
+        else:
+            return None
+    except (OSError, ApiError):
+        return None  # Vanished, unreadable or leading outside the root: the rest still matters.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    return fd, info
 
 
 def _clean_name(part: str) -> str:
@@ -191,25 +248,47 @@ class ZipSink:
             asyncio.run_coroutine_threadsafe(self._send(block), self._loop).result()
 
 
-def write_zip(entries: Iterator[tuple[str, str]], sink: ZipSink) -> None:
-    """Deflate each file into the sink (runs in a worker thread)."""
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path, name in entries:
-            try:
-                info = zipfile.ZipInfo.from_file(path, name)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(path, "rb") as source, archive.open(info, "w") as destination:
-                    while block := source.read(ZIP_BLOCK):
-                        destination.write(block)
-            except (FileNotFoundError, PermissionError):
-                continue  # Vanished or unreadable mid-walk: the rest of the archive still matters.
-    sink.flush()
+#: Entries this large get zip64 headers up front: a streamed archive cannot go back to add them,
+#: and a file may grow while it is read.
+ZIP64_THRESHOLD = 2 * 1024**3
 
 
-async def stream_zip(entries: Iterator[tuple[str, str]], send: Send) -> None:
+def write_zip(entries: Iterator[Member], sink: ZipSink, targets: list[Member]) -> None:
+    """Deflate each file into the sink (runs in a worker thread, which closes every descriptor)."""
+    try:
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as archive:
+            for member in entries:
+                try:
+                    _add(archive, member)
+                except PermissionError:
+                    continue  # Unreadable mid-walk: the rest of the archive still matters.
+                finally:
+                    os.close(member.fd)
+        sink.flush()
+    finally:
+        close_members(targets)
+
+
+def _add(archive: zipfile.ZipFile, member: Member) -> None:
+    """One file, read from its descriptor: up to the size it had when opened (a growing file is
+    taken as it was), or PSEUDO_FILE_CAP for a file that reports no size (/proc, /sys)."""
+    size = member.info.st_size
+    info = zipfile.ZipInfo(member.name, max(time.localtime(member.info.st_mtime)[:6], (1980, 1, 1, 0, 0, 0)))
+    info.external_attr = (member.info.st_mode & 0xFFFF) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.file_size = size
+    left = size or PSEUDO_FILE_CAP
+    with archive.open(info, "w", force_zip64=size > ZIP64_THRESHOLD) as destination:
+        while left > 0 and (block := os.read(member.fd, min(ZIP_BLOCK, left))):
+            destination.write(block)
+            left -= len(block)
+
+
+async def stream_zip(targets: list[Member], opener: Beneath, send: Send) -> None:
+    """Zip the opened targets into `send`; the targets' descriptors are closed when it ends."""
     sink = ZipSink(send, asyncio.get_running_loop())
     try:
-        await asyncio.to_thread(write_zip, entries, sink)
+        await asyncio.to_thread(write_zip, archive_entries(targets, opener), sink, targets)
     finally:
         sink.cancelled.set()
 

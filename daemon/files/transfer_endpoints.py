@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import BodyPartReader, web
+from aiohttp.abc import AbstractStreamWriter
 from msgspec import Meta, Struct
 
 from daemon.errors import ApiError, bad_request, validation_failed
@@ -56,8 +58,31 @@ class SkillQuery(Struct, kw_only=True):
 # --- downloads --------------------------------------------------------------------------------------
 
 
-def file_response(path: str, mime: str | None = None, *, attachment: bool = False) -> web.FileResponse:
-    """sendfile with Range (206), ETag and If-None-Match (304); never sniffed, never active on this origin."""
+class OpenedFileResponse(web.FileResponse):
+    """aiohttp's FileResponse (sendfile, Range, ETag, 304) for a file we opened and checked already.
+
+    It is served through `/proc/self/fd/N` of our own descriptor: the kernel reopens that very
+    file, so what is sent is what was checked (a regular file beneath the root), whatever has
+    happened to its path since. The descriptor is closed once the response has opened its own.
+    """
+
+    def __init__(self, fd: int, **kwargs: Any) -> None:
+        super().__init__(f"/proc/self/fd/{fd}", **kwargs)
+        self._close_fd = weakref.finalize(self, os.close, fd)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        finally:
+            self._close_fd()
+
+
+def file_response(file: ops.OpenFile, path: str, mime: str | None = None, *,
+                  attachment: bool = False) -> web.FileResponse:
+    """sendfile with Range (206), ETag and If-None-Match (304); never sniffed, never active on this origin.
+
+    The response gets its own copy of the descriptor: the caller closes `file` as usual.
+    """
     mime = mime or mimetypes.guess_type(path)[0] or "application/octet-stream"
     headers = {"Content-Type": mime, "X-Content-Type-Options": "nosniff"}
     if mime.split(";")[0] in ACTIVE_TYPES:
@@ -65,7 +90,7 @@ def file_response(path: str, mime: str | None = None, *, attachment: bool = Fals
         headers["Content-Security-Policy"] = "sandbox allow-scripts allow-forms allow-popups allow-modals"
     if attachment:
         headers["Content-Disposition"] = content_disposition(os.path.basename(path))
-    return web.FileResponse(path, chunk_size=READ_BLOCK, headers=headers)
+    return OpenedFileResponse(os.dup(file.fd), chunk_size=READ_BLOCK, headers=headers)
 
 
 def content_disposition(filename: str) -> str:
@@ -87,25 +112,26 @@ async def serve_file(call: Call[NoInput, NoInput]) -> web.FileResponse:
     return await _view(call, from_home(call, "/" + call.path("path")))
 
 
-async def _view(call: Call[Any, Any], target: str) -> web.FileResponse:
-    await asyncio.to_thread(ops.require_file, target)
-    return file_response(target)
+async def _view(call: Call[Any, Any], target: str, *, attachment: bool = False) -> web.FileResponse:
+    with await asyncio.to_thread(ops.open_file, target, call.app[SCOPE].beneath) as file:
+        return file_response(file, target, attachment=attachment)
 
 
 async def archive(call: Call[NoInput, ArchiveRequest]) -> web.StreamResponse:
     if not call.body.paths:
         raise bad_request("No paths provided")
-    targets = []
-    for path in call.body.paths:
-        target = from_home(call, path)
-        if not os.path.lexists(target):
-            raise ApiError(404, f"Path not found: {path}")
-        targets.append(target)
-    name = transfer.archive_name(targets)
-    response = web.StreamResponse(headers={
-        "Content-Type": "application/zip", "Content-Disposition": content_disposition(name)})
-    await response.prepare(call.request)
-    await transfer.stream_zip(transfer.archive_entries(targets, call.app[SCOPE]), response.write)
+    named = [(from_home(call, path), path) for path in call.body.paths]
+    beneath = call.app[SCOPE].beneath
+    opened = await asyncio.to_thread(transfer.open_targets, named, beneath)
+    try:
+        name = transfer.archive_name([target for target, _ in named])
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/zip", "Content-Disposition": content_disposition(name)})
+        await response.prepare(call.request)
+    except BaseException:
+        transfer.close_members(opened)
+        raise
+    await transfer.stream_zip(opened, beneath, response.write)
     await response.write_eof()
     return response
 
@@ -143,7 +169,7 @@ async def receive_form_upload(call: Call[Any, Any], directory: str) -> dict[str,
 async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIterator[bytes]) -> dict[str, object]:
     target = os.path.join(directory, name)
     call.app[SCOPE].check(target)
-    size = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size)
+    size = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size, call.app[SCOPE].beneath)
     return {"path": target, "size": size}
 
 
@@ -165,7 +191,7 @@ def _link_url(request: web.Request, kind: LinkKind, token: str) -> dict[str, str
 
 async def create_download_link(call: Call[PathQuery, NoInput]) -> dict[str, str]:
     target = from_home(call, call.query.path)
-    await asyncio.to_thread(ops.require_file, target)
+    await asyncio.to_thread(ops.require_file, target, call.app[SCOPE].beneath)
     return _link_url(call.request, "download", call.app[LINKS].create("download", target))
 
 
@@ -179,8 +205,7 @@ async def create_upload_link(call: Call[DirectoryQuery, NoInput]) -> dict[str, s
 async def download_by_link(call: Call[NoInput, NoInput]) -> web.FileResponse:
     link = call.app[LINKS].find("download", call.path("token"))
     call.app[SCOPE].check(link.path)
-    await asyncio.to_thread(ops.require_file, link.path)
-    return file_response(link.path, attachment=True)
+    return await _view(call, link.path, attachment=True)
 
 
 async def upload_form(call: Call[NoInput, NoInput]) -> web.Response:
