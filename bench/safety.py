@@ -111,7 +111,7 @@ SMOKE = Sizes(terminals=3, keystrokes=2, requests=9, churn=3, commands=10, clien
 
 @dataclass
 class Tally:
-    """Failures of one stream of work, the first few of them quoted."""
+    """Failures of one stream of work, the first few distinct ones quoted."""
 
     what: str
     done: int = 0
@@ -120,8 +120,9 @@ class Tally:
 
     def fail(self, exc: BaseException) -> None:
         self.failed += 1
-        if len(self.quoted) < QUOTED:
-            self.quoted.append(describe(exc))
+        problem = describe(exc)
+        if len(self.quoted) < QUOTED and problem not in self.quoted:
+            self.quoted.append(problem)
 
     def note(self, report: Report) -> None:
         for problem in self.quoted:
@@ -425,6 +426,7 @@ def run(scratch: Path, smoke: bool, report: Report) -> None:
         try:
             outcome = alternate([server], measure(plan, sizes), rounds=1)[0]
             report.rows.extend(rows_of(None, outcome, report))
+            report.notes.extend(outcome.report.notes)  # the failures quoted (rows_of takes only wrong answers)
         finally:
             if problem := server.stop():
                 report.errors.append(problem)
