@@ -39,6 +39,7 @@ class PastProcess:
     status: Literal["done", "killed", "lost"]
     exit_code: int | None
     truncated: bool
+    started_at: float
     finished_at: float
 
     def summary(self) -> dict[str, object]:
@@ -68,25 +69,32 @@ def read_past_process(path: Path) -> PastProcess | None:
         status=("killed" if end.get("status") == "killed" else "done") if end is not None else "lost",
         exit_code=end.get("exit_code") if end is not None and isinstance(end.get("exit_code"), int) else None,
         truncated=bool(end.get("truncated")) if end is not None else False,
-        finished_at=float(end["ts"]) if end is not None and isinstance(end.get("ts"), int | float) else modified,
+        started_at=_timestamp(start, modified),
+        finished_at=_timestamp(end, modified),
     )
 
 
 def read_history(log_dir: Path) -> dict[str, PastProcess]:
-    """Every process whose log is in `log_dir`, oldest first (names start with the start time)."""
-    found: dict[str, PastProcess] = {}
+    """Every process whose log is in `log_dir`, in the order they started."""
+    found: list[PastProcess] = []
     try:
-        names = sorted(os.listdir(log_dir))
+        names = os.listdir(log_dir)
     except FileNotFoundError:
-        return found
+        return {}
     for name in names:
         try:
             past = read_past_process(log_dir / name)
         except OSError:
             continue  # removed meanwhile, or unreadable: not something we can show
         if past is not None:
-            found[past.id] = past
-    return found
+            found.append(past)
+    found.sort(key=lambda past: (past.started_at, past.id))
+    return {past.id: past for past in found}
+
+
+def _timestamp(record: dict[str, Any] | None, fallback: float) -> float:
+    value = record.get("ts") if record is not None else None
+    return float(value) if isinstance(value, int | float) else fallback
 
 
 def _record(line: bytes, kind: str) -> dict[str, Any] | None:
