@@ -20,6 +20,7 @@ from daemon.http import cors, docs
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
+from daemon.http.hosts import HostPolicy, host_middleware
 from daemon.http.sessions import PageSessions
 from daemon.keys import (
     ACCESS,
@@ -61,16 +62,27 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
     ]
 
 
+def api_segments(config: Config) -> frozenset[str]:
+    """The first path segments of the API (`files`, `execute`...): an unknown path under one of
+    them is a JSON 404 whoever asks; elsewhere a browser asking for HTML gets the styled page."""
+    pages = {id(endpoint) for endpoint in (*page_views.ENDPOINTS, *terminal_page.ENDPOINTS)}
+    return frozenset({"static", "mcp"} | {endpoint.path.lstrip("/").partition("/")[0]
+                                          for endpoint in declared_endpoints(config) if id(endpoint) not in pages})
+
+
 def create_app(config: Config) -> web.Application:
     access: dict[Any, Access] = {}
     sessions = PageSessions()
     guard = KeyGuard(config.api_key)
     app = web.Application(client_max_size=MAX_JSON_BODY)
-    # Order matters: preflights are answered before anything else; errors are rendered before
-    # CORS headers are added (by the response signal); auth runs last, next to the handler.
+    hosts = HostPolicy(config.allowed_hosts, config.host, config.binds_loopback)
+    # Order matters: errors wrap everything (so the Host check's refusals and preflight failures are
+    # rendered too); preflights are answered (for our hosts only) before the Host check and auth;
+    # CORS headers are added by the response signal; auth runs last, next to the handler.
     app.middlewares.extend([
-        cors.install(app, cors.CorsPolicy(config.cors_allowed_origins)),
-        error_middleware,
+        error_middleware(access, api_segments(config)),
+        cors.install(app, cors.CorsPolicy(config.cors_allowed_origins), hosts),
+        host_middleware(hosts),
         auth_middleware(access),
     ])
     app[CONFIG] = config

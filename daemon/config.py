@@ -51,6 +51,20 @@ def _parse_non_negative(convert: Callable[[str], float]) -> Callable[[str], Any]
     return parse
 
 
+def _parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {text}")
+    return value
+
+
+def _parse_positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be positive, got {text}")
+    return value
+
+
 def _parse_origins(text: str) -> tuple[str, ...]:
     return tuple(origin.strip() for origin in text.split(",") if origin.strip()) or ("*",)
 
@@ -87,6 +101,15 @@ class Config:
     api_key: str = ""
     api_key_generated: bool = False
     cors_allowed_origins: tuple[str, ...] = ("*",)
+    #: Host names the server answers (DNS-rebinding defence); empty: loopback names when bound to
+    #: loopback, any host otherwise. `*` allows any. IP literals and localhost are always allowed.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Connections open at once; past it the oldest idle one (or the new one) is closed.
+    max_connections: int = 512
+    #: Seconds a request line and headers may take to arrive, from their first byte.
+    header_timeout: float = 15.0
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout: float = 75.0
     state_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "opentermd")
     log_dir: Path | None = None
     execute_timeout: float | None = None
@@ -162,6 +185,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cwd", Path, env="OPEN_TERMINAL_CWD"),
     Setting("api_key", str),
     Setting("cors_allowed_origins", _parse_origins),
+    Setting("allowed_hosts", _parse_list),
+    Setting("max_connections", _parse_positive_int),
+    Setting("header_timeout", _parse_positive_float),
+    Setting("keepalive_timeout", _parse_positive_float),
     Setting("state_dir", Path, env="OPEN_TERMINAL_STATE_DIR"),
     Setting("log_dir", Path),
     Setting("execute_timeout", _parse_optional_float),

@@ -1,4 +1,4 @@
-"""The one error type the API raises; rendered into JSON in exactly one place (http.middleware)."""
+"""The one error type the API raises; rendered in exactly one place (http.errors): JSON, or a page."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ _ERRNO_STATUS = {
     errno.EFBIG: 413,
     errno.ENOSPC: 507,
     errno.EDQUOT: 507,
+    # The kernel refuses the read itself (/proc/<pid>/mem, a failing disk): the file is unreadable.
+    errno.EIO: 403,
+    # Out of descriptors is the server's state, not the request's fault: try again later.
+    errno.EMFILE: 503,
+    errno.ENFILE: 503,
 }
 
 

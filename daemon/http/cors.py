@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from daemon.http.hosts import HostPolicy
+
 ALLOWED_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, QUERY"
 PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, " \
     "Access-Control-Request-Private-Network"
@@ -66,17 +68,22 @@ def is_preflight(request: web.Request) -> bool:
     )
 
 
-def install(app: web.Application, policy: CorsPolicy) -> Any:
-    """Hook the response signal; return the middleware that answers preflights."""
+def install(app: web.Application, policy: CorsPolicy, hosts: HostPolicy) -> Any:
+    """Hook the response signal; return the middleware that answers preflights.
+
+    A request for a host that is not ours gets no CORS headers and no preflight answer: it goes on
+    to the Host check, which refuses it.
+    """
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        policy.decorate(request, response)
+        if hosts.allows(request.headers.get("Host")):
+            policy.decorate(request, response)
 
     app.on_response_prepare.append(on_prepare)
 
     @web.middleware
     async def answer_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_preflight(request):
+        if is_preflight(request) and hosts.allows(request.headers.get("Host")):
             return policy.preflight(request)
         return await handler(request)
 

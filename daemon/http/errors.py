@@ -1,39 +1,107 @@
-"""The one place errors become responses: JSON `{"detail": ...}` with the right status."""
+"""The one place errors become responses.
+
+API routes answer JSON `{"detail": ...}` with the right status (the terminal endpoints `{"error": ...}`);
+page routes (`Access.PAGE`), and unknown paths outside the API that a browser asked for as HTML,
+get the styled error page. Handlers raise; nothing else catches an ApiError to render it.
+"""
 
 from __future__ import annotations
 
+import codecs
 import logging
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
-from daemon.errors import ApiError
-from daemon.http.endpoints import json_response
+from daemon.errors import ApiError, from_os_error
+from daemon.http.endpoints import Access, json_response
+from daemon.pages.layout import error_page
 
 log = logging.getLogger(__name__)
 
+#: The client went away: nothing can be sent, and nothing is wrong with the server.
+CLIENT_GONE = (ConnectionResetError, BrokenPipeError)
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return json_response(exc.body(), status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+
+def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]) -> Any:
+    """`access` says which routes are pages; `api_segments` are the first path segments of the
+    API (`files`, `execute`, ...), whose unknown paths stay JSON 404s whoever asks."""
+
+    def wants_page(request: web.Request) -> bool:
+        match = request.match_info
+        if match.http_exception is None:
+            return access.get(match.route) is Access.PAGE
+        first = request.path.lstrip("/").partition("/")[0]
+        return (request.method in ("GET", "HEAD") and first not in api_segments
+                and "text/html" in request.headers.get("Accept", ""))
+
+    def respond(request: web.Request, status: int, body: dict[str, Any]) -> web.Response:
+        if wants_page(request):
+            return error_page(request, status, next(iter(body.values())))
+        return json_response(body, status=status)
+
+    @web.middleware
+    async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return respond(request, exc.status, exc.body())
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = respond(request, exc.status, {"detail": _HTTP_DETAILS.get(exc.status, exc.reason)})
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except RequestPayloadError as exc:
+            return _undecodable_body(request, exc)
+        except (*CLIENT_GONE, TimeoutError) as exc:
+            # The client went away or stalled mid-request: nothing useful can be sent back.
+            log.debug("%s %s: %r", request.method, request.path, exc)
             raise
-        detail = _HTTP_DETAILS.get(exc.status, exc.reason)
-        response = json_response({"detail": detail}, status=exc.status)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except (ConnectionResetError, TimeoutError) as exc:
-        # The client went away or stalled mid-request; nothing useful can be sent back.
-        log.debug("%s %s: %s", request.method, request.path, exc)
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return json_response({"detail": "Internal Server Error"}, status=500)
+        except OSError as exc:
+            # A file-system failure a handler did not expect still has a meaning for the client.
+            error = from_os_error(exc)
+            return respond(request, error.status, error.body())
+        except Exception as exc:
+            if _is_request_decoding_error(request, exc):
+                return respond(request, 400, {"detail": f"Cannot decode the request: {exc}"})
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return respond(request, 500, {"detail": "Internal Server Error"})
+
+    return render_errors
+
+
+def _undecodable_body(request: web.Request, exc: RequestPayloadError) -> web.Response:
+    """A body that cannot be decoded (`Content-Encoding: gzip` over plain bytes): 400.
+
+    The parser gave up on the body midway, so where the next request starts is unknown: the answer
+    closes the connection (saying so, so that a client opens a new one instead of reusing it), and
+    the body is marked finished so that aiohttp does not read the failed stream again.
+    """
+    request.content.feed_eof()
+    encoding = request.headers.get("Content-Encoding")
+    detail = f"Cannot decode the request body as Content-Encoding {encoding!r}" if encoding \
+        else "The request body is incomplete or malformed"
+    log.debug("%s %s: %s", request.method, request.path, exc)
+    response = json_response({"detail": detail}, status=400)
+    response.force_close()
+    return response
+
+
+def _is_request_decoding_error(request: web.Request, exc: Exception) -> bool:
+    """A form in an unknown charset (LookupError) or bytes that are not in its charset."""
+    if isinstance(exc, UnicodeDecodeError):
+        return request.body_exists
+    if isinstance(exc, LookupError) and request.charset:
+        try:
+            codecs.lookup(request.charset)
+        except LookupError:
+            return True
+    return False
 
 
 _HTTP_DETAILS = {

@@ -71,14 +71,11 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
 
 
 def _text(target: str, size: int) -> str | None:
+    """The file as the editor gets it: read by the API's own function, newlines untouched."""
     if size > MAX_PAGE_TEXT:
         return None
-    with open(target, "rb") as source:
-        data = source.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    text = ops.read_text(target, ops.LineRange(), normalize=False)
+    return None if text is None else text[0]
 
 
 async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:

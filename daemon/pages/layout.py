@@ -34,6 +34,15 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
     return response
 
 
+def error_page(request: web.Request, status: int, detail: Any) -> web.Response:
+    """The styled error page; under /browse, for a signed-in visitor, with the breadcrumbs of the
+    path asked for (a refused one learns nothing about the disk)."""
+    context: dict[str, Any] = {"status": status, "detail": detail}
+    if request.path.startswith("/browse/") and request.get(SESSION_KEY) is not None:
+        context["crumbs"] = breadcrumbs(request.match_info.get("path") or request.path[len("/browse"):])
+    return render(request, "error.html", context, status=status)
+
+
 def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, **PAGE_HEADERS})
 

@@ -107,14 +107,11 @@ async def browse(call: Call[BrowseQuery, NoInput]) -> web.StreamResponse:
     raw = call.path("path")
     if not raw:
         return redirect(browse_url(scope.base(home)))
-    try:
-        target = scope.target("/" + raw.lstrip("/"), scope.base(home))
-        if os.path.isdir(target):
-            return await _directory_page(call, target)
-        return await files_view.file_page(call, target)
-    except ApiError as exc:
-        return render(call.request, "error.html", {"status": exc.status, "detail": exc.detail,
-                                                   "crumbs": breadcrumbs("/" + raw.lstrip("/"))}, status=exc.status)
+    # Errors (404, 403...) are rendered as the styled page by http.errors, like every page's.
+    target = scope.target("/" + raw.lstrip("/"), scope.base(home))
+    if os.path.isdir(target):
+        return await _directory_page(call, target)
+    return await files_view.file_page(call, target)
 
 
 async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.Response:

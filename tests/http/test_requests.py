@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+import aiohttp
 import pytest
 from msgspec import Struct
 from multidict import MultiDict
 
 from daemon.errors import ApiError
 from daemon.http.endpoints import parse_query
-from tests.conftest import Api
+from tests.conftest import AUTH, Api
 
 
 class Example(Struct, kw_only=True):
@@ -82,3 +85,32 @@ async def test_unknown_body_keys_are_ignored(api: Api) -> None:
 async def test_unknown_paths_and_methods_are_json(api: Api) -> None:
     assert await api.json("GET", "/nowhere", status=404) == {"detail": "Not Found"}
     assert await api.json("PUT", "/execute", status=405) == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_in_its_content_encoding_is_400_and_the_client_can_go_on(
+        api: Api, encoding: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's 500: `Content-Encoding: gzip` over a plain body. One connection for both requests."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        headers = {**AUTH, "Content-Type": "application/json", "Content-Encoding": encoding}
+        async with session.post(api.client.make_url("/execute"), data=b'{"command": "echo hi"}',
+                                headers=headers) as response:
+            assert response.status == 400
+            assert await response.json() == {
+                "detail": f"Cannot decode the request body as Content-Encoding {encoding!r}"}
+            assert response.headers["Connection"] == "close", "the client must not reuse this connection"
+        async with session.get(api.client.make_url("/health")) as response:
+            assert response.status == 200 and await response.json() == {"status": "ok"}
+    await api.json("GET", "/execute")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"key=abc"),
+    ("application/x-www-form-urlencoded; charset=utf-8", b"key=\xff\xfe"),
+])
+async def test_a_form_in_a_bad_charset_is_400(api: Api, content_type: str, body: bytes) -> None:
+    origin = str(api.client.make_url("/")).rstrip("/")
+    reply = await api.json("POST", "/login", status=400, auth=False, data=body,
+                           headers={"Content-Type": content_type, "Origin": origin})
+    assert reply["detail"].startswith("Cannot decode the request: ")

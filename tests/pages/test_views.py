@@ -719,3 +719,26 @@ async def test_a_cookie_from_elsewhere_sees_no_page(browser: Browser, home: Path
                                   headers={"Sec-Fetch-Site": "same-site", "Cookie": f"{COOKIE}={cookie}"}) as response:
         assert response.status == 403
         assert str(home) not in await response.text()
+
+
+# --- errors are rendered in one place (http.errors): the styled page for pages, JSON for the API ---------
+
+
+async def test_an_unreadable_file_is_a_styled_403_page_not_a_500(browser: Browser) -> None:
+    """/proc/1/mem opens (we are root) but its first read fails with EIO."""
+    page = Document(await browser.page("/browse/proc/1/mem", status=403))
+    assert page.one("h1").text == "403"
+    assert page.one(testid="error-detail").text
+
+
+async def test_an_unknown_page_path_is_the_styled_404_but_the_api_stays_json(browser: Browser) -> None:
+    html_accept = {"Accept": "text/html,application/xhtml+xml"}
+    async with browser.client.get("/no/such/page", headers=html_accept) as response:
+        assert response.status == 404 and response.content_type == "text/html"
+        assert_page_headers(response.headers)
+        assert Document(await response.text()).one("h1").text == "404"
+    for path in ("/files/nope", "/execute/x/y/z", "/api/nope", "/no/such/page"):
+        headers = html_accept if path.startswith(("/files", "/execute", "/api")) else {}
+        async with browser.client.get(path, headers=headers) as response:
+            assert response.status == 404
+            assert await response.read() == b'{"detail":"Not Found"}'
