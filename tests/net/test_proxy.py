@@ -427,8 +427,10 @@ async def test_a_foreign_server_on_the_same_port_is_never_reached(api: Api, tmp_
         async with api.request("GET", f"/proxy/{port}/who.txt") as response:
             assert (response.status, await response.text()) == (200, "child")
         await api.json("DELETE", f"/execute/{child['id']}?force=true")
+
         async def gone() -> bool:
-            return (await api.json("GET", f"/execute/{child['id']}/status"))["status"] != "running"
+            status: str = (await api.json("GET", f"/execute/{child['id']}/status"))["status"]
+            return status != "running"
 
         await eventually(gone)
         # Only the foreign server listens on P now: it is not ours, so the proxy does not know the port.
