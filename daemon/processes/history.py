@@ -20,8 +20,8 @@ from daemon.owner import Owner
 
 #: `<YYYYmmdd-HHMMSS>-<6 hex>.jsonl`: the names the table gives; anything else in the folder is not ours.
 LOG_NAME = re.compile(r"^(\d{8}-\d{6}-[0-9a-f]{6})\.jsonl$")
-#: Enough for a start record with a long command; a longer one is read as having none.
-FIRST_RECORD_LIMIT = 1024 * 1024
+#: Past the largest start record a request can cause (its command comes in a JSON body).
+FIRST_RECORD_LIMIT = 64 * 1024 * 1024
 #: The end record is small; a tail this long always holds it whole.
 LAST_RECORD_LIMIT = 64 * 1024
 
@@ -49,7 +49,8 @@ class PastProcess:
 
 
 def read_past_process(path: Path) -> PastProcess | None:
-    """The process a log describes, or None when the file is not one of our logs."""
+    """The process a log describes, or None when the file is not one of our logs (without a start
+    record, nobody could be told its owner)."""
     match = LOG_NAME.match(path.name)
     if match is None:
         return None
@@ -59,7 +60,9 @@ def read_past_process(path: Path) -> PastProcess | None:
         file.seek(max(size - LAST_RECORD_LIMIT, 0))
         tail = file.read()
         modified = os.fstat(file.fileno()).st_mtime
-    start = _record(first, "start") or {}
+    start = _record(first, "start")
+    if start is None:
+        return None
     end = _record(tail.rstrip(b"\n").rpartition(b"\n")[2], "end")
     # Logs written before owners were recorded belong to the default owner.
     owner = Owner(str(start.get("user_id") or ""), str(start.get("session_id") or ""))

@@ -59,6 +59,8 @@ async def test_logs_from_before_owners_were_recorded_belong_to_the_default_owner
         + '{"type":"output","data":"built\\r\\n","ts":2.0}\n'
         + json.dumps({"type": "end", "exit_code": 0, "log_rotated": False, "truncated": False, "ts": 3.0}) + "\n")
     (config.process_log_dir / "notes.txt").write_text("not a log")
+    # Died before its first write: without a start record nobody can be told its owner.
+    (config.process_log_dir / "20261101-120001-000000.jsonl").write_text('{"type":"output","data":"x","ts":1}\n')
     api = await _serve(aiohttp_client, config)
     assert await api.json("GET", "/execute") == [
         {"id": "20261101-120000-abcdef", "command": "make", "status": "done", "exit_code": 0, "log_path": str(old)}]
