@@ -78,6 +78,8 @@ MAX_STALL_MS = 100.0
 MAX_PAIR_MS = 20.0
 FD_LIMIT = 256
 SETTLE_POLL = 0.1
+#: Seconds the warm-up's connection gets to close before the "before" figures.
+WARM_SETTLE = 2.0
 #: Seconds one request may take here (shorter than the harness's: a stuck daemon must not stall the bench).
 REQUEST_TIMEOUT = 15.0
 #: A stream of work stops after this many failures in a row; what it did not run counts as failed.
@@ -150,18 +152,23 @@ async def settled_fds(pid: int, baseline: int, settle: float) -> int:
     return count
 
 
-def longest_stall_ms(server: Server) -> float:
+def longest_stall_ms(server: Server, figure: str = "longest_stall_ms") -> float:
+    """A figure of the daemon's event-loop watchdog (`daemon/watchdog.py`), in ms."""
     path = server.state_dir / STALL_FILE
     try:
-        stall: float = json.loads(path.read_text())["longest_stall_ms"]
+        stall: float = json.loads(path.read_text())[figure]
     except (OSError, ValueError, KeyError) as exc:
         raise BenchError(f"no event-loop stall figure in {path} ({describe(exc)}): a daemon without "
                          "OPEN_TERMINAL_LOOP_WATCHDOG?") from None
     return stall
 
 
-def stall_sample(server: Server, workload: str) -> Sample:
-    return Sample(f"{workload}: longest event-loop stall", longest_stall_ms(server), "ms", "lower", MAX_STALL_MS)
+def stall_samples(server: Server, workload: str) -> list[Sample]:
+    """The longest stall, and the longest the loop computed between two ticks (its own code's share:
+    a stall far longer than that was the process waiting for a CPU or the GIL)."""
+    return [Sample(f"{workload}: longest event-loop stall", longest_stall_ms(server), "ms", "lower", MAX_STALL_MS),
+            Sample(f"{workload}: longest loop busy (CPU between ticks)", longest_stall_ms(server, "longest_busy_ms"),
+                   "ms")]
 
 
 def raise_own_fd_limit() -> None:
@@ -280,23 +287,26 @@ async def streams(tally: Tally, total: int, clients: int, budget: float,
 async def load(server: Server, sizes: Sizes, report: Report) -> list[Sample]:
     raise_own_fd_limit()
     pid = server.serving_pid()
-    async with open_session(server.key, limit=0) as session:
+    fresh = open_fds(pid)
+    async with open_session(server.key) as session:  # warm-up: one of each request
+        for index in range(3):
+            await Client(session, server).mixed(index)
+    # Before and after are taken with the client's connections closed: idle keep-alive sockets are
+    # the client's choice, not something the server kept.
+    fds_before, rss_before = await settled_fds(pid, fresh, WARM_SETTLE), rss_mb(pid)
+    async with open_session(server.key, limit=0) as session, contextlib.AsyncExitStack() as stack:
         client = Client(session, server)
-        for index in range(3):  # warm-up: one of each request
-            await client.mixed(index)
-        fds_before, rss_before = open_fds(pid), rss_mb(pid)
-        async with contextlib.AsyncExitStack() as stack:
-            # Every terminal attached (or failed) first; then the keys and the requests, all at once.
-            shells = await asyncio.wait_for(asyncio.gather(
-                *(client.open_terminal(stack) for _ in range(sizes.terminals)), return_exceptions=True), sizes.budget)
-            typing = [client.type_and_end(shell, sizes.keystrokes) for shell in shells
-                      if not isinstance(shell, BaseException)]
-            requests = [client.mixed(index) for index in range(sizes.requests)]
-            results = [*(shell for shell in shells if isinstance(shell, BaseException)),
-                       *await asyncio.wait_for(asyncio.gather(*typing, *requests, return_exceptions=True),
-                                               sizes.budget)]
-        rss_after = rss_mb(pid)
-        fds_after = await settled_fds(pid, fds_before, sizes.settle)
+        # Every terminal attached (or failed) first; then the keys and the requests, all at once.
+        shells = await asyncio.wait_for(asyncio.gather(
+            *(client.open_terminal(stack) for _ in range(sizes.terminals)), return_exceptions=True), sizes.budget)
+        fds_attached, stall_attached = open_fds(pid), longest_stall_ms(server)
+        typing = [client.type_and_end(shell, sizes.keystrokes) for shell in shells
+                  if not isinstance(shell, BaseException)]
+        requests = [client.mixed(index) for index in range(sizes.requests)]
+        results = [*(shell for shell in shells if isinstance(shell, BaseException)),
+                   *await asyncio.wait_for(asyncio.gather(*typing, *requests, return_exceptions=True), sizes.budget)]
+    fds_after = await settled_fds(pid, fds_before, sizes.settle)
+    rss_after = rss_mb(pid)
     tally = Tally("load")
     for result in results:
         if isinstance(result, BaseException):
@@ -308,8 +318,10 @@ async def load(server: Server, sizes: Sizes, report: Report) -> list[Sample]:
         Sample("load: server RSS before", rss_before, "MB"),
         Sample("load: server RSS after", rss_after, "MB"),
         Sample("load: server fds before", fds_before, digits=0),
-        Sample("load: server fds after (terminals closed)", fds_after, digits=0),
-        stall_sample(server, "load"),
+        Sample(f"load: server fds, {sizes.terminals} terminals attached", fds_attached, digits=0),
+        Sample(f"load: server fds after (all closed, within {sizes.settle:g} s)", fds_after, digits=0),
+        Sample("load: longest stall by the time all are attached", stall_attached, "ms"),
+        *stall_samples(server, "load"),
     ]
 
 
@@ -345,7 +357,7 @@ async def churn(server: Server, sizes: Sizes, report: Report) -> list[Sample]:
         Sample("churn: process + terminal pair p50", statistics.median(pairs), "ms", "lower", MAX_PAIR_MS,
                digits=2),
         Sample("churn: failed cycles", tally.failed, "", "lower", 0, digits=0, target="0"),
-        stall_sample(server, "churn"),
+        *stall_samples(server, "churn"),
     ]
 
 
@@ -374,7 +386,7 @@ async def fd_limit(server: Server, sizes: Sizes, report: Report) -> list[Sample]
                digits=0, target="0"),
         Sample(f"{prefix}: server fds after (within {sizes.settle:g} s)", after, "", "lower", baseline, digits=0,
                target=f"<= {baseline} (baseline)"),
-        stall_sample(server, prefix),
+        *stall_samples(server, prefix),
     ]
 
 

@@ -4,11 +4,15 @@ A task sleeps `interval` seconds again and again; each time it wakes it notes ho
 it woke. Whatever held the loop (a blocking call, a long callback, a collector pause) shows up as that
 lateness, so the longest one bounds how long any request waited for the loop.
 
+Beside it, the most CPU time the loop's thread used between two ticks: what the daemon's own code
+held the loop for (a long callback, or many ready at once), whatever the machine's other load. A stall
+far longer than that was the process waiting for a CPU (a busy machine) or for the GIL (a worker thread).
+
 It is off by default (`OPEN_TERMINAL_LOOP_WATCHDOG`): fifty wake-ups a second cost about 4.5 ms of CPU
 per second on an idle daemon (measured on the bench machine), which an idle daemon should not spend.
-The figure is written to `<state>/loop-stall.json` whenever it grows (rare: a maximum only grows so
-often) and logged at shutdown, so a benchmark reads it without any endpoint (`/openapi.json` stays the
-reference's).
+The figures go to `<state>/loop-stall.json` whenever one of them grows (rare: a maximum only grows so
+often) and to the log at shutdown, so a benchmark reads them without any endpoint
+(`/openapi.json` stays the reference's).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,8 @@ class LoopWatchdog:
         self.report_path = report_path
         self.interval = interval
         self.longest = 0.0
+        #: The most CPU seconds the loop's thread used between two ticks.
+        self.busiest = 0.0
         self.ticks = 0
 
     async def watch(self) -> None:
@@ -45,17 +52,19 @@ class LoopWatchdog:
         self.write()  # a file left by an earlier run never speaks for this one
         while True:
             due = loop.time() + self.interval
+            cpu = time.thread_time()
             await asyncio.sleep(self.interval)
             self.ticks += 1
-            late = loop.time() - due
-            if late > self.longest:
-                self.longest = late
-                if late >= WARN_STALL:
-                    log.warning("the event loop stalled for %.1f ms", late * 1000)
+            late, busy = loop.time() - due, time.thread_time() - cpu
+            if late > self.longest or busy > self.busiest:
+                if late > self.longest and late >= WARN_STALL:
+                    log.warning("the event loop stalled for %.1f ms (%.1f ms of it on CPU)", late * 1000, busy * 1000)
+                self.longest, self.busiest = max(late, self.longest), max(busy, self.busiest)
                 self.write()
 
     def summary(self) -> dict[str, Any]:
-        return {"longest_stall_ms": round(self.longest * 1000, 2), "ticks": self.ticks,
+        return {"longest_stall_ms": round(self.longest * 1000, 2),
+                "longest_busy_ms": round(self.busiest * 1000, 2), "ticks": self.ticks,
                 "interval_ms": round(self.interval * 1000, 2)}
 
     def write(self) -> None:
@@ -83,7 +92,7 @@ def cleanup_context(report_path: Path, interval: float = INTERVAL) -> Callable[[
         with contextlib.suppress(asyncio.CancelledError):
             await task
         watchdog.write()
-        log.info("longest event-loop stall: %.1f ms (%d ticks of %.0f ms)", watchdog.longest * 1000,
-                 watchdog.ticks, watchdog.interval * 1000)
+        log.info("longest event-loop stall: %.1f ms (longest busy: %.1f ms; %d ticks of %.0f ms)",
+                 watchdog.longest * 1000, watchdog.busiest * 1000, watchdog.ticks, watchdog.interval * 1000)
 
     return lifetime

@@ -52,6 +52,33 @@ async def test_a_blocking_callback_is_reported_as_a_stall_at_least_that_long(tmp
     assert reported(report)["interval_ms"] == INTERVAL * 1000
 
 
+def burn_cpu(seconds: float) -> float:
+    """Hold the loop by computing (a long callback) for `seconds` of this thread's CPU time; returns it."""
+    started = time.thread_time()
+    while time.thread_time() - started < seconds:
+        pass
+    return time.thread_time() - started
+
+
+async def test_a_computing_callback_is_reported_as_busy_for_at_least_its_cpu_time(tmp_path: Path) -> None:
+    """A stall of waiting (for a CPU, the GIL) and one of computing look alike in lateness; the busy
+    figure counts only the loop thread's own CPU time, so a busy machine cannot inflate it."""
+    watchdog = LoopWatchdog(tmp_path / STALL_FILE, interval=INTERVAL)
+    task = asyncio.create_task(watchdog.watch())
+    try:
+        await eventually(lambda: watchdog.ticks >= 3)
+        burnt = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(lambda: burnt.set_result(burn_cpu(BLOCK)))
+        used = await burnt
+        ticks = watchdog.ticks
+        await eventually(lambda: watchdog.ticks > ticks)
+    finally:
+        task.cancel()
+    # The burn lies wholly between two ticks, and so does its CPU time.
+    assert watchdog.busiest >= used >= BLOCK
+    assert reported(tmp_path / STALL_FILE)["longest_busy_ms"] >= round(used * 1000, 2) - 0.01
+
+
 async def test_a_new_watchdog_overwrites_the_report_of_an_earlier_run(tmp_path: Path) -> None:
     report = tmp_path / STALL_FILE
     report.write_text(json.dumps({"longest_stall_ms": 9999.0, "ticks": 5, "interval_ms": 20.0}))
