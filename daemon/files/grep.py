@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from daemon.errors import not_found
-from daemon.files.mounts import Excluded
+from daemon.files.mounts import RG_CWD, Excluded
 from daemon.files.paths import FileScope
 from daemon.files.patterns import Regex, glob_matcher, user_regex
 from daemon.files.scanning import Budget, SearchStopped, read_regular
@@ -219,7 +219,7 @@ def grep_with_rg(rg: str, directory: str, hits: Hits, scope: FileScope, budget: 
     job = hits.job
     try:
         with _symlinks_under(directory, excluded, budget) as symlinks:
-            if not _read_rg(_rg_command(rg, job, [directory], excluded.rg_globs(directory)), hits, budget):
+            if not _read_rg(_rg_command(rg, job, [directory], excluded.rg_globs()), hits, budget):
                 return False
             linked = [] if hits.full else _linked_files(symlinks(), job, scope)
         for start in range(0, len(linked), RG_BATCH):
@@ -263,7 +263,7 @@ def _read_rg(command: list[str], hits: Hits, budget: Budget) -> bool:
     the search, ripgrep is killed (its output ends) and SearchStopped is raised here.
     """
     try:
-        process = budget.spawn(command)
+        process = budget.spawn(command, cwd=RG_CWD)
     except (OSError, ValueError):  # gone since looked up, or an argument no command line can carry
         return False
     with process:

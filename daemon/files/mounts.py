@@ -18,6 +18,8 @@ PSEUDO_TYPES = frozenset({
 })
 PSEUDO_NAMES = ("/proc", "/sys", "/dev")
 MOUNTINFO = "/proc/self/mountinfo"
+#: Where ripgrep runs, so the absolute globs of `Excluded.rg_globs` are anchored right.
+RG_CWD = "/"
 
 
 def pseudo_mounts(mountinfo: str = MOUNTINFO) -> list[str]:
@@ -77,12 +79,15 @@ class Excluded:
     def skips(self, path: str) -> bool:
         return path in self.paths
 
-    def rg_globs(self, top: str) -> list[str]:
-        """ripgrep arguments excluding the pseudo mounts below `top`, as globs anchored at `top`."""
-        prefix = os.path.normpath(top).rstrip("/") + "/"
+    def rg_globs(self) -> list[str]:
+        """ripgrep arguments excluding the pseudo mounts below the top folder.
+
+        ripgrep anchors a glob's leading `/` at its working directory, not at the searched folder:
+        these are absolute paths, for a ripgrep started in `/` (see RG_CWD).
+        """
         globs: list[str] = []
         for path in sorted(self.paths):
-            globs += ["--glob", "!/" + _glob_escape(path[len(prefix):])]
+            globs += ["--glob", "!" + _glob_escape(path)]
         return globs
 
     def find_prunes(self) -> list[str]:

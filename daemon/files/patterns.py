@@ -21,7 +21,7 @@ import re2
 from daemon.errors import bad_request
 
 #: Longer patterns are refused: a pattern is typed by hand, and RE2's compile time and memory grow with it.
-MAX_PATTERN_LENGTH = 8192
+MAX_PATTERN_LENGTH = 4096
 #: RE2's memory budget for one compiled pattern; a pattern needing more is refused (400).
 MAX_PATTERN_MEMORY = 32 * 1024 * 1024
 

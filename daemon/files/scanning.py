@@ -66,13 +66,13 @@ class Budget:
         for child in children:
             _kill(child)
 
-    def spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, command: list[str], cwd: str | None = None) -> subprocess.Popen[bytes]:
         """Start `command` with its output piped, killed when the search stops or the daemon dies.
 
         The caller reaps it with `release`.
         """
         self.check()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=system_environment(),
                                    preexec_fn=_die_with_parent(os.getpid()))
         with self._lock:

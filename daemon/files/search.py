@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from daemon.errors import bad_request, not_found
-from daemon.files.mounts import Excluded
+from daemon.files.mounts import RG_CWD, Excluded
 from daemon.files.paths import FileScope
 from daemon.files.patterns import glob_matcher
 from daemon.files.scanning import Budget, SearchStopped, open_regular, read_regular
@@ -370,10 +370,10 @@ def _match_result(root: str, candidate: Candidate, reader: ContentReader) -> Jso
 def rg_files_with_matches(rg: str, needle: str, root: str, show_hidden: bool, budget: Budget) -> set[str] | None:
     """The files ripgrep finds `needle` in, honouring ignore files; None if it could not search."""
     command = [rg, "--no-config", "--files-with-matches", "--null", "--no-messages", "--fixed-strings",
-               "--ignore-case", *(["--hidden"] if show_hidden else []), *Excluded(root).rg_globs(root),
+               "--ignore-case", *(["--hidden"] if show_hidden else []), *Excluded(root).rg_globs(),
                "--", needle, root]
     try:
-        process = budget.spawn(command)
+        process = budget.spawn(command, cwd=RG_CWD)
     except (OSError, ValueError, SearchStopped):  # gone since looked up, or a query no command line can carry
         return None
     with process:

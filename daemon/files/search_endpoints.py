@@ -1,7 +1,9 @@
 """Thin declarations for the searches: /files/grep, /files/matches, /files/search, /files/glob.
 
 Each validates its query, resolves the path against the chat's cwd (confined to `--root`), and runs
-the search in a worker thread.
+the search in a worker thread with a Budget: the search stops (and ripgrep is killed) when the client
+disconnects or after `search_timeout` seconds. grep and glob then answer what they found, marked
+truncated; search and matches, whose answers have no such mark, answer 504.
 """
 
 from __future__ import annotations
@@ -10,15 +12,23 @@ import asyncio
 import functools
 import os
 import shutil
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+from aiohttp import web
 from msgspec import Meta, Struct
 
+from daemon.errors import ApiError
 from daemon.files import grep, search
 from daemon.files.locate import from_cwd
+from daemon.files.scanning import Budget, SearchStopped
 from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint
 from daemon.http.inputs import NoInput
-from daemon.keys import SCOPE
+from daemon.keys import CONFIG, SCOPE
+
+T = TypeVar("T")
+#: How often a running search looks whether its client is still there (aiohttp does not cancel handlers).
+DISCONNECT_POLL = 0.05
 
 DIRECTORY_NOT_FOUND = {404: "Search directory not found."}
 SEARCH_DIRECTORY = "Directory to search within."
@@ -81,13 +91,45 @@ def _which_rg(search_path: str) -> str | None:
     return shutil.which("rg", path=search_path)
 
 
+# --- running a search -----------------------------------------------------------------------------
+
+
+async def bounded(request: web.Request, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work(*args, budget=..., **kwargs)` in a worker thread, stopped when the client goes away or
+    the search timeout passes; returns only once the worker is done, so searches never pile up."""
+    timeout = request.app[CONFIG].search_timeout
+    budget = Budget(timeout)
+    task = asyncio.ensure_future(asyncio.to_thread(work, *args, budget=budget, **kwargs))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if _client_gone(request):
+                budget.stop(expired=False)
+            elif budget.expired:
+                budget.stop(expired=True)
+    finally:
+        budget.stop(expired=False)  # ends the worker's children also when this handler is cancelled
+    try:
+        return task.result()
+    except SearchStopped as stopped:
+        if stopped.expired:
+            raise ApiError(504, f"Search did not finish within {timeout:g} s (OPEN_TERMINAL_SEARCH_TIMEOUT); "
+                                "narrow the path or the query") from None
+        raise ApiError(499, "Search cancelled: the client closed the connection") from None
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 # --- handlers -------------------------------------------------------------------------------------
 
 
 async def grep_search(call: Call[GrepQuery, NoInput]) -> dict[str, Any]:
     query = call.query
-    return await asyncio.to_thread(
-        grep.grep, from_cwd(call, query.path), query.query, regex=query.regex,
+    return await bounded(
+        call.request, grep.grep, from_cwd(call, query.path), query.query, regex=query.regex,
         case_insensitive=query.case_insensitive, include=query.include, match_per_line=query.match_per_line,
         max_results=query.max_results, scope=call.app[SCOPE], rg=ripgrep(),
     )
@@ -95,25 +137,25 @@ async def grep_search(call: Call[GrepQuery, NoInput]) -> dict[str, Any]:
 
 async def match_files(call: Call[MatchQuery, NoInput]) -> dict[str, Any]:
     query = call.query
-    return await asyncio.to_thread(
-        search.matches, from_cwd(call, query.path), query.query, show_hidden=query.show_hidden,
+    return await bounded(
+        call.request, search.matches, from_cwd(call, query.path), query.query, show_hidden=query.show_hidden,
         offset=query.offset, limit=query.limit, scope=call.app[SCOPE], rg=ripgrep(),
     )
 
 
 async def search_files(call: Call[SearchQuery, NoInput]) -> dict[str, Any]:
     query = call.query
-    return await asyncio.to_thread(
-        search.search, from_cwd(call, query.path), query.query, limit=query.limit, kind=query.type,
+    return await bounded(
+        call.request, search.search, from_cwd(call, query.path), query.query, limit=query.limit, kind=query.type,
         show_hidden=query.show_hidden, scope=call.app[SCOPE],
     )
 
 
 async def glob_search(call: Call[GlobQuery, NoInput]) -> dict[str, Any]:
     query = call.query
-    return await asyncio.to_thread(
-        search.glob, from_cwd(call, query.path), query.pattern, exclude=query.exclude, kind=query.type,
-        max_results=query.max_results, scope=call.app[SCOPE],
+    return await bounded(
+        call.request, search.glob, from_cwd(call, query.path), query.pattern, exclude=query.exclude,
+        kind=query.type, max_results=query.max_results, scope=call.app[SCOPE],
     )
 
 
