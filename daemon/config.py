@@ -131,6 +131,8 @@ class Config:
     upload_url_timeout: float = 300.0
     link_ttl: float = 300.0
     document_timeout: float = 30.0
+    #: A search (grep, glob, search, matches) stops after this many seconds; ripgrep is killed.
+    search_timeout: float = 60.0
     max_sessions: int = 16
     #: Every terminal outlives its WebSocket for this many seconds when set (None: only opted-in ones).
     detach_timeout: float | None = None
@@ -208,6 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upload_url_timeout", _parse_non_negative(float)),
     Setting("link_ttl", _parse_non_negative(float)),
     Setting("document_timeout", _parse_non_negative(float)),
+    Setting("search_timeout", _parse_non_negative(float)),
     Setting("max_sessions", _parse_non_negative(int)),
     Setting("detach_timeout", _parse_optional_float),
     Setting("detach_grace", _parse_non_negative(float)),
