@@ -331,22 +331,19 @@ async def churn(server: Server, sizes: Sizes, report: Report) -> list[Sample]:
     tally = Tally("churn")
     async with open_session(server.key) as session:
         client = Client(session, server)
-        await client.process_cycle()  # warm-up
-        await client.attach_and_close()
-        deadline = time.monotonic() + sizes.budget
-        for _ in range(sizes.churn):
-            if time.monotonic() > deadline or tally.failed >= GIVE_UP_AFTER:
-                tally.failed += 1
-                continue
-            try:
-                started = time.perf_counter()
-                await client.process_cycle()
-                middle = time.perf_counter()
-                await client.attach_and_close()
-                processes.append((middle - started) * 1000)
-                terminals.append((time.perf_counter() - middle) * 1000)
-            except (BenchError, *WORKLOAD_ERRORS) as exc:
-                tally.fail(exc)
+
+        async def pair(_: int) -> None:
+            started = time.perf_counter()
+            await client.process_cycle()
+            middle = time.perf_counter()
+            await client.attach_and_close()
+            processes.append((middle - started) * 1000)
+            terminals.append((time.perf_counter() - middle) * 1000)
+
+        await pair(0)  # warm-up
+        processes.clear()
+        terminals.clear()
+        await streams(tally, sizes.churn, 1, sizes.budget, pair)
     tally.note(report)
     if not processes:
         raise BenchError(f"no churn cycle completed: {tally.quoted[:1]}")
