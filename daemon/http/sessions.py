@@ -7,10 +7,11 @@ the same key or a new one) or a logout revokes them, and a memory dump reveals n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,20 @@ class PageSessions:
 
     def let_go(self, session: PageSession, closer: Closer) -> None:
         session.sockets.discard(closer)
+
+    @contextlib.contextmanager
+    def tied(self, session: PageSession | None, closer: Closer) -> Iterator[bool]:
+        """While inside, the end of `session` runs `closer`; yields False if it has already ended.
+
+        With no session (a socket opened with the key) there is nothing to tie, and it yields True.
+        """
+        if session is None or not self.hold(session, closer):
+            yield session is None
+            return
+        try:
+            yield True
+        finally:
+            self.let_go(session, closer)
 
     def login_token(self) -> str:
         """A one-time token for the login URL printed at start-up."""

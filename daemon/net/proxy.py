@@ -292,7 +292,7 @@ ClientSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
 ServerSocket = web.WebSocketResponse[Literal[False]]
 
 
-async def relay_websocket(request: web.Request, target: Target, sessions: PageSessions | None = None,
+async def relay_websocket(request: web.Request, target: Target, sessions: PageSessions,
                           page: PageSession | None = None) -> web.WebSocketResponse[Literal[False]]:
     """Open the app's WebSocket first, then accept the client's with the subprotocol the app chose.
 
@@ -324,13 +324,11 @@ async def relay_websocket(request: web.Request, target: Target, sessions: PageSe
                 await upstream.close(code=GOING_AWAY)
                 await client.close(code=SESSION_ENDED, message=reason.encode())
 
-            if sessions is not None and page is not None and not sessions.hold(page, end):
-                await end("Logged out")
-            try:
-                await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
-            finally:
-                if sessions is not None and page is not None:
-                    sessions.let_go(page, end)
+            with sessions.tied(page, end) as live:
+                if live:
+                    await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
+                else:
+                    await end("Logged out")
             await client.close(code=GOING_AWAY)  # a no-op unless a relay failed
     return client
 

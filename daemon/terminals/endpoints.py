@@ -161,19 +161,15 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
         return socket
     # A socket opened with the page cookie (not the key) ends with that page session: logout or expiry.
     page = identity.session if not identity.key else None
-    sessions = call.app[SESSIONS]
 
     async def close(reason: str) -> None:
         await socket.close(code=CLOSE_BAD_AUTH, message=reason.encode())
 
-    if page is not None and not sessions.hold(page, close):
-        await close("Logged out")
-        return socket
-    try:
+    with call.app[SESSIONS].tied(page, close) as live:
+        if not live:
+            await close("Logged out")
+            return socket
         await _serve(socket, session, table)
-    finally:
-        if page is not None:
-            sessions.let_go(page, close)
     return socket
 
 

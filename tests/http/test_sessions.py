@@ -23,7 +23,7 @@ from daemon.config import Config
 from daemon.http import sessions as sessions_module
 from daemon.http.sessions import COOKIE, CSRF_HEADER, PageSessions
 from daemon.keys import SESSIONS
-from tests.conftest import KEY, Api
+from tests.conftest import KEY, Api, eventually
 
 # --- helpers ------------------------------------------------------------------------------------------
 
@@ -155,6 +155,27 @@ def test_revoke_ends_one_session() -> None:
     sessions.revoke(None)
     sessions.revoke("unknown")
     assert sessions.find(other_cookie) is other
+
+
+async def test_a_tied_socket_is_closed_when_its_session_ends_and_only_then() -> None:
+    sessions = PageSessions()
+    cookie, session = sessions.create()
+    other_cookie, other = sessions.create()
+    reasons: list[str] = []
+
+    async def close(reason: str) -> None:
+        reasons.append(reason)
+
+    with sessions.tied(session, close) as live, sessions.tied(other, close) as other_live:
+        assert live and other_live
+        sessions.revoke(cookie)
+        await eventually(lambda: reasons == ["Logged out"])
+    sessions.revoke(other_cookie)  # let go of when its socket closed: nothing more to close
+    with sessions.tied(session, close) as live:
+        assert live is False  # an ended session takes no new sockets
+    with sessions.tied(None, close) as live:
+        assert live is True  # a socket opened with the key is tied to nothing
+    assert reasons == ["Logged out"]
 
 
 def test_only_digests_of_cookies_and_login_tokens_are_stored() -> None:
