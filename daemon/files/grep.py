@@ -80,14 +80,6 @@ class GrepJob:
     def included(self, name: str) -> bool:
         return self.wants is None or self.wants(name)
 
-    def may_match(self, text: str) -> bool:
-        """False only if no line of `text` can match (a superset test, never a false negative)."""
-        if self.plain and not self.case_insensitive:
-            return self.query in text
-        if self.whole is None:
-            return True
-        return self.whole.search(text) is not None
-
 
 class Hits:
     """Grep results collected up to the limit; `full` once the limit is reached (the reference's
@@ -186,18 +178,53 @@ def _decoded(data: bytes) -> str | None:
 
 def matching_lines(text: str, job: GrepJob, room: int) -> list[tuple[int, str]]:
     """Up to `room` (line number, content) pairs; each line is searched without its newline."""
-    if not job.may_match(text):
+    if job.plain and not job.case_insensitive and job.query not in text:
         return []
+    data = text.encode()
+    if job.whole is None:
+        return _each_line(data, job.pattern, room)
+    return _lines_the_whole_text_finds(data, job.pattern, job.whole, room)
+
+
+def _each_line(data: bytes, pattern: Regex, room: int) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
-    search = job.pattern.search
-    pieces = text.split("\n")
+    pieces = data.split(b"\n")
     if not pieces[-1]:
         pieces.pop()  # after the last newline there is no line
     for number, piece in enumerate(pieces, 1):
-        if search(piece) is not None:
-            found.append((number, piece))
+        if pattern.search(piece) is not None:
+            found.append((number, piece.decode()))
             if len(found) >= room:
                 break
+    return found
+
+
+def _lines_the_whole_text_finds(data: bytes, pattern: Regex, whole: Regex, room: int) -> list[tuple[int, str]]:
+    """Lines where the multi-line pattern finds a match, confirmed line by line.
+
+    The first match of `whole` from a line's start begins in the first line (from there on) that
+    matches alone, so only the lines it lands on are searched one by one, and a file is crossed
+    once whatever the number of lines.
+    """
+    found: list[tuple[int, str]] = []
+    position, number, counted = 0, 1, 0
+    while len(found) < room:
+        hit = whole.search(data, position)
+        if hit is None:
+            break
+        start = data.rfind(b"\n", 0, hit.start()) + 1
+        if start == len(data):
+            break  # past the last newline: no line there
+        end = data.find(b"\n", hit.start())
+        end = len(data) if end < 0 else end
+        number += data.count(b"\n", counted, start)
+        counted = start
+        line = data[start:end]
+        if pattern.search(line) is not None:
+            found.append((number, line.decode()))
+        position = end + 1
+        if position > len(data):
+            break
     return found
 
 
