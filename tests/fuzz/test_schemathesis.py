@@ -1,0 +1,127 @@
+"""Schemathesis over /openapi.json against a real daemon: no input gives a 500, and no answer contradicts
+the document for the statuses it documents.
+
+`make test` runs a bounded, seeded run (the same cases every time); `make fuzz` a longer one with a fresh
+seed: OPENTERMD_FUZZ_EXAMPLES raises the examples per operation, OPENTERMD_FUZZ_SEED replays a run.
+The daemon runs as its own process with a scratch HOME, cwd and `--root`, and every case is confined
+(`tests/fuzz/confine.py`) before it is sent, so nothing the fuzzer writes or runs can reach the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from daemon.app import declared_endpoints
+from daemon.config import Config
+from daemon.http import openapi
+from tests.fuzz.confine import confined_body, confined_query
+from tests.test_cli import _banner, daemon_command, environment
+
+EXAMPLES = int(os.environ.get("OPENTERMD_FUZZ_EXAMPLES", "60"))
+#: Fixed in `make test` so a run is reproducible; `make fuzz` draws a new one unless told.
+SEED = int(os.environ["OPENTERMD_FUZZ_SEED"]) if os.environ.get("OPENTERMD_FUZZ_SEED") else (
+    None if os.environ.get("OPENTERMD_FUZZ_EXAMPLES") else 20261205)
+
+#: Statuses we answer that the reference's document leaves out (FastAPI lists only what a route declares,
+#: not what it raises): the document must stay the reference's, so each is accepted here, with its reason.
+FILE_ERRORS = frozenset({
+    400,  # a path the file system cannot take (NUL), or of the wrong kind (a folder to read or write)
+    403,  # outside --root (our addition; the fuzzer's paths are mapped inside it, so rare)
+})
+UNDOCUMENTED: dict[str, frozenset[int]] = {
+    **{f"{method} {path}": FILE_ERRORS for method, path in (
+        ("GET", "/files/list"), ("GET", "/files/read"), ("GET", "/files/display"), ("POST", "/files/write"),
+        ("POST", "/files/replace"), ("GET", "/files/grep"), ("GET", "/files/matches"), ("GET", "/files/search"),
+        ("GET", "/files/glob"))},
+    # `cwd` is not a folder ("Working directory not found"); 429 past OPEN_TERMINAL_MAX_PROCESSES.
+    "POST /execute": frozenset({404, 429}),
+    # The reference declares the key for these two but documents no 401; 404 until the person's terminal
+    # is connected, 409 once it has gone.
+    "GET /api/terminals/user/output": frozenset({401, 404}),
+    "POST /api/terminals/user/input": frozenset({401, 404, 409}),
+}
+
+
+@dataclass(frozen=True)
+class Daemon:
+    url: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture(scope="module")
+def fuzzed_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    scratch = tmp_path_factory.mktemp("fuzz")
+    root = scratch / "root"
+    root.mkdir()
+    (root / "notes.txt").write_text("hello\nworld\n")
+    command = daemon_command("run", "--port", "0", "--cwd", str(root), "--root", str(root))
+    with (scratch / "daemon.log").open("w") as log, subprocess.Popen(
+            command, cwd=root, env=environment(scratch), stdout=subprocess.PIPE, stderr=log, text=True) as process:
+        for running, url in _banner(process):
+            yield Daemon(url, running.key)  # type: ignore[attr-defined]
+
+
+def fuzz_config() -> schemathesis.Config:
+    settings: dict[str, Any] = {
+        "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
+        # Bounds a hung request (a failure) on a busy machine; a passing one takes milliseconds.
+        "request-timeout": 60,
+        # No example database: it would be written into the work tree and make a run depend on the last.
+        "generation": {"max-examples": EXAMPLES, "database": "none"},
+    }
+    if SEED is not None:
+        settings["seed"] = SEED
+    return schemathesis.Config.from_dict(settings)
+
+
+#: Headers that frame the request: a generated `Content-Length:` (empty) is refused by the HTTP parser with 400
+#: before any operation is reached.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def documented_status(ctx: Any, response: Any, case: Any) -> bool | None:
+    if response.status_code in UNDOCUMENTED.get(case.operation.label, frozenset()):
+        return None
+    if response.status_code == 400 and FRAMING_HEADERS & {name.lower() for name in case.headers or {}}:
+        return None
+    return status_code_conformance(ctx, response, case)
+
+
+CHECKS = [not_a_server_error, documented_status, content_type_conformance, response_schema_conformance]
+
+#: The document /openapi.json serves, built by the same code from the same registry (test collection needs it
+#: before any daemon runs; the first test proves the served one is this one).
+DOCUMENT = openapi.build(declared_endpoints(Config(api_key="fuzz")), Config(api_key="fuzz"))
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=fuzz_config())
+
+
+def test_the_fuzzed_document_is_the_served_one(fuzzed_daemon: Daemon) -> None:
+    request = urllib.request.Request(f"{fuzzed_daemon.url}/openapi.json", headers=fuzzed_daemon.auth)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["paths"] == DOCUMENT["paths"]
+
+
+@schema.parametrize()
+def test_no_input_gives_a_server_error_or_contradicts_the_document(case: Any, fuzzed_daemon: Daemon) -> None:
+    case.body = confined_body(case.body)
+    case.query = confined_query(case.query)
+    case.call_and_validate(base_url=fuzzed_daemon.url, headers=fuzzed_daemon.auth, checks=CHECKS)
