@@ -426,12 +426,13 @@ def run(scratch: Path, smoke: bool, report: Report) -> None:
         settings = {"OPEN_TERMINAL_LOOP_WATCHDOG": "true", **plan.settings(sizes)}
         server = Server(scratch, label=f"opentermd-{plan.name}", settings=settings, prefix=plan.prefix)
         try:
-            server.start()
+            what = server.start()
         except (BenchError, *WORKLOAD_ERRORS) as exc:
             server.stop()  # it already failed; the start's error says why
             report.errors.append(f"{plan.name}: {describe(exc)}")
             report.rows.append(Row(plan.name, "n/a", "error", "-", "-", "FAIL"))
             continue
+        print(f"safety: {server.label} is {what}, on {server.base_url}", flush=True)
         try:
             outcome = alternate([server], measure(plan, sizes), rounds=1)[0]
             report.rows.extend(rows_of(None, outcome, report))
