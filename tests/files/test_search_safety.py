@@ -53,7 +53,8 @@ def gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-def slow_text(path: Path, megabytes: int = 40) -> None:
+def slow_text(path: Path, megabytes: int = 60) -> None:
+    """Text ripgrep needs seconds for with SLOW_FOR_RG: long enough to be seen (and stopped) running."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = ("é" * 40 + " ") * 2 + "\n"
     with path.open("w") as out:
@@ -135,7 +136,8 @@ async def test_a_search_past_its_deadline_kills_ripgrep_and_answers_what_it_foun
         pytest.skip("ripgrep is not installed")
     slow_text(home / "tree" / "big.txt")
     write(home, {"tree/a.txt": "é 1\n"})
-    api = await api_with(search_timeout=1.0)
+    # Long enough to see ripgrep start (then it is stopped), short enough to wait for.
+    api = await api_with(search_timeout=3.0)
     request = asyncio.ensure_future(api.json("GET", "/files/grep", params={"query": r"\w\s\d|" + SLOW_FOR_RG,
                                                                           "path": "tree"}))
     pid = (await eventually(lambda: rg_children(os.getpid(), str(home / "tree"))))[0]
