@@ -6,8 +6,9 @@
 (``OPEN_TERMINAL_LOOP_WATCHDOG``), so the longest stall it reports (``<state>/loop-stall.json``) covers
 that workload alone. Only opentermd is measured: these are its safety targets, not a race.
 
-* **load**: 100 terminals running ``cat``, all attached by WebSocket (auth frame, resize); then at
-  once each types 10 keys, one at a time, awaiting each echo, while 500 API requests are all in
+* **load**: 100 terminals running ``cat``, attached by WebSocket (auth frame, resize), 10 being
+  opened at a time (a burst of 100 shells starting at once is its own figure: the stall by then); then
+  at once each types 10 keys, one at a time, awaiting each echo, while 500 API requests are all in
   flight (in turn ``GET /files/list``, ``GET /files/read`` and ``POST /execute?wait=10`` of ``echo hi``,
   every answer checked). Errors (a terminal that failed anywhere from create to its close 1000, or a
   request answered wrong) with target 0; the server's RSS and open fds before and after (after: every
@@ -78,6 +79,8 @@ MAX_STALL_MS = 100.0
 MAX_PAIR_MS = 20.0
 FD_LIMIT = 256
 SETTLE_POLL = 0.1
+#: Terminals being opened at once by the load workload.
+OPENING = 10
 #: Seconds the warm-up's connection gets to close before the "before" figures.
 WARM_SETTLE = 2.0
 #: Seconds one request may take here (shorter than the harness's: a stuck daemon must not stall the bench).
@@ -297,8 +300,14 @@ async def load(server: Server, sizes: Sizes, report: Report) -> list[Sample]:
     async with open_session(server.key, limit=0) as session, contextlib.AsyncExitStack() as stack:
         client = Client(session, server)
         # Every terminal attached (or failed) first; then the keys and the requests, all at once.
-        shells = await asyncio.wait_for(asyncio.gather(
-            *(client.open_terminal(stack) for _ in range(sizes.terminals)), return_exceptions=True), sizes.budget)
+        opening = asyncio.Semaphore(OPENING)
+
+        async def open_one() -> Terminal:
+            async with opening:
+                return await client.open_terminal(stack)
+
+        shells = await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(sizes.terminals)),
+                                                       return_exceptions=True), sizes.budget)
         fds_attached, stall_attached = open_fds(pid), longest_stall_ms(server)
         typing = [client.type_and_end(shell, sizes.keystrokes) for shell in shells
                   if not isinstance(shell, BaseException)]
