@@ -68,6 +68,8 @@ def _compile(pattern: str, case_insensitive: bool, multiline: bool, *, as_bytes:
     try:
         spelled = f"(?m){pattern}" if multiline else pattern
         regex: Regex = re2.compile(spelled.encode() if as_bytes else spelled, options)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 text can hold it
+        raise bad_request("Invalid pattern: not valid Unicode") from None
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise bad_request(UNSUPPORTED.format(reason=reason)) from None

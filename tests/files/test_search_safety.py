@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from daemon.files import mounts
+from daemon.errors import ApiError
+from daemon.files import mounts, patterns
 from tests.conftest import Api, ApiFactory, eventually, process_stats, wait_until
 from tests.files.test_search import RG, engine, get, write  # noqa: F401 - engine: a fixture, ripgrep on PATH or not
 
@@ -110,6 +111,13 @@ async def test_oversized_patterns_are_refused(api: Api, home: Path) -> None:
     # Within the length but past RE2's memory budget.
     reply = await get(api, "grep", 400, query="((\\w{100}){100}){100}")
     assert reply["detail"].startswith("Unsupported regex: ")
+
+
+def test_a_pattern_no_utf8_text_can_hold_is_a_400() -> None:
+    for literal in (False, True):
+        with pytest.raises(ApiError) as refused:
+            patterns.user_regex("\udcff", literal=literal, case_insensitive=False)
+        assert (refused.value.status, refused.value.detail) == (400, "Invalid pattern: not valid Unicode")
 
 
 # --- 2. ripgrep never outlives its request -----------------------------------------------------------
