@@ -48,6 +48,7 @@ def user_regex(query: str, *, literal: bool, case_insensitive: bool, multiline: 
     """
     if len(query) > MAX_PATTERN_LENGTH:
         raise bad_request(f"Pattern too long: at most {MAX_PATTERN_LENGTH} characters")
+    _require_unicode(query)
     if literal:
         return _compile(re2.escape(query), case_insensitive, multiline, as_bytes=True)
     try:
@@ -60,6 +61,14 @@ def user_regex(query: str, *, literal: bool, case_insensitive: bool, multiline: 
     return _compile(python_to_re2(query), case_insensitive, multiline, as_bytes=True)
 
 
+def _require_unicode(pattern: str) -> None:
+    """RE2 reads UTF-8: a lone surrogate (which no UTF-8 text holds) is a 400, not a crash."""
+    try:
+        pattern.encode()
+    except UnicodeEncodeError:
+        raise bad_request("Invalid pattern: not valid Unicode") from None
+
+
 def _compile(pattern: str, case_insensitive: bool, multiline: bool, *, as_bytes: bool = False) -> Regex:
     options = re2.Options()
     options.case_sensitive = not case_insensitive
@@ -68,8 +77,6 @@ def _compile(pattern: str, case_insensitive: bool, multiline: bool, *, as_bytes:
     try:
         spelled = f"(?m){pattern}" if multiline else pattern
         regex: Regex = re2.compile(spelled.encode() if as_bytes else spelled, options)
-    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 text can hold it
-        raise bad_request("Invalid pattern: not valid Unicode") from None
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise bad_request(UNSUPPORTED.format(reason=reason)) from None
@@ -134,6 +141,7 @@ def glob_matcher(patterns: Iterable[str]) -> Callable[[str], bool] | None:
 def glob_to_re2(pattern: str) -> str:
     """Python 3.11's `fnmatch.translate` for RE2: the same classes and escapes, `*` as a plain `.*`
     (RE2 needs none of the atomic-group tricks `fnmatch` uses against backtracking)."""
+    _require_unicode(pattern)
     out: list[str] = []
     index, length = 0, len(pattern)
     while index < length:

@@ -118,6 +118,9 @@ def test_a_pattern_no_utf8_text_can_hold_is_a_400() -> None:
         with pytest.raises(ApiError) as refused:
             patterns.user_regex("\udcff", literal=literal, case_insensitive=False)
         assert (refused.value.status, refused.value.detail) == (400, "Invalid pattern: not valid Unicode")
+    with pytest.raises(ApiError) as refused:
+        patterns.glob_matcher(["*", "\udcff*"])
+    assert (refused.value.status, refused.value.detail) == (400, "Invalid pattern: not valid Unicode")
 
 
 # --- 2. ripgrep never outlives its request -----------------------------------------------------------
