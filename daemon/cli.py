@@ -12,11 +12,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from aiohttp import web
-
-from daemon import __version__, config
+from daemon import __version__, config, shutdown
 from daemon.files.documents import WORKER_COMMAND, worker_main
 from daemon.resources import raise_open_file_limit
 
@@ -38,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", help="bearer key (default: generated and printed)")
     run.add_argument("--config", help="TOML config file (instead of the user config)")
     run.add_argument("--cors-allowed-origins", help="comma-separated origins, or * (default)")
+    run.add_argument("--allowed-hosts", help="comma-separated host names the server answers, or * "
+                     "(default: loopback names when bound to loopback, any host otherwise)")
     run.add_argument("--root", dest="file_root", help="confine every file endpoint beneath this directory")
     mcp = commands.add_parser("mcp", help="serve the API's tools over MCP (needs the `mcp` extra)")
     mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio",
@@ -91,22 +91,25 @@ def _mcp_sdk_missing() -> str | None:
 
 async def serve(settings: config.Config, out: TextIO) -> None:
     from daemon.app import create_app
+    from daemon.http.connections import AcceptErrorLimiter, Limits, start_server
     from daemon.keys import SESSIONS
 
     stop = _stop_on_signals()
+    loop = asyncio.get_running_loop()
+    AcceptErrorLimiter().install(loop)
+    workers = shutdown.install_worker_pool(loop)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    limits = Limits(settings.max_connections, settings.header_timeout, settings.keepalive_timeout)
+    runner, site = await start_server(app, settings.host, settings.port, limits, shutdown.REQUEST_GRACE)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        _announce(settings, _bound_port(site), app[SESSIONS].login_token(), out)
+        _announce(settings, site.port, app[SESSIONS].login_token(), out)
         # Everything built so far lives as long as the daemon; keeping it out of the collector's
         # sight makes full collections short, which keeps request latency free of spikes.
         gc.freeze()
         await stop.wait()
     finally:
         await runner.cleanup()
+    shutdown.release_workers(workers)
 
 
 async def serve_mcp(settings: config.Config, transport: str) -> None:
@@ -122,17 +125,13 @@ def _stop_on_signals() -> asyncio.Event:
 
     def first() -> None:
         stop.set()
+        shutdown.arm_hard_deadline()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: os._exit(Exit.ERROR))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, first)
     return stop
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server: Any = site._server
-    return int(server.sockets[0].getsockname()[1]) if server and server.sockets else 0
 
 
 def _announce(settings: config.Config, port: int, login_token: str, out: TextIO) -> None:
@@ -146,5 +145,7 @@ def _announce(settings: config.Config, port: int, login_token: str, out: TextIO)
     lines.append(f"  Web UI:    http://{host}:{port}/?token={login_token}  (one-time login link)")
     print("\n".join(lines), file=out, flush=True)
     if not settings.binds_loopback:
+        hosts = "" if settings.allowed_hosts else \
+            "; any Host name is answered: name yours with --allowed-hosts (DNS-rebinding defence)"
         print(f"opentermd: warning: listening on {settings.host}, reachable from other machines; "
-              "anyone with the key gets a shell", file=sys.stderr, flush=True)
+              f"anyone with the key gets a shell{hosts}", file=sys.stderr, flush=True)

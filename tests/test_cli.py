@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,7 +109,8 @@ def test_binding_beyond_loopback_warns(tmp_path: Path) -> None:
                           stderr=subprocess.PIPE, text=True) as process:
         try:
             assert process.stderr is not None
-            assert "warning: listening on 0.0.0.0" in process.stderr.readline()
+            warning = process.stderr.readline()
+            assert "warning: listening on 0.0.0.0" in warning and "--allowed-hosts" in warning
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=15) == 0
@@ -171,3 +173,66 @@ def test_a_missing_mcp_sdk_is_one_line_not_a_traceback(tmp_path: Path, args: lis
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert f"{wanted} needs the MCP SDK (pip install 'opentermd[mcp]')" in result.stderr
+
+
+#: `opentermd run` with one more route, whose handler blocks a worker thread reading a FIFO: the
+#: kind of wait no thread can be pulled out of (a FIFO nobody writes to, a hung network mount).
+BLOCKING_LAUNCHER = """
+import asyncio, sys
+from aiohttp import web
+import daemon.app
+from daemon import cli
+
+fifo = sys.argv.pop(1)
+create_app = daemon.app.create_app
+
+def with_a_blocking_route(config):
+    app = create_app(config)
+
+    async def block(request):
+        def read():
+            with open(fifo, "rb") as reader:
+                return reader.read()
+        return web.Response(body=await asyncio.to_thread(read))
+
+    app.router.add_get("/test/block", block)
+    return app
+
+daemon.app.create_app = with_a_blocking_route
+sys.exit(cli.main())
+"""
+
+
+def test_sigterm_ends_the_daemon_within_10_s_with_a_worker_thread_blocked(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(BLOCKING_LAUNCHER)
+    command = [sys.executable, str(launcher), str(fifo), "run", "--port", "0", "--cwd", str(tmp_path)]
+    writer: list[int] = []
+    with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as started:
+        for process, url in _banner(started):
+            key = process.key  # type: ignore[attr-defined]
+            host, port = url.removeprefix("http://").split(":")
+            client = socket.create_connection((host, int(port)))
+            client.sendall(f"GET /test/block HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+            # Opening the FIFO's write end without blocking works once the worker has its read end
+            # open; holding it open keeps the worker blocked in read().
+            assert wait_until(lambda: _open_writer(fifo, writer), timeout=30)
+            try:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=10) == 0
+            finally:
+                os.close(writer[0])
+                client.close()
+            assert process.stderr is not None
+            assert "exiting with 1 worker thread(s) still blocked" in process.stderr.read()
+
+
+def _open_writer(fifo: Path, opened: list[int]) -> bool:
+    try:
+        opened.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: no reader yet
+        return False
+    return True

@@ -22,8 +22,10 @@ from daemon.pages.layout import error_page
 
 log = logging.getLogger(__name__)
 
-#: The client went away: nothing can be sent, and nothing is wrong with the server.
+#: Raised when writing to a client that went away (aiohttp's ClientConnectionResetError included).
 CLIENT_GONE = (ConnectionResetError, BrokenPipeError)
+#: nginx's status for "the client closed the connection"; only the access log ever sees it.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]) -> Any:
@@ -58,10 +60,17 @@ def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]
             return response
         except RequestPayloadError as exc:
             return _undecodable_body(request, exc)
-        except (*CLIENT_GONE, TimeoutError) as exc:
-            # The client went away or stalled mid-request: nothing useful can be sent back.
+        except TimeoutError as exc:
+            # The client stalled mid-request: nothing useful can be sent back.
             log.debug("%s %s: %r", request.method, request.path, exc)
             raise
+        except CLIENT_GONE as exc:
+            if not _client_gone(request):
+                raise
+            # Mid-response, most often (a download, a stream). Re-raised, aiohttp would log an ERROR
+            # with a traceback; answering lets it notice the closed socket quietly.
+            log.debug("%s %s: the client went away: %r", request.method, request.path, exc)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         except OSError as exc:
             # A file-system failure a handler did not expect still has a meaning for the client.
             error = from_os_error(exc)
@@ -73,6 +82,11 @@ def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]
             return respond(request, 500, {"detail": "Internal Server Error"})
 
     return render_errors
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _undecodable_body(request: web.Request, exc: RequestPayloadError) -> web.Response:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from daemon import config
 from daemon.http.hosts import HostPolicy, host_name
 from tests.conftest import Api, ApiFactory
 
@@ -94,3 +97,13 @@ async def test_open_webui_system_mode_keeps_working_in_a_container(api_with: Api
     assert await named.json("GET", "/execute", headers={"Host": "opentermd:8000"}) == []
     assert await named.json("GET", "/execute", headers={"Host": "172.18.0.3:8000"}) == []
     await named.json("GET", "/execute", status=403, headers=EVIL)
+
+
+def test_the_settings_come_from_flags_and_the_environment(tmp_path: Path) -> None:
+    settings = config.load({"allowed_hosts": "opentermd, *.corp.example"},
+                           {"OPEN_TERMINAL_MAX_CONNECTIONS": "64", "OPEN_TERMINAL_HEADER_TIMEOUT": "5"},
+                           system_file=tmp_path / "none.toml")
+    assert settings.allowed_hosts == ("opentermd", "*.corp.example")
+    assert (settings.max_connections, settings.header_timeout, settings.keepalive_timeout) == (64, 5.0, 75.0)
+    with pytest.raises(config.ConfigError, match="OPEN_TERMINAL_MAX_CONNECTIONS"):
+        config.load({}, {"OPEN_TERMINAL_MAX_CONNECTIONS": "0"}, system_file=tmp_path / "none.toml")

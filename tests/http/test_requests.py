@@ -114,3 +114,4 @@ async def test_a_form_in_a_bad_charset_is_400(api: Api, content_type: str, body:
     reply = await api.json("POST", "/login", status=400, auth=False, data=body,
                            headers={"Content-Type": content_type, "Origin": origin})
     assert reply["detail"].startswith("Cannot decode the request: ")
+
