@@ -9,7 +9,7 @@ VENDOR_STAMP := static/vendor/.installed
 BUILD_STAMP := $(VENV)/.build-installed
 ARGS ?=
 
-.PHONY: setup run test lint bench debian-packages clean
+.PHONY: setup run test fuzz lint bench debian-packages clean
 .PHONY: binary test-binary
 
 setup: $(RUNTIME_STAMP) $(VENDOR_STAMP)
@@ -60,10 +60,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/mypy
 
+# The suite runs on every core (pytest-xdist); a test file stays in one worker, as its tests share
+# module fixtures (a daemon per file). `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= auto
 # The binary is built first, so the bench smoke test (which prefers it) never runs a stale one.
 test: setup $(TEST_STAMP) debian-packages lint binary
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
 	$(MAKE) test-binary
+
+# `make test` fuzzes /openapi.json briefly with a fixed seed; this runs far more cases with a fresh seed
+# each time, over the hidden endpoints too. OPENTERMD_FUZZ_SEED=<seed> replays a failing run.
+FUZZ_EXAMPLES ?= 1000
+fuzz: setup $(TEST_STAMP)
+	OPENTERMD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OPENTERMD_FUZZ_HIDDEN=1 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/fuzz $(ARGS)
 
 # The reference server (open-terminal 0.14.5 from PyPI) in a venv of its own, which git ignores;
 # `make bench` runs every workload against it and opentermd, alternating, and writes BENCHMARKS.md.
@@ -76,7 +85,7 @@ bench: setup debian-packages .bench/.installed binary
 	$(BIN)/python bench/run.py --write $(ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache dist build .bench
+	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build .bench
 
 # The single executable: PyInstaller onefile from build.spec, with templates/ and static/ inside.
 $(BUILD_STAMP): pyproject.toml $(RUNTIME_STAMP)

@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 #: Fields that name a file or folder; mapped beneath the daemon's cwd (which is also its `--root`).
-PATH_FIELDS = frozenset({"path", "directory", "cwd"})
+PATH_FIELDS = frozenset({"path", "directory", "cwd", "source", "destination", "paths"})
 
 
 def inside(value: str) -> str:
@@ -37,9 +37,6 @@ def confined_body(body: Any) -> Any:
     confined = {name: _confined_field(name, value) for name, value in body.items()}
     if isinstance(confined.get("command"), str):
         confined["command"] = harmless_command(confined["command"])
-    for name in ("cmd",):  # the terminal's shell command (a hidden endpoint)
-        if isinstance(confined.get(name), str):
-            confined[name] = harmless_command(confined[name])
     if isinstance(confined.get("env"), dict):
         # BASH_ENV, LD_PRELOAD or PATH would make even printf run something else; a prefix keeps
         # the odd characters (`=`, NUL) that name validation must reject.
