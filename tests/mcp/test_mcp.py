@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent, TextContent
 
-from tests.conftest import Api
+from tests.conftest import Api, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KEY = "mcp-test-key-0123456789"
@@ -109,9 +108,23 @@ async def test_stdio_tools_match_openapi_and_run(tmp_path: Path, api: Api) -> No
 async def error_status(request: urllib.request.Request) -> int:
     """The status of a request that must fail with an HTTP error."""
     with pytest.raises(urllib.error.HTTPError) as failed:
-        await asyncio.to_thread(urllib.request.urlopen, request, timeout=5)
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
     failed.value.close()
     return failed.value.code
+
+
+def refuses_without_the_key(url: str, process: subprocess.Popen[str]) -> bool:
+    """True once the server answers (with the 401 a request without the key gets); False while it starts."""
+    assert process.poll() is None, process.communicate()[1]
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        assert exc.code == 401
+        return True
+    except OSError:
+        return False
+    raise AssertionError("answered without the key")
 
 
 @pytest.fixture
@@ -132,17 +145,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                     break
             assert found and found.group(2) != "0", "the banner names the bound port"
             url = found.group(1)
-            deadline = time.monotonic() + 20
-            while True:
-                assert process.poll() is None, process.communicate()[1]
-                try:
-                    urllib.request.urlopen(url, timeout=2)
-                except urllib.error.HTTPError as exc:
-                    assert exc.code == 401
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "the MCP server did not start"
-                    time.sleep(0.05)
+            assert wait_until(lambda: refuses_without_the_key(url, process), timeout=30), "the MCP server did not start"
             yield url, workdir
         finally:
             process.terminate()
@@ -196,7 +199,7 @@ async def test_mounted_on_the_main_server_when_enabled(tmp_path: Path) -> None:
                     Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client:
                 names = [tool.name for tool in (await client.list_tools()).tools]
                 document = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(
-                    url.removesuffix("/mcp") + "/openapi.json", timeout=5).read()))
+                    url.removesuffix("/mcp") + "/openapi.json", timeout=30).read()))
                 operations = [op["operationId"] for ops in document["paths"].values() for op in ops.values()
                               if "operationId" in op]
                 assert names == operations
