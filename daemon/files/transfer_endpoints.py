@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import aiohttp_jinja2
 from aiohttp import BodyPartReader, web
 from aiohttp.abc import AbstractStreamWriter
 from msgspec import Meta, Struct
@@ -22,6 +21,7 @@ from daemon.files.transfer import Link, LinkKind
 from daemon.http.endpoints import Access, Call, hidden
 from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, DIRECTORIES, LINKS, SCOPE
+from daemon.pages.layout import render
 
 READ_BLOCK = 1024 * 1024
 #: Types a browser would run as a page; served so they cannot act as this origin.
@@ -210,7 +210,8 @@ async def download_by_link(call: Call[NoInput, NoInput]) -> web.FileResponse:
 
 async def upload_form(call: Call[NoInput, NoInput]) -> web.Response:
     link = call.app[LINKS].find("upload", call.path("token"))
-    return aiohttp_jinja2.render_template("upload_link.html", call.request, {"directory": link.path})
+    # The pages' headers: a strict CSP with frame-ancestors, so the public form cannot be framed.
+    return render(call.request, "upload_link.html", {"directory": link.path})
 
 
 async def upload_by_link(call: Call[NoInput, NoInput]) -> dict[str, object]:

@@ -6,7 +6,9 @@
     url: target.dataset.specUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
-    persistAuthorization: true,
+    // The key stays in this page's memory only: never in localStorage, where any script on
+    // this origin (or anyone at this browser later) could read it.
+    persistAuthorization: false,
     displayOperationId: true,
   });
 })();

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -742,3 +743,22 @@ async def test_an_unknown_page_path_is_the_styled_404_but_the_api_stays_json(bro
         async with browser.client.get(path, headers=headers) as response:
             assert response.status == 404
             assert await response.read() == b'{"detail":"Not Found"}'
+
+
+async def test_the_public_upload_form_and_the_docs_cannot_be_framed(browser: Browser, home: Path) -> None:
+    async with browser.client.post(f"/files/upload/link?directory={quote(str(home))}",
+                                   headers={"Authorization": f"Bearer {KEY}"}) as response:
+        link = urlsplit((await response.json())["url"]).path
+    anonymous = aiohttp.ClientSession()
+    try:
+        async with anonymous.get(browser.client.make_url(link)) as response:
+            assert response.status == 200
+            assert_page_headers(response.headers)
+            assert_nothing_active(await response.text())
+    finally:
+        await anonymous.close()
+    async with browser.client.get("/docs") as response:
+        assert response.status == 200
+        assert "frame-ancestors 'self'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+        assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
