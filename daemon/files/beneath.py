@@ -47,7 +47,9 @@ _syscall.restype = ctypes.c_long
 
 def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     """The raw openat2(2) system call; raises OSError like os.open."""
-    how = OpenHow(flags, mode, resolve)
+    # openat2 is strict where open(2) is lenient: a mode without O_CREAT is EINVAL.
+    creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE  # O_TMPFILE holds O_DIRECTORY's bit.
+    how = OpenHow(flags, mode if creates else 0, resolve)
     fd = _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(path)),
                   ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if fd < 0:
@@ -60,13 +62,25 @@ def _probe_openat2() -> bool:
     if platform.system() != "Linux":
         return False
     try:
-        os.close(openat2(-100, "/", DIRECTORY_FLAGS, 0, RESOLVE_BENEATH))
+        os.close(openat2(-100, ".", os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_BENEATH))
     except OSError:
         return False  # ENOSYS (old kernel) or EPERM (a seccomp filter): walk instead.
     return True
 
 
 HAVE_OPENAT2 = _probe_openat2()
+
+
+def real_path(path: str) -> str:
+    """os.path.realpath, which raises EINVAL when a symlink becomes a folder between its lstat and
+    its readlink: then the path is resolved again (a swap loop cannot win every time)."""
+    for _ in range(RETRIES):
+        try:
+            return os.path.realpath(path)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    return os.path.realpath(path)
 
 
 def outside_root() -> ApiError:
@@ -88,7 +102,7 @@ class Beneath:
         """
         if self.root is None:
             return os.open(path, flags | os.O_CLOEXEC, mode)
-        real = os.path.realpath(path)
+        real = real_path(path)
         relative = self.relative(real)
         root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -116,7 +130,7 @@ class Beneath:
                 raise FileExistsError(errno.EEXIST, "A file with this name exists", path) from None
             raise  # A FIFO, a device, a socket, or a file on the way: 400.
         except FileNotFoundError:
-            parent, name = os.path.split(os.path.realpath(path))
+            parent, name = os.path.split(real_path(path))
             if not create or not name or parent == path:
                 raise
         parent_fd = self.directory(parent, create=True)
@@ -134,8 +148,7 @@ class Beneath:
         `follow` resolves a final symlink first (a write goes through it); without it the name
         is the link itself (a delete or a move acts on the link, never on its target).
         """
-        real = os.path.realpath(path) if follow else os.path.join(
-            os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        real = real_path(path) if follow else os.path.join(real_path(os.path.dirname(path)), os.path.basename(path))
         folder, name = os.path.split(real)
         if not name:
             raise ApiError(400, "Path names no file")

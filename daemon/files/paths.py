@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from daemon.errors import ApiError, bad_request
-from daemon.files.beneath import Beneath
+from daemon.files.beneath import Beneath, real_path
 
 #: Linux's PATH_MAX; longer paths can never be opened, so they are refused before any syscall.
 MAX_PATH_LENGTH = 4096
@@ -85,7 +85,7 @@ class FileScope:
     def contains(self, path: str) -> bool:
         if self.root is None:
             return True
-        real = os.path.realpath(path)
+        real = real_path(path)
         return real == self.root or real.startswith(self.root.rstrip("/") + "/")
 
     def check(self, path: str) -> None:
