@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
-from daemon.errors import not_found
+from daemon.errors import ApiError, not_found
+from daemon.files.ops import open_file, os_errors
 
 SKILL_DIRECTORIES = (".agents/skills", ".cptr/skills", ".claude/skills", ".codex/skills")
 MAX_DESCRIPTION = 1024
@@ -40,8 +41,8 @@ def list_skills(home: str) -> list[Skill]:
 def read_skill(home: str, name: str) -> dict[str, Any]:
     for skill in list_skills(home):
         if skill.name == name:
-            with open(skill.location, encoding="utf-8") as source:
-                _, body = parse_frontmatter(source.read())
+            with os_errors():
+                _, body = parse_frontmatter(_read_text(skill.location))
             resources = skill_resources(os.path.dirname(skill.location))
             return {**skill.summary(), "content": body, "resources": resources}
     raise not_found("Skill not found")
@@ -56,15 +57,20 @@ def _skills_in(root: str) -> list[Skill]:
         if directory.startswith(".") or not os.path.isdir(os.path.join(root, directory)):
             continue
         try:
-            with open(location, encoding="utf-8") as source:
-                frontmatter, _ = parse_frontmatter(source.read())
-        except (OSError, UnicodeDecodeError):
-            continue
+            frontmatter, _ = parse_frontmatter(_read_text(location))
+        except (OSError, UnicodeDecodeError, ApiError):
+            continue  # Missing, unreadable, not text, or not a regular file (a FIFO must not block).
         description = frontmatter.get("description", "").strip()
         name = (frontmatter.get("name") or directory).strip()
         if description and name:
             found.append(Skill(f"terminal:{quote(name, safe='')}", name, description[:MAX_DESCRIPTION], location))
     return found
+
+
+def _read_text(path: str) -> str:
+    """A regular file's text with universal newlines (as open() in text mode reads it)."""
+    with open_file(path) as file:
+        return file.read().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def parse_frontmatter(text: str) -> tuple[dict[str, str], str]:

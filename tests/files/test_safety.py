@@ -278,3 +278,12 @@ async def test_large_entries_get_zip64_headers(api: Api, home: Path, monkeypatch
     header = data[:30]
     name_length, extra_length = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
     assert extra_length and data[30 + name_length:32 + name_length] == b"\x01\x00"
+
+
+async def test_a_fifo_named_skill_md_does_not_block_the_skill_list(api: Api, home: Path) -> None:
+    (home / ".agents/skills/stuck").mkdir(parents=True)
+    make_fifo(home / ".agents/skills/stuck/SKILL.md")
+    (home / ".agents/skills/fine").mkdir()
+    (home / ".agents/skills/fine/SKILL.md").write_text("---\nname: fine\ndescription: works\n---\nbody\n")
+    listed = await asyncio.wait_for(api.json("GET", "/skills"), NO_HANG)
+    assert [skill["name"] for skill in listed] == ["fine"]
