@@ -25,7 +25,7 @@ from daemon.errors import ApiError
 from daemon.files import beneath
 from daemon.files.beneath import DIRECTORY_FLAGS, READ_FLAGS, Beneath
 from daemon.keys import SCOPE
-from tests.conftest import Api, ApiFactory
+from tests.conftest import Api, ApiFactory, eventually
 
 SECRET = "TOPSECRET"
 TRIES = 1500
@@ -97,6 +97,7 @@ async def test_swapping_a_folder_for_an_outside_symlink_never_escapes(
             if SECRET in body:
                 escapes.append(f"{kind}: {body[:80]}")
 
+    fds_before = open_fds()
     swapper = Swapper(root / "dir", root / "swap")
     started = time.monotonic()
     swapper.start()
@@ -119,6 +120,12 @@ async def test_swapping_a_folder_for_an_outside_symlink_never_escapes(
     assert sum(statuses.values()) == TRIES and swapper.swaps > 0
     # The race was really run: some requests went through, some were refused by the kernel's check.
     assert statuses["read 200"] + statuses["view 200"] + statuses["write 200"] > 0
+    # Every descriptor opened on the way was closed (a few keep-alive connections may remain).
+    await eventually(lambda: open_fds() <= fds_before + 2 * PARALLEL)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 # --- the resolver itself ------------------------------------------------------------------------------
