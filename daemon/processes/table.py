@@ -141,7 +141,7 @@ class ProcessTable:
         if not os.path.isdir(cwd):
             raise not_found(f"Working directory not found: {cwd}")
         self.forget_finished()
-        process_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        process_id = self._new_id()
         output_log = OutputLog(self.log_dir / f"{process_id}.jsonl", cap=self._config.max_log_size,
                                writer=self._log_writer)
         process = Process(process_id, command, cwd, owner, output_log)
@@ -160,6 +160,15 @@ class ProcessTable:
             pty.finished.add_done_callback(lambda done: self._finish(process, done.result()))
         self._processes[process_id] = process
         return process
+
+    def _new_id(self) -> str:
+        """The start second and 24 random bits, drawn again while taken: a few hundred commands a
+        second make a repeat likely within thousands, and a repeat would share a log."""
+        while True:
+            process_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+            if process_id not in self._processes and process_id not in self._past and not os.path.lexists(
+                    self.log_dir / f"{process_id}.jsonl"):
+                return process_id
 
     @property
     def running_count(self) -> int:

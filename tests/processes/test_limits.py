@@ -84,8 +84,13 @@ def limited_daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[t
                                                                          str(tmp_path / "dest"))]
     with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as process:
-        for running, url in _banner(process):
-            yield process.pid, url, running.key  # type: ignore[attr-defined]
+        try:
+            for running, url in _banner(process):
+                yield process.pid, url, running.key  # type: ignore[attr-defined]
+        except AssertionError as failure:
+            if process.poll() is not None and process.stderr is not None:
+                raise AssertionError(f"{failure}\ndaemon stderr:\n{process.stderr.read()[-4000:]}") from None
+            raise
 
 
 def _soft_open_files(pid: int) -> int:

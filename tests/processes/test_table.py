@@ -119,3 +119,25 @@ async def test_old_logs_are_swept_but_listed_ones_are_kept(config: Config) -> No
         assert not old.exists() and fresh.exists() and process.log.path.exists()
     finally:
         await table.close()
+
+
+
+async def test_an_id_already_taken_is_drawn_again(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = ProcessTable(config)
+    try:
+        draws = iter(["aaaaaa", "aaaaaa", "bbbbbb", "cccccc", "dddddd"])
+        monkeypatch.setattr("daemon.processes.table.secrets.token_hex", lambda _: next(draws))
+        first = await _finished(table, "echo first", config.home)
+        second = await _finished(table, "echo second", config.home)
+        assert second.id != first.id and second.log.path != first.log.path
+        # A log on disk (from before a restart) takes its name too: taken for the next few seconds.
+        now = time.time()
+        config.process_log_dir.mkdir(parents=True, exist_ok=True)
+        for ahead in range(4):
+            name = time.strftime("%Y%m%d-%H%M%S-", time.localtime(now + ahead)) + "cccccc.jsonl"
+            config.process_log_dir.joinpath(name).write_text("")
+        third = await _finished(table, "echo third", config.home)
+        assert third.id.endswith("-dddddd")
+        assert [process.id for process in await table.owned_by(Owner())] == [first.id, second.id, third.id]
+    finally:
+        await table.close()
