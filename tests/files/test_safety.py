@@ -287,3 +287,12 @@ async def test_a_fifo_named_skill_md_does_not_block_the_skill_list(api: Api, hom
     (home / ".agents/skills/fine/SKILL.md").write_text("---\nname: fine\ndescription: works\n---\nbody\n")
     listed = await asyncio.wait_for(api.json("GET", "/skills"), NO_HANG)
     assert [skill["name"] for skill in listed] == ["fine"]
+
+
+async def test_proc_files_are_archived_with_the_same_cap(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transfer, "PSEUDO_FILE_CAP", 5)
+    async with api.request("POST", "/files/archive", json={"paths": ["/proc/self/status"]}) as response:
+        assert response.status == 200
+        data = await asyncio.wait_for(response.read(), NO_HANG)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("status") == b"Name:"
