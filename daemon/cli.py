@@ -8,6 +8,7 @@ import enum
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -91,7 +92,7 @@ def _mcp_sdk_missing() -> str | None:
 
 async def serve(settings: config.Config, out: TextIO) -> None:
     from daemon.app import create_app
-    from daemon.http.connections import AcceptErrorLimiter, Limits, start_server
+    from daemon.http.connections import AcceptErrorLimiter, Limits, fitted_to_open_files, start_server
     from daemon.keys import SESSIONS
 
     stop = _stop_on_signals()
@@ -99,7 +100,11 @@ async def serve(settings: config.Config, out: TextIO) -> None:
     AcceptErrorLimiter().install(loop)
     workers = shutdown.install_worker_pool(loop)
     app = create_app(settings)
-    limits = Limits(settings.max_connections, settings.header_timeout, settings.keepalive_timeout)
+    limits = fitted_to_open_files(Limits(settings.max_connections, settings.header_timeout,
+                                         settings.keepalive_timeout), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if limits.max_connections < settings.max_connections:
+        logging.getLogger(__name__).warning("at most %d connections at once: the open-files limit allows no more",
+                                            limits.max_connections)
     runner, site = await start_server(app, settings.host, settings.port, limits, shutdown.REQUEST_GRACE)
     try:
         _announce(settings, site.port, app[SESSIONS].login_token(), out)

@@ -104,7 +104,7 @@ class Config:
     #: Host names the server answers (DNS-rebinding defence); empty: loopback names when bound to
     #: loopback, any host otherwise. `*` allows any. IP literals and localhost are always allowed.
     allowed_hosts: tuple[str, ...] = ()
-    #: Connections open at once; past it the oldest idle one (or the new one) is closed.
+    #: Connections open at once (lowered to fit the open-files limit); past it the oldest idle one is closed.
     max_connections: int = 512
     #: Seconds a request line and headers may take to arrive, from their first byte.
     header_timeout: float = 15.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -236,3 +237,32 @@ def _open_writer(fifo: Path, opened: list[int]) -> bool:
     except OSError:  # ENXIO: no reader yet
         return False
     return True
+
+
+def test_a_socket_flood_under_a_low_open_files_limit_meets_the_cap_not_emfile(tmp_path: Path) -> None:
+    """The issue's 600 half-sent requests, against the daemon under `ulimit -n 256`."""
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path)), cwd=ROOT,
+                          env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=low_limit) as started:
+        for process, url in _banner(started):
+            host, port = url.removeprefix("http://").split(":")
+            flood = []
+            try:
+                for _ in range(600):
+                    attacker = socket.create_connection((host, int(port)), timeout=30)
+                    attacker.sendall(b"GET /hea")
+                    flood.append(attacker)
+                assert call(f"{url}/health", process.key) == {"status": "ok"}  # type: ignore[attr-defined]
+                assert len(os.listdir(f"/proc/{process.pid}/fd")) < 256
+            finally:
+                for attacker in flood:
+                    attacker.close()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+            assert process.stderr is not None
+            log = process.stderr.read()
+            assert "at most 64 connections at once" in log
+            assert "Traceback" not in log and "cannot accept" not in log

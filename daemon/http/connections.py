@@ -8,9 +8,10 @@ nothing caps how many are open. Here:
   a byte) is closed after it.
 - `header_timeout`: from the first byte of a request, its line and headers must arrive within it.
   aiohttp has no such option, so `BoundedRequestHandler` adds one timer per connection.
-- `max_connections`: past it, a new connection evicts the oldest one that is waiting for a request
-  (idle or half-sent), so a flood of idle sockets cannot lock out a real client; when every
-  connection is busy with a request, the new one gets a 503 and is closed. Descriptors stay bounded.
+- `max_connections`: past it, a new connection evicts the oldest one that has no request being
+  handled (idle, half-sent, or just accepted), so a flood of idle sockets cannot lock out a real
+  client; when every connection is busy with a request, the new one gets a 503 and is closed.
+  Descriptors stay bounded.
 - Errors aiohttp answers itself (a malformed request line, an encoding it cannot decode) come back
   as JSON `{"detail"}` 400s logged at debug, not as text with an ERROR traceback each.
 """
@@ -22,7 +23,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,8 @@ from daemon.http.endpoints import json_bytes, json_response
 
 log = logging.getLogger(__name__)
 
+#: Descriptors the daemon holds whatever the load: the listening socket, the event loop, inotify, logs.
+RESERVED_FDS = 64
 OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
               b"Content-Length: 35\r\n\r\n" + json_bytes({"detail": "Too many connections"}))
 
@@ -42,6 +45,24 @@ class Limits:
     max_connections: int = 512
     header_timeout: float = 15.0
     keepalive_timeout: float = 75.0
+    #: The listening socket's queue, and how many connections asyncio accepts in one go.
+    backlog: int = 128
+
+
+def fitted_to_open_files(limits: Limits, open_files: int) -> Limits:
+    """Limits that a flood of sockets cannot turn into EMFILE under this open-files limit.
+
+    asyncio accepts up to `backlog` sockets in a row before the gate sees any of them, and the
+    sockets the gate evicts close on the next turn of the loop: a burst can hold `2 * backlog`
+    descriptors beyond the open connections. Connections get at most half of what is left after a
+    burst and a reserve for the daemon itself; commands (a PTY, a pidfd and a log each), terminals
+    and files need the other half.
+    """
+    if open_files < 0:  # RLIM_INFINITY
+        return limits
+    backlog = max(8, min(limits.backlog, open_files // 8))
+    room = max(16, (open_files - RESERVED_FDS - 2 * backlog) // 2)
+    return replace(limits, backlog=backlog, max_connections=min(limits.max_connections, room))
 
 
 class BoundedRequestHandler(RequestHandler):
@@ -51,12 +72,31 @@ class BoundedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._gate = gate
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._evicted = False
 
     @property
     def waiting_for_request(self) -> bool:
         """Idle between requests, or part of a request's head received: nothing is being handled."""
         waiter = self._waiter
         return waiter is not None and not waiter.done()
+
+    @property
+    def evictable(self) -> bool:
+        """No request is being handled or queued: idle, half-sent, or not started yet."""
+        return not self._request_in_progress and not self._messages
+
+    def evict(self) -> None:
+        self._gate.forget(self)
+        if self.transport is None:
+            self._evicted = True  # accepted in the same burst, not started yet: closed when it starts
+        else:
+            self.force_close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._evicted:
+            transport.close()
+            return
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         was_waiting = self.waiting_for_request
@@ -108,6 +148,11 @@ class ConnectionGate:
     def open_connections(self) -> int:
         return len(self._open)
 
+    @property
+    def busy_connections(self) -> int:
+        """Connections with a request being handled (or queued): the ones never evicted."""
+        return sum(not handler.evictable for handler in self._open)
+
     def __call__(self) -> asyncio.Protocol:
         if len(self._open) >= self.limits.max_connections and not self._evict_oldest_idle():
             return _Overloaded()
@@ -118,9 +163,8 @@ class ConnectionGate:
 
     def _evict_oldest_idle(self) -> bool:
         for handler in self._open:
-            if handler.waiting_for_request:
-                self.forget(handler)
-                handler.force_close()
+            if handler.evictable:
+                handler.evict()
                 return True
         return False
 
@@ -148,7 +192,7 @@ class BoundedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         self._server = await asyncio.get_running_loop().create_server(
-            self.gate, self._host, self._port, backlog=self._backlog)
+            self.gate, self._host, self._port, backlog=self.gate.limits.backlog)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
 

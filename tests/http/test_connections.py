@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from daemon.app import create_app
-from daemon.http.connections import AcceptErrorLimiter, BoundedSite, Limits, start_server
+from daemon.http.connections import AcceptErrorLimiter, BoundedSite, Limits, fitted_to_open_files, start_server
 from tests.conftest import KEY, eventually, make_config
 
 
@@ -128,7 +128,7 @@ async def test_when_every_connection_is_busy_a_new_one_gets_503(serve: ServerFac
         reader, writer = await server.connect()
         writer.write(b"POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + KEY.encode()
                      + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-    await eventually(lambda: server.site.gate.open_connections == 2)
+    await eventually(lambda: server.site.gate.busy_connections == 2)
     reader, writer = await server.connect()
     answer = await asyncio.wait_for(reader.read(), 20)
     assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b'{"detail":"Too many connections"}')
@@ -187,3 +187,16 @@ async def test_a_client_leaving_mid_response_logs_no_error(serve: ServerFactory,
     writer.transport.abort()
     await eventually(lambda: any("went away" in record.getMessage() for record in caplog.records))
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_connections_get_at_most_half_the_descriptors() -> None:
+    def fitted(open_files: int) -> tuple[int, int]:
+        limits = fitted_to_open_files(Limits(max_connections=512), open_files)
+        return limits.max_connections, limits.backlog
+
+    assert fitted(1_048_576) == (512, 128)
+    assert fitted(4096) == (512, 128)
+    assert fitted(1024) == (352, 128)
+    assert fitted(256) == (64, 32)
+    assert fitted(64) == (16, 8)
+    assert fitted(-1) == (512, 128)  # unlimited
