@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import aiofiles
 import aiohttp
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
@@ -57,26 +58,25 @@ async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
         raise from_os_error(exc) from None
     size = 0
     try:
-        block = bytearray()
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(limit)
-            block += chunk
-            if len(block) >= WRITE_BLOCK:
-                await asyncio.to_thread(pending.write, bytes(block))
-                block.clear()
-        await asyncio.to_thread(_finish, pending, bytes(block))
+        # aiofiles writes from its worker thread through a descriptor of its own, so a dropped
+        # connection can abandon the pending write while a block is still on its way to disk.
+        async with aiofiles.open(os.dup(pending.fd), "wb") as output:
+            block = bytearray()
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(limit)
+                block += chunk
+                if len(block) >= WRITE_BLOCK:
+                    await output.write(bytes(block))
+                    block.clear()
+            await output.write(bytes(block))
+        await asyncio.to_thread(pending.commit)
     except OSError as exc:
         raise from_os_error(exc) from None
     finally:
         await asyncio.to_thread(pending.close)
     return size
-
-
-def _finish(pending: PendingWrite, last_block: bytes) -> None:
-    pending.write(last_block)
-    pending.commit()
 
 
 # --- fetching a URL -------------------------------------------------------------------------------
