@@ -17,7 +17,7 @@ from msgspec import Meta, Struct
 
 from daemon.errors import ApiError
 from daemon.files import ops
-from daemon.http.auth import SESSION_KEY
+from daemon.http.auth import SESSION_KEY, identify
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
@@ -63,7 +63,7 @@ async def index(call: Call[IndexQuery, NoInput]) -> web.StreamResponse:
             return render(call.request, "login.html", {"next": "/", "error": "That login link was already used "
                           "or has expired. Enter the API key instead."}, status=401)
         return _start_session(call, "/")
-    session = sessions.find(call.request.cookies.get(COOKIE))
+    session = identify(call.request).session
     if session is None:
         return render(call.request, "login.html", {"next": "/", "error": ""})
     return redirect(browse_url(session.state.get("last_dir") or call.app[DIRECTORIES].home))
