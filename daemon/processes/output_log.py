@@ -14,6 +14,15 @@ A log holds a file descriptor only while its command runs: `seal()` at exit writ
 on the shared timer and then closes the file, so a thousand finished commands hold no descriptor.
 Reads of output older than what memory keeps open the file for that one read. `from_file` rebuilds
 a log from disk (after a restart) by scanning its lines once.
+
+A disk that refuses a write (ENOSPC, EDQUOT, EIO, EFBIG past RLIMIT_FSIZE) loses nothing already
+accepted: what did not land stays in memory, is served from there, and is written again every
+`retry_interval`; the bytes that did land count (the file is always an exact prefix of the log). While
+the disk refuses, new output is kept in memory up to OUTAGE_BYTES unwritten and dropped past it,
+`truncated` turns true, and the next line accepted after the drops is preceded by a `gap` record
+(`{"type": "gap", "offset": <entry offset>, "bytes": <output bytes dropped>}`), so a reader of the
+file, now or after a restart, sees where output is missing instead of output silently joined. The
+producer is never paused for a failing disk: the command runs on and ends with its exit code.
 """
 
 from __future__ import annotations
@@ -39,7 +48,12 @@ FLUSH_BYTES = 1024 * 1024
 RECENT_BYTES = 1024 * 1024
 #: Unwritten bytes past which the producer is asked to pause.
 BACKLOG_BYTES = 16 * 1024 * 1024
+#: While the disk refuses writes, output is kept in memory up to this many unwritten bytes, then dropped.
+OUTAGE_BYTES = 1024 * 1024
+#: Seconds between attempts to write to a disk that refused (one failing write a second costs nothing).
+RETRY_INTERVAL = 1.0
 TS_MARKER = b',"ts":'
+GAP_PREFIX = b'{"type": "gap"'
 
 
 @dataclass(frozen=True)
@@ -59,8 +73,9 @@ class LogWriter:
     of `echo hi` on a 2-CPU machine). Gathered, a burst of commands costs one hop per interval.
     """
 
-    def __init__(self, flush_interval: float) -> None:
+    def __init__(self, flush_interval: float, retry_interval: float = RETRY_INTERVAL) -> None:
         self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
         self._due: dict[OutputLog, None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._calls: list[tuple[Callable[[], None], asyncio.Future[None]]] = []
@@ -113,12 +128,12 @@ class LogWriter:
                 done.set_exception(failure)
 
 
-def _call_each(calls: list[Callable[[], None]]) -> list[OSError | None]:
-    outcomes: list[OSError | None] = []
+def _call_each(calls: list[Callable[[], None]]) -> list[Exception | None]:
+    outcomes: list[Exception | None] = []
     for call in calls:
         try:
             call()
-        except OSError as exc:
+        except Exception as exc:  # any failure belongs to its own log; the others' writes still run
             outcomes.append(exc)
         else:
             outcomes.append(None)
@@ -143,7 +158,18 @@ class OutputLog:
         self._starts = array("Q")
         self._outputs_end = 0
         self._writer: asyncio.Task[None] | None = None
-        self._disk_failed = False
+        #: Bytes of the batch under way that reached the file (set by the worker thread).
+        self._landed = 0
+        #: The last write failed: only the retry timer writes until one succeeds.
+        self._failing = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._warned = False
+        self._capped = False
+        #: An open gap: output dropped since `_gap_offset`, not yet marked by a `gap` record.
+        self._gap_offset: int | None = None
+        self._gap_bytes = 0
+        #: Output bytes dropped because the disk refused them, over the log's whole life.
+        self.dropped_bytes = 0
         #: True once output was dropped: the size cap was reached or the disk refused a write.
         self.truncated = False
 
@@ -154,20 +180,26 @@ class OutputLog:
 
     @property
     def backlogged(self) -> bool:
-        return self._size - self._written > BACKLOG_BYTES and not self._disk_failed
+        # A refusing disk never pauses the producer: its output is dropped instead of blocking the command.
+        return self._size - self._written > BACKLOG_BYTES and not self._failing
 
     def record(self, **fields: Any) -> None:
         """A bookkeeping line (start, end); never counted as output, never refused by the cap."""
-        self._queue((json.dumps({**fields, "ts": time.time()}, ensure_ascii=False) + "\n").encode())
+        self._close_gap()
+        self._queue(_record_line(fields))
 
     def append(self, data: str, kind: str = "output") -> None:
-        if self.truncated:
+        if self._capped:
             return
         line = _line(kind, data)
+        if self._failing and (self._gap_offset is not None or self._size - self._written + len(line) > OUTAGE_BYTES):
+            self._drop(data)
+            return
+        self._close_gap()
         room = self._cap - self._size
         if len(line) > room:
             # Keep what fits: output up to the cap is never lost, only what comes after it.
-            self.truncated = True
+            self.truncated = self._capped = True
             data = data[: max(room - len(_line(kind, "")), 0)]
             while data and len(line := _line(kind, data)) > room:
                 data = data[: len(data) * 3 // 4]
@@ -176,6 +208,22 @@ class OutputLog:
         self._starts.append(self._size)
         self._queue(line)
         self._outputs_end = self._size
+
+    def _drop(self, data: str) -> None:
+        if self._gap_offset is None:
+            self._gap_offset = self.count
+        dropped = len(data.encode(errors="surrogatepass"))
+        self._gap_bytes += dropped
+        self.dropped_bytes += dropped
+        self.truncated = True
+
+    def _close_gap(self) -> None:
+        """Mark the end of dropped output with a `gap` record, before the next line that is kept."""
+        if self._gap_offset is None:
+            return
+        fields = {"type": "gap", "offset": self._gap_offset, "bytes": self._gap_bytes}
+        self._gap_offset, self._gap_bytes = None, 0
+        self._queue(_record_line(fields))
 
     def _queue(self, line: bytes) -> None:
         self._memory += line
@@ -186,30 +234,63 @@ class OutputLog:
             self._disk.schedule(self)
 
     def flush(self) -> None:
-        """Start writing what is pending, unless a write is already under way (it will loop)."""
-        if self._writer is None and self._size > self._written and not self._disk_failed:
+        """Start writing what is pending, unless a write is already under way (it will loop) or the
+        disk refused the last one (the retry timer writes then)."""
+        if not self._failing:
+            self._start_writing()
+
+    def _start_writing(self) -> None:
+        if self._writer is None and self._size > self._written:
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
 
     async def _write_pending(self) -> None:
         try:
-            while self._size > self._written and not self._disk_failed:
+            while self._size > self._written:
                 start = self._written - self._memory_base
                 batch = bytes(self._memory[start:])
+                self._landed = 0
                 try:
                     await self._disk.run(functools.partial(self._write, batch))
-                except OSError as exc:
-                    log.warning("cannot write process log %s: %s", self.path, exc)
-                    # Keep serving what is in memory, accept nothing more.
-                    self._disk_failed = self.truncated = True
+                except Exception as exc:  # a writer that raised into the loop would stop every later write
+                    self._written += self._landed  # the file holds exactly what landed: no byte twice
+                    self._refused(exc)
                     return
                 self._written += len(batch)
                 self._forget_old_memory()
+                self._failing = False
+                if self._gap_offset is not None:
+                    self._recovered()
                 if self.on_drained and self._size - self._written <= BACKLOG_BYTES:
                     self.on_drained()
         finally:
             self._writer = None
-            if self._sealed and (self._size == self._written or self._disk_failed):
+            if self._sealed and (self._size == self._written or self._failing):
                 self._release_file()
+
+    def _refused(self, exc: Exception) -> None:
+        """The disk refused a write: keep what is pending in memory and try again later."""
+        if not self._warned:
+            # Once per log: a full disk must not turn into a warning per write.
+            self._warned = True
+            log.warning("cannot write process log %s: %s; output is kept in memory and written again when "
+                        "the disk takes it (past %d bytes it is dropped and the log marks the gap)",
+                        self.path, exc, OUTAGE_BYTES)
+        self._failing = True
+        self._release_file()  # a finished command holds no descriptor, also while its disk is full
+        if not self._closed:
+            self._retry = asyncio.get_running_loop().call_later(self._disk.retry_interval, self._try_again)
+        if self.on_drained:
+            self.on_drained()  # a producer paused for a backlog runs on: its output is dropped, not blocked
+
+    def _try_again(self) -> None:
+        # `_failing` stays set until a write lands: output meanwhile still meets the outage bound.
+        self._retry = None
+        self._start_writing()
+
+    def _recovered(self) -> None:
+        """A write landed after output was dropped: mark the gap now, not at the next output."""
+        log.info("process log %s is written again; %d bytes of output were dropped", self.path, self.dropped_bytes)
+        self._close_gap()
 
     def _write(self, batch: bytes) -> None:
         if self._fd < 0:
@@ -217,7 +298,9 @@ class OutputLog:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         view = memoryview(batch)
         while view:
-            view = view[os.write(self._fd, view):]
+            written = os.write(self._fd, view)
+            self._landed += written
+            view = view[written:]
 
     def _forget_old_memory(self) -> None:
         excess = (self._written - self._memory_base) - RECENT_BYTES
@@ -279,7 +362,7 @@ class OutputLog:
         Recent output stays in memory for reads; older output is read from the file again.
         """
         self._sealed = True
-        if self._size > self._written and not self._disk_failed:
+        if self._size > self._written and not self._failing:
             self._disk.schedule(self)
         elif self._writer is None:
             self._release_file()
@@ -300,7 +383,13 @@ class OutputLog:
             return
         self._closed = True
         self._sealed = True
+        if self._retry is not None:
+            # One last attempt, now: nothing would be left to write it later.
+            self._retry.cancel()
+            self._try_again()
         await self.drain()
+        if self._size > self._written:
+            log.warning("process log %s: %d bytes never reached the disk", self.path, self._size - self._written)
         self._release_file()
         self._memory = bytearray()
 
@@ -311,6 +400,7 @@ class OutputLog:
         Entries are the lines this module's `_line` wrote (compact `{"type":"`); bookkeeping
         records are `json.dumps` with its default separators (`{"type": "`), so they are told
         apart without parsing. A last line cut short (the daemon died mid-write) is left out.
+        A `gap` record (output the disk refused) makes the log `truncated`.
         """
         restored = cls(path, cap=0, writer=writer)
         restored._sealed = True
@@ -321,9 +411,15 @@ class OutputLog:
                 if line.startswith(b'{"type":"') and line.endswith(b"}\n") and TS_MARKER in line:
                     restored._starts.append(size)
                     restored._outputs_end = size + len(line)
+                elif line.startswith(GAP_PREFIX):
+                    restored.truncated = True
                 size += len(line)
         restored._size = restored._written = restored._memory_base = size
         return restored
+
+
+def _record_line(fields: dict[str, Any]) -> bytes:
+    return (json.dumps({**fields, "ts": time.time()}, ensure_ascii=False) + "\n").encode()
 
 
 def _line(kind: str, data: str) -> bytes:

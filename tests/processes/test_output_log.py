@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from daemon.processes import output_log
 from daemon.processes.output_log import LogWriter, OutputLog
@@ -46,13 +49,29 @@ async def test_a_writer_that_falls_behind_asks_the_producer_to_pause(tmp_path: P
     await log.close()
 
 
-async def test_a_full_disk_flags_truncation_and_keeps_serving_what_it_holds(tmp_path: Path) -> None:
-    log = OutputLog(Path("/dev/full"), cap=1 << 30, writer=LogWriter(0.001))
+async def test_a_full_disk_keeps_output_in_memory_then_drops_and_flags_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = LogWriter(0.001, retry_interval=0.001)
+    log = OutputLog(Path("/dev/full"), cap=1 << 30, writer=writer)  # every write: ENOSPC
     log.append("kept\r\n")
     await log.drain()
-    log.append("refused\r\n")
-    assert log.truncated is True
-    assert [e["data"] for e in entries(await log.render(0, log.count))] == ["kept\r\n"]
+    log.append("kept in memory too\r\n")
+    assert log.truncated is False, "nothing is lost yet: memory holds it until the disk takes it"
+    block = "z" * 65536
+    while not log.truncated:
+        assert log.count < 100, "output past OUTAGE_BYTES unwritten is dropped"
+        log.append(block)
+    kept = log.count
+    log.append("dropped too\r\n")
+    assert log.count == kept and log.dropped_bytes == 65536 + len("dropped too\r\n")
+    assert not log.backlogged, "a failing disk never pauses the command"
+    hops = writer.hops
+    await eventually(lambda: writer.hops >= hops + 5)  # it keeps trying, on its retry timer
+    served = [e["data"] for e in entries(await log.render(0, log.count))]
+    assert served[:2] == ["kept\r\n", "kept in memory too\r\n"] and len(served) == kept
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "/dev/full" in r.getMessage()]
+    assert len(warnings) == 1, "once per log, not once per write"
+    assert not log.holds_file
     await log.close()
 
 
