@@ -39,6 +39,7 @@ from daemon.net import endpoints as net_endpoints
 from daemon.pages import terminal_page
 from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
+from daemon.processes.runner import SpawnGate
 from daemon.processes.table import ProcessTable
 from daemon.resources import static_dir, templates_dir
 from daemon.terminals import endpoints as terminal_endpoints
@@ -88,8 +89,9 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ACCESS] = access
     app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
-    app[PROCESSES] = ProcessTable(config)
-    app[TERMINALS] = TerminalTable(config)
+    spawns = SpawnGate()  # one pace for every child this loop starts, commands and shells alike
+    app[PROCESSES] = ProcessTable(config, gate=spawns)
+    app[TERMINALS] = TerminalTable(config, gate=spawns)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()

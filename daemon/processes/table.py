@@ -24,7 +24,7 @@ from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.owner import Owner
 from daemon.processes.history import PastProcess, read_history
 from daemon.processes.output_log import LogWriter, OutputLog
-from daemon.processes.runner import PtyProcess, child_environment, terminate
+from daemon.processes.runner import PtyProcess, SpawnGate, child_environment, terminate
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,11 @@ class Process:
 class ProcessTable:
     """Owns every background process of one app; created and closed with the app's lifetime."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, gate: SpawnGate | None = None) -> None:
         self._config = config
         self._clock = clock
+        #: Shared with the terminals (the app gives both the same one): it paces the loop's spawns.
+        self._gate = gate or SpawnGate()
         self._processes: dict[str, Process] = {}
         self._running = 0
         #: Processes from before this daemon started, by id (read from their logs at start).
@@ -135,11 +137,22 @@ class ProcessTable:
             await asyncio.shield(self._history)
 
     async def start(self, command: str, cwd: str, env: Mapping[str, str] | None, owner: Owner) -> Process:
+        self._check_room()
+        if not os.path.isdir(cwd):
+            raise not_found(f"Working directory not found: {cwd}")
+        environment = {**self._environment, **(env or {})}
+        return await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
+
+    def _check_room(self) -> None:
         if self._running >= self._config.max_processes:
             raise ApiError(429, f"Too many running processes ({self._config.max_processes}): wait for some to "
                                 "finish or kill them")
-        if not os.path.isdir(cwd):
-            raise not_found(f"Working directory not found: {cwd}")
+
+    def _launch(self, command: str, cwd: str, environment: Mapping[str, str], owner: Owner) -> Process:
+        """Start and list the process in one step (the gate's turn): a caller cancelled after this
+        leaves a listed process, never an untracked child. The cap is checked again here, since
+        others may have started while this one waited its turn."""
+        self._check_room()
         self.forget_finished()
         process_id = self._new_id()
         output_log = OutputLog(self.log_dir / f"{process_id}.jsonl", cap=self._config.max_log_size,
@@ -148,7 +161,7 @@ class ProcessTable:
         output_log.on_drained = process.resume_output
         pty = PtyProcess(process.output)
         try:
-            pty.start(command, cwd, {**self._environment, **(env or {})})
+            pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:
             _record_start(output_log, process, pid=None)
             process.output(f"opentermd: cannot start command: {getattr(exc, 'strerror', None) or exc}\r\n")

@@ -54,7 +54,7 @@ async def create_terminal(call: Call[NoInput, NoInput]) -> dict[str, object]:
     cwd = directories.resolve(body.cwd, call.owner.session_id)
     options = SessionOptions(command=body.cmd, cwd=cwd, env=body.env, cols=body.cols, rows=body.rows,
                              detachable=body.detach, record=body.record)
-    return call.app[TERMINALS].create(call.owner, options).summary()
+    return (await call.app[TERMINALS].create(call.owner, options)).summary()
 
 
 async def _create_body(request: web.Request) -> CreateRequest:

@@ -12,6 +12,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import ApiError
 from daemon.owner import Owner
+from daemon.processes.runner import SpawnGate
 from daemon.terminals.recording import sweep_recordings
 from daemon.terminals.session import SessionOptions, TerminalSession, default_shell, session_environment
 
@@ -33,8 +34,10 @@ def _start_failed(exc: OSError | ValueError) -> ApiError:
 
 
 class TerminalTable:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, gate: SpawnGate | None = None) -> None:
         self._config = config
+        #: Shared with the processes (the app gives both the same one): it paces the loop's spawns.
+        self._gate = gate or SpawnGate()
         self._sessions: dict[str, TerminalSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
         #: The attached WebSockets, closed with 1001 when the server shuts down.
@@ -42,11 +45,10 @@ class TerminalTable:
         #: Session id -> when a never-attached session gives its slot back.
         self._attach_by: dict[str, float] = {}
 
-    def create(self, owner: Owner, options: SessionOptions) -> TerminalSession:
+    async def create(self, owner: Owner, options: SessionOptions) -> TerminalSession:
         self._prune()
         self.reap_detached()
-        if len(self._sessions) >= self._config.max_sessions:
-            raise terminal_error(429, f"Maximum number of terminal sessions ({self._config.max_sessions}) reached")
+        self._check_room()
         if self._config.detach_timeout is not None:
             options.detachable = True
         session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes)
@@ -57,10 +59,24 @@ class TerminalTable:
             except OSError as exc:
                 log.warning("terminal %s: not recorded: %s", session.id, exc)
         try:
+            return await self._gate.run(lambda: self._launch(session, env))
+        except BaseException:  # refused, failed, or cancelled while waiting its turn: no shell runs
+            if session.recorder is not None and session.id not in self._sessions:
+                session.recorder.close()
+            raise
+
+    def _check_room(self) -> None:
+        if len(self._sessions) >= self._config.max_sessions:
+            raise terminal_error(429, f"Maximum number of terminal sessions ({self._config.max_sessions}) reached")
+
+    def _launch(self, session: TerminalSession, env: dict[str, str]) -> TerminalSession:
+        """Start and list the shell in one step (the gate's turn): a caller cancelled after this
+        leaves a listed session (freed after the attach grace), never an untracked shell. The cap is
+        checked again, since others may have started while this one waited its turn."""
+        self._check_room()
+        try:
             session.start(default_shell(), env)
         except (OSError, ValueError) as exc:
-            if session.recorder is not None:
-                session.recorder.close()
             raise _start_failed(exc) from None
         self._sessions[session.id] = session
         self._attach_by[session.id] = time.monotonic() + self._config.attach_grace
