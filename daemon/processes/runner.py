@@ -34,10 +34,12 @@ COALESCE_LIMIT = 256 * 1024
 #: After the shell exits, how long to wait for PTY end-of-file before deciding a background job
 #: still holds the terminal open.
 DRAIN_GRACE = 0.25
-#: Children started in one event-loop iteration at most. One start (openpty, posix_spawn until the
-#: child's exec, pidfd) holds the loop for about 0.4 ms on the bench machine; 500 requests arriving
-#: together held it for 70 ms of spawns in one iteration, with no timer, socket or echo served.
-SPAWNS_PER_TURN = 4
+#: Children started in one event-loop iteration at most. A start (openpty, posix_spawn until the
+#: child's exec, pidfd) costs the loop about 0.4 ms on an idle machine, and 3-6 ms of waiting on a
+#: busy one (the vfork child queues for a CPU while the parent waits). 500 requests arriving
+#: together started ~170 in one iteration: a 130-160 ms stall (bench/safety.py's load). Per turn,
+#: 1 and 2 gave the same stall there (20-45 ms), 4 and 8 more (27-66 ms); 2 starts twice as fast as 1.
+SPAWNS_PER_TURN = 2
 
 T = TypeVar("T")
 
