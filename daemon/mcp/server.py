@@ -15,15 +15,32 @@ import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
+import anyio
 import uvicorn
 from aiohttp import web
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
-from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams, TextContent
+from mcp.shared._stream_protocols import ReadStream, WriteStream  # the types of Server.run's streams
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
+from mcp.shared.message import SessionMessage
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    ListToolsResult,
+    PaginatedRequestParams,
+    RequestId,
+    TextContent,
+)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon import __version__
@@ -31,9 +48,13 @@ from daemon.config import Config
 from daemon.http.auth import KeyGuard
 from daemon.keys import ENDPOINTS
 from daemon.mcp.tools import ApiCaller, Tool, build_tools
+from daemon.shutdown import REQUEST_GRACE
 
 MCP_PATH = "/mcp"
-
+#: The longest a tool call may rightly take: `wait` is at most 300 s (daemon/processes/endpoints.py), or the
+#: configured execute timeout when `wait` is left out; the margin is for the reply to be sent after that.
+LONGEST_TOOL_WAIT = 300.0
+REPLY_MARGIN = 30.0
 
 
 def build_server(tools: Mapping[str, Tool], caller: ApiCaller) -> Server[Any]:
@@ -105,7 +126,9 @@ async def serve(settings: Config, transport: str, stop: asyncio.Event) -> None:
     from daemon.app import create_app
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # As in `opentermd run`: a request still in flight at the end (a tool call whose reply nobody awaits any
+    # more, such as a cancelled `wait`) does not hold the exit for aiohttp's default minute.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=REQUEST_GRACE)
     await runner.setup()
     try:
         with tempfile.TemporaryDirectory(prefix="opentermd-mcp-") as folder:
@@ -113,20 +136,98 @@ async def serve(settings: Config, transport: str, stop: asyncio.Event) -> None:
             await web.UnixSite(runner, socket_path).start()
             connector = aiohttp.UnixConnector(path=socket_path)
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
-                caller = ApiCaller(session, "http://opentermd", settings.api_key)
+                # Any name reaches the socket, but the Host check (daemon/http/hosts.py) answers only ours.
+                caller = ApiCaller(session, "http://localhost", settings.api_key)
                 endpoints = app[ENDPOINTS]
                 server = build_server(build_tools(endpoints, settings), caller)
                 if transport == "stdio":
-                    await _until_stopped(_run_stdio(server), stop)
+                    await _until_stopped(_run_stdio(server, _reply_grace(settings)), stop)
                 else:
                     await _run_http(server, settings, stop)
     finally:
         await runner.cleanup()
 
 
-async def _run_stdio(server: Server[Any]) -> None:
+async def _run_stdio(server: Server[Any], grace: float) -> None:
+    """Serve stdio until stdin ends and every request read before it is answered (at most `grace` seconds).
+
+    The SDK's serve loop ends when its read stream does and cancels the handlers still running, so a client
+    that writes its requests and closes stdin (`echo ... | opentermd mcp`) would lose the late replies: the
+    loop reads through a relay that holds the read side open until they are sent.
+    """
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        pending = _PendingReplies()
+        relay_send, relay_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        async with anyio.create_task_group() as relay:
+            relay.start_soon(_relay_until_answered, read_stream, relay_send, pending, grace)
+            await server.run(relay_receive, _WatchedWrites(write_stream, pending),
+                             server.create_initialization_options())
+            relay.cancel_scope.cancel()  # the loop ended on its own (an error): nothing to wait for
+
+
+class _PendingReplies:
+    """The client's requests not answered yet (ids as the SDK correlates them: "7" is 7)."""
+
+    def __init__(self) -> None:
+        self._ids: set[RequestId] = set()
+        self._changed = anyio.Event()
+
+    def read(self, message: JSONRPCMessage) -> None:
+        if isinstance(message, JSONRPCRequest):
+            self._ids.add(coerce_request_id(message.id))
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            self._settle(cancelled_request_id_from_params(message.params))  # the SDK never answers those
+
+    def written(self, message: JSONRPCMessage) -> None:
+        if isinstance(message, JSONRPCResponse | JSONRPCError):
+            self._settle(message.id)
+
+    def _settle(self, request_id: RequestId | None) -> None:
+        if request_id is not None:
+            self._ids.discard(coerce_request_id(request_id))
+            self._changed.set()
+
+    async def all_answered(self) -> None:
+        while self._ids:
+            self._changed = anyio.Event()
+            await self._changed.wait()
+
+
+async def _relay_until_answered(source: ReadStream[SessionMessage | Exception],
+                                target: WriteStream[SessionMessage | Exception], pending: _PendingReplies,
+                                grace: float) -> None:
+    """Forward what stdin brings; at its end, close the forwarded side once nothing is left to answer."""
+    async with target:
+        try:
+            async for item in source:
+                if isinstance(item, SessionMessage):
+                    pending.read(item.message)  # before the loop sees it, so its reply cannot come first
+                await target.send(item)
+        except anyio.BrokenResourceError:
+            return  # the loop stopped reading
+        with anyio.move_on_after(grace):
+            await pending.all_answered()
+
+
+class _WatchedWrites:
+    """The SDK's write stream, telling `pending` of each reply once the stdout writer has taken it."""
+
+    def __init__(self, inner: WriteStream[SessionMessage], pending: _PendingReplies) -> None:
+        self._inner = inner
+        self._pending = pending
+
+    async def send(self, item: SessionMessage, /) -> None:
+        await self._inner.send(item)
+        self._pending.written(item.message)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 async def _run_http(server: Server[Any], settings: Config, stop: asyncio.Event) -> None:
@@ -145,6 +246,10 @@ async def _run_http(server: Server[Any], settings: Config, stop: asyncio.Event) 
         stopper.cancel()
     if not http.started:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+
+
+def _reply_grace(settings: Config) -> float:
+    return max(LONGEST_TOOL_WAIT, settings.execute_timeout or 0.0) + REPLY_MARGIN
 
 
 def _announce(settings: Config, port: int) -> None:
