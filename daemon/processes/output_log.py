@@ -8,7 +8,9 @@ Lines gather in memory and reach the disk in batches (on a short timer, or at on
 megabyte); the newest bytes stay in memory, so following a running command (the common read) never
 touches the disk. If the disk falls behind, `backlogged` turns true and the producer pauses until a
 batch lands. One `LogWriter` serves every log of a process table: one timer for all, and one
-worker-thread hop for all the batches due at the same moment.
+worker-thread hop for all the batches due at the same moment. It closes with its table (the timer
+cancelled, every write under way settled), and a hop is a future, not a task, so a loop that stops
+mid-hop leaves no coroutine behind to warn "never awaited" in some later test.
 
 A log holds a file descriptor only while its command runs: `seal()` at exit writes what is pending
 on the shared timer and then closes the file, so a thousand finished commands hold no descriptor.
@@ -56,6 +58,10 @@ TS_MARKER = b',"ts":'
 GAP_PREFIX = b'{"type": "gap"'
 
 
+#: Writes submitted to one worker-thread hop, each with the future its log awaits.
+Calls = list[tuple[Callable[[], None], asyncio.Future[None]]]
+
+
 @dataclass(frozen=True)
 class Window:
     """Which entries a read returns: `[first, last)`, and whether anything was cut."""
@@ -78,13 +84,23 @@ class LogWriter:
         self.retry_interval = retry_interval
         self._due: dict[OutputLog, None] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._calls: list[tuple[Callable[[], None], asyncio.Future[None]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._calls: Calls = []
+        #: Every call submitted and not yet settled: `close()` waits for them.
+        self._pending: set[asyncio.Future[None]] = set()
         #: Worker-thread hops so far (each carries every batch due at that moment).
         self.hops = 0
+        #: Closed with its table: no timer is armed any more; a log's own drain()/close() still writes.
+        self.closed = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing due on the timer and no write submitted or under way."""
+        return self._timer is None and not self._due and not self._pending
 
     def schedule(self, log: OutputLog) -> None:
         """Flush `log` at the next tick of the shared timer."""
+        if self.closed:
+            return
         self._due[log] = None
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._flush_due)
@@ -100,32 +116,54 @@ class LogWriter:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._calls.append((call, done))
+        self._pending.add(done)
+        done.add_done_callback(self._pending.discard)
         if len(self._calls) == 1:
             loop.call_soon(self._dispatch)
         await done
 
     def _dispatch(self) -> None:
+        # A future, not a task: a hop dispatched in the loop's last turn leaves no coroutine that
+        # never ran (which Python reports as "never awaited" whenever it is collected).
         calls, self._calls = self._calls, []
         self.hops += 1
-        task = asyncio.get_running_loop().create_task(self._run_all(calls))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run_all(self, calls: list[tuple[Callable[[], None], asyncio.Future[None]]]) -> None:
         try:
-            outcomes = await asyncio.to_thread(_call_each, [call for call, _ in calls])
-        except BaseException as exc:  # no thread to run them (shutdown): their logs must not wait forever
-            for _, done in calls:
-                if not done.done():
-                    done.set_exception(OSError(f"log write not run: {exc!r}"))
-            raise
-        for (_, done), failure in zip(calls, outcomes, strict=True):
-            if done.done():
-                continue
-            if failure is None:
-                done.set_result(None)
-            else:
-                done.set_exception(failure)
+            hop = asyncio.get_running_loop().run_in_executor(None, _call_each, [call for call, _ in calls])
+        except RuntimeError as exc:  # no thread to run them (shutdown): their logs must not wait forever
+            _settle(calls, [OSError(f"log write not run: {exc!r}")] * len(calls))
+            return
+        hop.add_done_callback(functools.partial(_settle_hop, calls))
+
+    async def close(self) -> None:
+        """Arm no more timers; write what was due at once; return when every write has settled."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due, self._due = self._due, {}
+        await asyncio.gather(*(log.drain() for log in due))
+        while self._pending:
+            await asyncio.wait(set(self._pending))
+
+
+def _settle_hop(calls: Calls, hop: asyncio.Future[list[Exception | None]]) -> None:
+    if hop.cancelled():
+        _settle(calls, [OSError("log write cancelled")] * len(calls))
+    elif (failure := hop.exception()) is not None:
+        _settle(calls, [OSError(f"log write not run: {failure!r}")] * len(calls))
+    else:
+        _settle(calls, hop.result())
+
+
+def _settle(calls: Calls, outcomes: list[Exception | None]) -> None:
+    """Each call gets its own outcome; callers that gave up meanwhile are skipped."""
+    for (_, done), outcome in zip(calls, outcomes, strict=True):
+        if done.done():
+            continue
+        if outcome is None:
+            done.set_result(None)
+        else:
+            done.set_exception(outcome)
 
 
 def _call_each(calls: list[Callable[[], None]]) -> list[Exception | None]:
@@ -185,11 +223,14 @@ class OutputLog:
 
     def record(self, **fields: Any) -> None:
         """A bookkeeping line (start, end); never counted as output, never refused by the cap."""
+        if self._closed:
+            return
         self._close_gap()
         self._queue(_record_line(fields))
 
     def append(self, data: str, kind: str = "output") -> None:
-        if self._capped:
+        # A closed log let go of its memory: a line accepted now would be written from the wrong place.
+        if self._capped or self._closed:
             return
         line = _line(kind, data)
         if self._failing and (self._gap_offset is not None or self._size - self._written + len(line) > OUTAGE_BYTES):

@@ -305,6 +305,8 @@ class ProcessTable:
                 process.pty.close()
         await asyncio.gather(*self._closing, *(process.log.close() for process in self._processes.values()))
         self._processes.clear()
+        # Its timer and hops end with the app, not in a later turn of a loop that is closing.
+        await self._log_writer.close()
 
 
 def _record_start(output_log: OutputLog, process: Process, pid: int | None) -> None:
