@@ -14,11 +14,12 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from daemon.config import Config
-from daemon.errors import bad_request
+from daemon.errors import bad_request, validation_failed
 from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint
 from daemon.http.inputs import HIDDEN, NoInput
 from daemon.keys import CONFIG, DIRECTORIES, PROCESSES
 from daemon.processes.table import Process
+from daemon.spawn_inputs import spawn_problem
 
 #: Replies whose output is larger than this are streamed from disk instead of built in memory.
 INLINE_LIMIT = 1024 * 1024
@@ -105,6 +106,7 @@ async def list_processes(call: Call[NoInput, NoInput]) -> list[dict[str, object]
 
 
 async def run_command(call: Call[ExecQuery, ExecRequest]) -> web.StreamResponse:
+    check_spawnable(call.body)
     directories = call.app[DIRECTORIES]
     cwd = directories.resolve(call.body.cwd, call.owner.session_id)
     process = await call.app[PROCESSES].start(call.body.command, cwd, call.body.env, call.owner)
@@ -133,6 +135,16 @@ async def kill_process(call: Call[KillQuery, NoInput]) -> dict[str, str]:
     table = call.app[PROCESSES]
     await table.kill(await table.get(call.path("process_id"), call.owner), force=call.query.force)
     return {"status": "killed"}
+
+
+def check_spawnable(body: ExecRequest) -> None:
+    """A NUL or a bad environment name is the request's fault: a 422 as pydantic words a failed
+    validator, not a spawn that fails with 127."""
+    problem = spawn_problem({"command": body.command, "cwd": body.cwd}, body.env)
+    if problem is not None:
+        raise validation_failed([{"type": "value_error", "loc": ["body", *problem.where],
+                                  "msg": f"Value error, {problem.message}", "input": problem.value,
+                                  "ctx": {"error": {}}}])
 
 
 def decode_escapes(text: str) -> bytes:

@@ -19,6 +19,7 @@ from daemon.http.inputs import NoInput
 from daemon.keys import DIRECTORIES, SESSIONS, TERMINALS
 from daemon.owner import Owner
 from daemon.processes.endpoints import InputRequest
+from daemon.spawn_inputs import spawn_problem
 from daemon.terminals.session import USER_OUTPUT_BYTES, SessionOptions, TerminalSession
 from daemon.terminals.table import TerminalTable, terminal_error
 
@@ -66,24 +67,10 @@ async def _create_body(request: web.Request) -> CreateRequest:
         body = msgspec.json.decode(raw, type=CreateRequest, strict=False)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise terminal_error(422, f"Invalid terminal options: {exc}") from None
-    problem = options_problem(body)
+    problem = spawn_problem({"cmd": body.cmd, "cwd": body.cwd}, body.env)
     if problem is not None:
-        raise terminal_error(422, f"Invalid terminal options: {problem}")
+        raise terminal_error(422, f"Invalid terminal options: {problem.message}")
     return body
-
-
-def options_problem(body: CreateRequest) -> str | None:
-    """What no shell can be started with: an environment name that is empty or holds `=` or NUL,
-    NUL in a value, the command or the directory (the kernel takes C strings)."""
-    for name, value in body.env.items():
-        if not name or "=" in name or "\0" in name:
-            return f"invalid environment variable name {name!r}"
-        if "\0" in value:
-            return f"environment variable {name!r} holds a NUL byte"
-    for option, text in (("cmd", body.cmd), ("cwd", body.cwd)):
-        if text is not None and "\0" in text:
-            return f"{option} holds a NUL byte"
-    return None
 
 
 async def list_terminals(call: Call[NoInput, NoInput]) -> list[dict[str, object]]:

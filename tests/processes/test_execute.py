@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import PROCESS_ID, Api, ApiFactory, eventually, output_text, process_group_members
 
 
@@ -168,9 +170,26 @@ async def test_environment_is_merged_and_settings_are_not_leaked(api: Api) -> No
 
 
 async def test_a_command_that_cannot_start_gets_an_error_entry(api: Api) -> None:
-    reply = await api.run("echo \u0000oops")
+    # One environment string past the kernel's 128 KiB (MAX_ARG_STRLEN): the exec itself fails.
+    reply = await api.run("echo never", env={"BIG": "x" * 200_000})
     assert reply["status"] == "done" and reply["exit_code"] == 127
-    assert "cannot start command" in output_text(reply)
+    assert output_text(reply) == "opentermd: cannot start command: Argument list too long\r\n"
+
+
+@pytest.mark.parametrize(("body", "loc"), [
+    ({"command": "echo \u0000oops"}, ["body", "command"]),
+    ({"command": "pwd", "cwd": "a\u0000b"}, ["body", "cwd"]),
+    ({"command": "true", "env": {"A\u0000B": "x"}}, ["body", "env", "A\u0000B"]),
+    ({"command": "true", "env": {"A=B": "x"}}, ["body", "env", "A=B"]),
+    ({"command": "true", "env": {"": "x"}}, ["body", "env", ""]),
+    ({"command": "true", "env": {"A": "x\u0000y"}}, ["body", "env", "A"]),
+])
+async def test_input_no_command_can_start_with_is_422_and_starts_nothing(
+        api: Api, body: dict[str, Any], loc: list[str]) -> None:
+    reply = await api.json("POST", "/execute?wait=5", json=body, status=422)
+    [error] = reply["detail"]
+    assert error["type"] == "value_error" and error["loc"] == loc and error["msg"].startswith("Value error, ")
+    assert await api.json("GET", "/execute") == [], "refused before anything was spawned or listed"
 
 
 async def test_multibyte_characters_split_across_reads_stay_whole(api: Api) -> None:
