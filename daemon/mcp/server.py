@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Self
 
@@ -26,14 +27,12 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream  # the types of Server.run's streams
 from mcp.shared.dispatcher import coerce_request_id
-from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
-from mcp.shared.message import SessionMessage
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import (
     CallToolRequestParams,
     CallToolResult,
     JSONRPCError,
     JSONRPCMessage,
-    JSONRPCNotification,
     JSONRPCRequest,
     JSONRPCResponse,
     ListToolsResult,
@@ -166,29 +165,42 @@ async def _run_stdio(server: Server[Any], grace: float) -> None:
 
 
 class _PendingReplies:
-    """The client's requests not answered yet (ids as the SDK correlates them: "7" is 7)."""
+    """The client's requests whose outcome is not known yet, counted by id as the SDK correlates them ("7" is 7).
+
+    An outcome is what the SDK does, not a guess at what it will do: a reply handed to the stdout writer, or the
+    SDK's word (its `on_request_unanswered` hook) that the request settled with none, which is how a request the
+    client cancelled ends. Reading `notifications/cancelled` ourselves would guess wrong whenever the SDK does not
+    apply it (the request already answered, an id it never saw, or a reused id: it cancels only the newest).
+    """
 
     def __init__(self) -> None:
-        self._ids: set[RequestId] = set()
+        self._open: Counter[RequestId] = Counter()
         self._changed = anyio.Event()
 
-    def read(self, message: JSONRPCMessage) -> None:
-        if isinstance(message, JSONRPCRequest):
-            self._ids.add(coerce_request_id(message.id))
-        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
-            self._settle(cancelled_request_id_from_params(message.params))  # the SDK never answers those
+    def read(self, item: SessionMessage) -> SessionMessage:
+        """Count a request in (before the SDK sees it, so its outcome cannot come first); the item to forward."""
+        message = item.message
+        if not isinstance(message, JSONRPCRequest):
+            return item
+        request_id = coerce_request_id(message.id)
+        self._open[request_id] += 1
+
+        async def unanswered() -> None:
+            self._settle(request_id)
+
+        return SessionMessage(message, ServerMessageMetadata(on_request_unanswered=unanswered))
 
     def written(self, message: JSONRPCMessage) -> None:
-        if isinstance(message, JSONRPCResponse | JSONRPCError):
-            self._settle(message.id)
+        if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+            self._settle(coerce_request_id(message.id))
 
-    def _settle(self, request_id: RequestId | None) -> None:
-        if request_id is not None:
-            self._ids.discard(coerce_request_id(request_id))
+    def _settle(self, request_id: RequestId) -> None:
+        if self._open[request_id] > 0:
+            self._open[request_id] -= 1
             self._changed.set()
 
     async def all_answered(self) -> None:
-        while self._ids:
+        while +self._open:  # unary + drops the ids counted down to zero
             self._changed = anyio.Event()
             await self._changed.wait()
 
@@ -200,9 +212,7 @@ async def _relay_until_answered(source: ReadStream[SessionMessage | Exception],
     async with target:
         try:
             async for item in source:
-                if isinstance(item, SessionMessage):
-                    pending.read(item.message)  # before the loop sees it, so its reply cannot come first
-                await target.send(item)
+                await target.send(pending.read(item) if isinstance(item, SessionMessage) else item)
         except anyio.BrokenResourceError:
             return  # the loop stopped reading
         with anyio.move_on_after(grace):
@@ -217,8 +227,11 @@ class _WatchedWrites:
         self._pending = pending
 
     async def send(self, item: SessionMessage, /) -> None:
-        await self._inner.send(item)
-        self._pending.written(item.message)
+        try:
+            await self._inner.send(item)
+        finally:
+            # A reply whose write failed or was cancelled is settled too: the SDK never writes a second one.
+            self._pending.written(item.message)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -239,8 +239,8 @@ HANDSHAKE = [
 ]
 
 
-def piped_replies(tmp_path: Path, messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """Replies by id of `opentermd mcp` to the handshake and `messages` written at once, stdin closed right after
+def piped_output(tmp_path: Path, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `opentermd mcp` writes for the handshake and `messages` written at once, stdin closed right after
     (as `echo ... | opentermd mcp` does)."""
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
@@ -248,9 +248,14 @@ def piped_replies(tmp_path: Path, messages: list[dict[str, Any]]) -> dict[Any, d
                             env=environment(tmp_path), capture_output=True, text=True, timeout=60,
                             input="".join(json.dumps(message) + "\n" for message in HANDSHAKE + messages))
     assert result.returncode == 0, result.stderr
-    replies = {reply.get("id"): reply for reply in map(json.loads, result.stdout.splitlines())}
-    assert replies[1]["result"]["serverInfo"]["name"] == "opentermd", result.stderr
-    return replies
+    written = [json.loads(line) for line in result.stdout.splitlines()]
+    assert written[0]["result"]["serverInfo"]["name"] == "opentermd", result.stderr
+    return written
+
+
+def piped_replies(tmp_path: Path, messages: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """`piped_output` by id."""
+    return {reply.get("id"): reply for reply in piped_output(tmp_path, messages)}
 
 
 def run_command(request_id: int, command: str, wait: int) -> dict[str, Any]:
@@ -270,10 +275,23 @@ def test_stdio_answers_every_request_when_stdin_closes_at_once(tmp_path: Path) -
 
 def test_stdio_answers_a_slow_call_after_stdin_closes(tmp_path: Path) -> None:
     replies = piped_replies(tmp_path, [run_command(2, "sleep 1; echo done", wait=30)])
-    [content] = replies[2]["result"]["content"]
+    assert command_output(replies[2]) == "done"
+
+
+def command_output(reply: dict[str, Any]) -> str:
+    """The output of a finished `run_command`, from its JSON-RPC reply."""
+    [content] = reply["result"]["content"]
     run = json.loads(content["text"])
-    output = "".join(event["data"] for event in run["output"] if event["type"] == "output")
-    assert run["status"] == "done" and output.strip() == "done", run
+    assert run["status"] == "done", run
+    return "".join(event["data"] for event in run["output"] if event["type"] == "output").strip()
+
+
+def test_stdio_answers_both_requests_that_share_an_id(tmp_path: Path) -> None:
+    # JSON-RPC wants ids unique, but the SDK runs both (its table keeps the newer): both replies are owed at EOF.
+    # Counting id 2 answered at its first reply let EOF cancel the slower call (a "Connection closed" error).
+    written = piped_output(tmp_path, [run_command(2, "sleep 1; echo slow", wait=30),
+                                      run_command(2, "echo fast", wait=30)])
+    assert sorted(command_output(reply) for reply in written if reply.get("id") == 2) == ["fast", "slow"]
 
 
 def test_stdio_does_not_wait_for_a_cancelled_call(tmp_path: Path) -> None:
