@@ -85,8 +85,9 @@ class LogWriter:
         self._due: dict[OutputLog, None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._calls: Calls = []
-        #: Every call submitted and not yet settled: `close()` waits for them.
-        self._pending: set[asyncio.Future[None]] = set()
+        #: Every call submitted and not yet settled, and every hop under way: `close()` waits for them
+        #: (a hop whose callers gave up still writes).
+        self._pending: set[asyncio.Future[Any]] = set()
         #: Worker-thread hops so far (each carries every batch due at that moment).
         self.hops = 0
         #: Closed with its table: no timer is armed any more; a log's own drain()/close() still writes.
@@ -132,6 +133,8 @@ class LogWriter:
         except RuntimeError as exc:  # no thread to run them (shutdown): their logs must not wait forever
             _settle(calls, [OSError(f"log write not run: {exc!r}")] * len(calls))
             return
+        self._pending.add(hop)
+        hop.add_done_callback(self._pending.discard)
         hop.add_done_callback(functools.partial(_settle_hop, calls))
 
     async def close(self) -> None:
