@@ -129,6 +129,24 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
+class FakeClock:
+    """A clock moved by hand, from an exact start: never from time.monotonic(), where `now + 100 - now`
+    may not be 100 and the float a run happened to start at would decide the edge tests. Call it, or
+    let it stand in for the `time` module (it has `monotonic`)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Poll a condition from synchronous code (a thread or a subprocess test, never a coroutine:
     it would block the event loop the server runs on; use `eventually` there)."""

@@ -17,8 +17,8 @@ import pytest
 from daemon.config import Config
 from daemon.http import sessions as sessions_module
 from daemon.keys import SESSIONS, TERMINALS
-from tests.conftest import AUTH, eventually, process_group_members
-from tests.http.test_sessions import Browser, Clock, new_browser
+from tests.conftest import AUTH, FakeClock, eventually, process_group_members
+from tests.http.test_sessions import Browser, new_browser
 from tests.net.test_ports import Listener, serve_files
 from tests.net.test_proxy import start_app
 
@@ -194,13 +194,13 @@ async def test_logout_closes_a_proxied_websocket_the_cookie_opened(browser: Brow
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
     monkeypatch.setattr(sessions_module, "time", fake)
     return fake
 
 
-async def test_the_end_of_a_sessions_lifetime_closes_its_sockets(clock: Clock, browser: Browser) -> None:
+async def test_the_end_of_a_sessions_lifetime_closes_its_sockets(clock: FakeClock, browser: Browser) -> None:
     _, socket = await cookie_terminal(browser)
     sessions = browser.client.app[SESSIONS]
     clock.advance(sessions.lifetime)
@@ -211,7 +211,7 @@ async def test_the_end_of_a_sessions_lifetime_closes_its_sockets(clock: Clock, b
     assert await close_of(socket) == (4001, "Session expired")
 
 
-async def test_an_open_terminal_keeps_its_session_from_going_idle(clock: Clock, browser: Browser) -> None:
+async def test_an_open_terminal_keeps_its_session_from_going_idle(clock: FakeClock, browser: Browser) -> None:
     _, socket = await cookie_terminal(browser)
     sessions = browser.client.app[SESSIONS]
     clock.advance(sessions.idle + 1)

@@ -23,29 +23,14 @@ from daemon.config import Config
 from daemon.http import sessions as sessions_module
 from daemon.http.sessions import COOKIE, CSRF_HEADER, PageSessions
 from daemon.keys import SESSIONS
-from tests.conftest import KEY, Api, eventually
+from tests.conftest import KEY, Api, FakeClock, eventually
 
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-class Clock:
-    """Stands in for the `time` module inside daemon.http.sessions: a monotonic clock we move by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        # An exact start: from time.monotonic(), `now + 100 - now` may not be 100, and the edge tests
-        # would depend on which float the run happened to start at.
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
     monkeypatch.setattr(sessions_module, "time", fake)
     return fake
 
@@ -191,7 +176,7 @@ def test_only_digests_of_cookies_and_login_tokens_are_stored() -> None:
     assert all(cookie not in repr(value) for value in stored.values())
 
 
-def test_idle_sessions_expire_and_use_keeps_them_alive(clock: Clock) -> None:
+def test_idle_sessions_expire_and_use_keeps_them_alive(clock: FakeClock) -> None:
     sessions = PageSessions(idle=100, lifetime=10_000)
     used, _ = sessions.create()
     unused, _ = sessions.create()
@@ -203,7 +188,7 @@ def test_idle_sessions_expire_and_use_keeps_them_alive(clock: Clock) -> None:
     assert sessions.find(used) is None
 
 
-def test_the_idle_limit_is_exclusive_at_its_edge(clock: Clock) -> None:
+def test_the_idle_limit_is_exclusive_at_its_edge(clock: FakeClock) -> None:
     sessions = PageSessions(idle=100, lifetime=10_000)
     cookie, _ = sessions.create()
     clock.advance(100)
@@ -212,7 +197,7 @@ def test_the_idle_limit_is_exclusive_at_its_edge(clock: Clock) -> None:
     assert sessions.find(cookie) is None
 
 
-def test_a_session_in_constant_use_still_ends_after_its_lifetime(clock: Clock) -> None:
+def test_a_session_in_constant_use_still_ends_after_its_lifetime(clock: FakeClock) -> None:
     sessions = PageSessions(idle=100, lifetime=250)
     cookie, _ = sessions.create()
     for _ in range(5):
@@ -222,7 +207,7 @@ def test_a_session_in_constant_use_still_ends_after_its_lifetime(clock: Clock) -
     assert sessions.find(cookie) is None
 
 
-def test_expired_sessions_are_dropped_from_memory(clock: Clock) -> None:
+def test_expired_sessions_are_dropped_from_memory(clock: FakeClock) -> None:
     sessions = PageSessions(idle=10, lifetime=100)
     for _ in range(3):
         sessions.create()
@@ -242,7 +227,7 @@ def test_a_login_token_is_redeemed_once() -> None:
     assert sessions.redeem(other) is True
 
 
-def test_a_login_token_expires(clock: Clock) -> None:
+def test_a_login_token_expires(clock: FakeClock) -> None:
     sessions = PageSessions(login_ttl=60)
     token, fresh = sessions.login_token(), sessions.login_token()
     clock.advance(61)
@@ -439,7 +424,7 @@ async def test_a_made_up_login_link_is_refused(aiohttp_client: Any, config: Conf
         assert set_cookies(response) == []
 
 
-async def test_an_expired_login_link_is_refused(aiohttp_client: Any, config: Config, clock: Clock) -> None:
+async def test_an_expired_login_link_is_refused(aiohttp_client: Any, config: Config, clock: FakeClock) -> None:
     page = await new_browser(aiohttp_client, config)
     token = page.client.app[SESSIONS].login_token()
     clock.advance(3601)
@@ -450,7 +435,7 @@ async def test_an_expired_login_link_is_refused(aiohttp_client: Any, config: Con
 
 
 async def test_the_login_link_is_still_good_just_before_it_expires(aiohttp_client: Any, config: Config,
-                                                                   clock: Clock) -> None:
+                                                                   clock: FakeClock) -> None:
     page = await new_browser(aiohttp_client, config)
     token = page.client.app[SESSIONS].login_token()
     clock.advance(3599)
@@ -462,7 +447,7 @@ async def test_the_login_link_is_still_good_just_before_it_expires(aiohttp_clien
 # --- expiry, restart and logout --------------------------------------------------------------------------
 
 
-async def test_an_idle_session_expires(clock: Clock, browser: Browser, tmp_path: Path) -> None:
+async def test_an_idle_session_expires(clock: FakeClock, browser: Browser, tmp_path: Path) -> None:
     clock.advance(12 * 3600 + 1)
     async with browser.client.get("/files/list", params={"directory": str(tmp_path)}) as response:
         assert response.status == 401

@@ -12,17 +12,7 @@ from daemon.config import Config
 from daemon.errors import ApiError
 from daemon.owner import Owner
 from daemon.processes.table import FORGET_AFTER, Process, ProcessTable
-from tests.conftest import make_config
-
-
-class FakeClock:
-    """The table's clock, moved by hand; it starts at an exact value so no float edge decides."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock, make_config
 
 
 @pytest.fixture

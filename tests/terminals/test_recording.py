@@ -18,6 +18,7 @@ from asciinema import asciicast  # type: ignore[import-untyped]
 
 from daemon.terminals import recording
 from daemon.terminals.recording import Recorder, sweep_recordings
+from tests.conftest import FakeClock
 
 ENV = {"SHELL": "/bin/bash", "TERM": "xterm-256color", "API_KEY": "never in a header"}
 Event = tuple[float, str, str]
@@ -188,17 +189,9 @@ def test_past_64_kib_the_buffer_reaches_the_disk_before_close(tmp_path: Path) ->
     assert "".join(texts(parse_cast(path)[1])).count("y") == 17 * 4096
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def clocked_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, Path, Recorder]:
+def clocked_recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeClock, Path, Recorder]:
     """A recorder whose clock the test moves by hand."""
-    clock = Clock()
+    clock = FakeClock(5000.0)
     monkeypatch.setattr(recording, "monotonic", clock)
     path = tmp_path / "s.cast"
     return clock, path, Recorder(path, 80, 24, command="/bin/bash", env=ENV)

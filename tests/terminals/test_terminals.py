@@ -17,7 +17,7 @@ from daemon.keys import TERMINALS
 from daemon.terminals import endpoints
 from daemon.terminals import session as session_module
 from daemon.terminals import table as table_module
-from tests.conftest import KEY, Api, ApiFactory, eventually, process_group_members, process_stats
+from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, process_group_members, process_stats
 
 Socket = aiohttp.ClientWebSocketResponse
 
@@ -59,22 +59,9 @@ async def closed_with(socket: Socket) -> int | None:
         assert message.type == aiohttp.WSMsgType.BINARY, message
 
 
-class Clock:
-    """Stands in for the `time` module of the terminal table and sessions: moved by hand, from an exact start."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
     monkeypatch.setattr(table_module, "time", fake)
     monkeypatch.setattr(session_module, "time", fake)
     return fake
@@ -191,7 +178,7 @@ async def test_creates_followed_by_failed_auths_never_fill_the_table(api: Api) -
 
 
 async def test_a_session_never_attached_gives_its_slot_back_after_the_grace(
-        api_with: ApiFactory, clock: Clock) -> None:
+        api_with: ApiFactory, clock: FakeClock) -> None:
     api = await api_with(max_sessions=2, attach_grace=30)
     abandoned = [await create(api), await create(api)]
     assert await create(api, status=429) == {"error": "Maximum number of terminal sessions (2) reached"}
@@ -203,7 +190,7 @@ async def test_a_session_never_attached_gives_its_slot_back_after_the_grace(
     assert await eventually(lambda: all(process_group_members(gone["pid"]) == [] for gone in abandoned), timeout=10)
 
 
-async def test_an_attached_session_is_not_reaped_by_the_attach_grace(api_with: ApiFactory, clock: Clock) -> None:
+async def test_an_attached_session_is_not_reaped_by_the_attach_grace(api_with: ApiFactory, clock: FakeClock) -> None:
     api = await api_with(attach_grace=30)
     session = await create(api)
     socket = await attach(api, session["id"])
@@ -293,7 +280,7 @@ async def test_reattach_replays_what_happened_meanwhile(api: Api, tmp_path: Path
     assert process_group_members(session["pid"]), "a detachable shell outlives its socket"
 
 
-async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory, clock: Clock) -> None:
+async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory, clock: FakeClock) -> None:
     api = await api_with(detach_timeout=0.25)  # exact in binary, as is the clock's start
     session = await create(api)
     socket = await attach(api, session["id"])
