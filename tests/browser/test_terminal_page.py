@@ -47,6 +47,33 @@ async def run(page: Page, command: str) -> None:
     await page.keyboard.press("Enter")
 
 
+UNDERLINED = """() => [...document.querySelectorAll('.xterm-rows span')].some((span) =>
+  getComputedStyle(span).textDecorationLine.includes('underline'))"""
+
+
+async def hover_until_underlined(page: Page, text: str) -> None:
+    """Hover the row showing the link `text` until xterm underlines it.
+
+    The row can move between measuring it and moving the mouse there (the next prompt may scroll the
+    screen), and xterm looks for links only on a mouse move: so measure again and move again, each
+    try bounded, until the link shows.
+    """
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(10):
+        await page.wait_for_function(PROMPT, timeout=WAIT)
+        box = await page.locator(".xterm-rows > div", has_text=text).last.bounding_box()
+        assert box is not None
+        await page.mouse.move(0, 0)
+        await page.mouse.move(box["x"] + 30, box["y"] + box["height"] / 2)
+        try:
+            await page.wait_for_function(UNDERLINED, timeout=2_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the link {text!r} was never underlined on hover")
+
+
 async def session_id(page: Page) -> str:
     found: str = await page.evaluate("sessionStorage.getItem('opentermd.terminal')")
     return found
@@ -94,11 +121,7 @@ async def test_a_command_runs_and_its_output_comes_back_after_a_reload(logged_in
 
     await run(page, "echo https://example.com/docs")
     await wait_for_line(page, "https://example.com/docs")
-    box = await page.locator(".xterm-rows > div", has_text="https://example.com/docs").last.bounding_box()
-    assert box is not None
-    await page.mouse.move(box["x"] + 30, box["y"] + box["height"] / 2)
-    await page.wait_for_function("""() => [...document.querySelectorAll('.xterm-rows span')].some((span) =>
-        getComputedStyle(span).textDecorationLine.includes('underline'))""", timeout=WAIT)  # A link, underlined.
+    await hover_until_underlined(page, "https://example.com/docs")
 
     await page.keyboard.press("Control+Shift+F")
     search = page.locator("[data-testid=terminal-search-input]")
