@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon import __version__, config, shutdown
-from daemon.files.documents import WORKER_COMMAND, worker_main
+from daemon.files import worker
 from daemon.resources import raise_open_file_limit
 
 
@@ -55,8 +55,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
          out: TextIO | None = None) -> int:
     out = out or sys.stdout
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == [WORKER_COMMAND] and len(argv) == 2:
-        return worker_main(argv[1])
+    if worker.is_worker_command(argv):
+        return worker.main(argv)
     args = parser().parse_args(argv)
     flags = {name: value for name, value in vars(args).items() if name not in ("command", "config", "transport")}
     try:

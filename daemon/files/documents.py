@@ -1,4 +1,4 @@
-"""Text from documents (PDF), extracted in a separate worker process.
+"""Text from documents (PDF), extracted in a separate worker process (`daemon.files.worker`).
 
 pypdf is pure Python: a hostile PDF can spin for minutes or eat memory. In a worker it can only
 hurt itself: it gets a time limit, a memory limit and its own process group, which is killed
@@ -7,18 +7,13 @@ when the time is up or the request goes away.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import resource
-import signal
 import sys
 
 from daemon.errors import ApiError
-from daemon.resources import self_command
+from daemon.files import worker
 
 #: The hidden command line that runs the worker: `opentermd __extract-text <path>`.
-WORKER_COMMAND = "__extract-text"
+WORKER_COMMAND = worker.EXTRACT_TEXT
 EXTRACTABLE_TYPES = frozenset({"application/pdf"})
 EXTRACTABLE_SUFFIXES = (".pdf",)
 WORKER_MEMORY = 2 * 1024**3
@@ -35,28 +30,22 @@ async def extract_text(path: str, timeout: float, *, fd: int | None = None) -> s
     With `fd` (the file opened and checked already) the worker reads that very file through
     `/dev/fd/N`, never the path again, which may lead elsewhere by now.
     """
-    process = await asyncio.create_subprocess_exec(
-        *self_command(), WORKER_COMMAND, path if fd is None else f"/dev/fd/{fd}",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True, pass_fds=() if fd is None else (fd,),
-    )
-    try:
-        output, errors = await asyncio.wait_for(process.communicate(), timeout or None)
-    except TimeoutError:
-        raise ApiError(422, f"Text extraction took longer than {timeout:g} s; the document may be damaged") from None
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-    if process.returncode != 0:
-        reason = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or ["the worker failed"]
-        raise ApiError(422, f"Cannot extract text from this document: {reason[0]}")
+    late = ApiError(422, f"Text extraction took longer than {timeout:g} s; the document may be damaged")
+    code, output, errors = await worker.run(
+        WORKER_COMMAND, [path if fd is None else f"/dev/fd/{fd}"], timeout=timeout, on_timeout=late,
+        fds=() if fd is None else (fd,))
+    if code != 0:
+        raise ApiError(422, f"Cannot extract text from this document: {worker.last_line(errors)}")
     return output.decode("utf-8", "replace")
 
 
-def worker_main(path: str) -> int:
+def worker_main(args: list[str]) -> int:
     """Runs in the worker process: write the text to stdout, or one line of error to stderr."""
-    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    if len(args) != 1:
+        print("usage: __extract-text <path>", file=sys.stderr)
+        return 2
+    path = args[0]
+    worker.limit_memory(WORKER_MEMORY)
     try:
         from pypdf import PdfReader
 

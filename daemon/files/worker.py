@@ -1,0 +1,70 @@
+"""Worker processes: work on untrusted input (documents, diffs) that may spin or eat memory.
+
+A worker is this program started again with a hidden command (`opentermd __compare`). It can
+only hurt itself: it gets a time limit, a memory limit and its own process group, which is killed
+when the time is up or the request goes away. Every kind of worker runs through `run` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import resource
+import signal
+from collections.abc import Sequence
+
+from daemon.errors import ApiError
+from daemon.resources import self_command
+
+EXTRACT_TEXT = "__extract-text"
+COMPARE = "__compare"
+#: Hidden command -> the module whose `worker_main(args)` runs it (imported only in the worker).
+COMMANDS = {EXTRACT_TEXT: "daemon.files.documents", COMPARE: "daemon.files.compare"}
+#: Exit status of a worker that refused its input with a status and a detail (JSON on stderr).
+REFUSED = 3
+
+
+def is_worker_command(argv: Sequence[str]) -> bool:
+    return bool(argv) and argv[0] in COMMANDS
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs in the worker process: the hidden command's job, with its arguments."""
+    module = importlib.import_module(COMMANDS[argv[0]])
+    code: int = module.worker_main(list(argv[1:]))
+    return code
+
+
+def limit_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+async def run(command: str, args: Sequence[str], *, timeout: float, on_timeout: ApiError,
+              fds: Sequence[int] = (), stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run a worker to its end: its exit status, stdout and stderr; `on_timeout` after `timeout` s (0: none).
+
+    `fds` are passed to the worker (as /dev/fd/N), so it reads the very files the server checked.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *self_command(), command, *args,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True, pass_fds=tuple(fds),
+    )
+    try:
+        output, errors = await asyncio.wait_for(process.communicate(stdin), timeout or None)
+    except TimeoutError:
+        raise on_timeout from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output, errors
+
+
+def last_line(errors: bytes, default: str = "the worker failed") -> str:
+    lines = errors.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else default
