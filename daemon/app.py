@@ -16,7 +16,7 @@ from daemon.files.cwd import SessionDirectories
 from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.transfer import LinkStore
-from daemon.http import cors, docs
+from daemon.http import cors, docs, key_watch
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
 from daemon.http.errors import error_middleware
@@ -51,15 +51,17 @@ MAX_JSON_BODY = 64 * 1024 * 1024
 
 def declared_endpoints(config: Config) -> list[Endpoint]:
     """Every endpoint of the API, in the order the OpenAPI document lists them."""
+    # OPEN_TERMINAL_ENABLE_TERMINAL=false: the terminal routes are not there at all, as in the reference.
+    terminals = config.enable_terminal
     return [
         *service.endpoints(config),
         *docs.ENDPOINTS_DECLARED,
         *file_endpoints.ENDPOINTS,
         *process_endpoints.ENDPOINTS,
-        *terminal_endpoints.ENDPOINTS,
+        *(terminal_endpoints.ENDPOINTS if terminals else ()),
         *net_endpoints.ENDPOINTS,
         *page_views.ENDPOINTS,
-        *terminal_page.ENDPOINTS,
+        *(terminal_page.ENDPOINTS if terminals else ()),
     ]
 
 
@@ -74,7 +76,8 @@ def api_segments(config: Config) -> frozenset[str]:
 def create_app(config: Config) -> web.Application:
     access: dict[Any, Access] = {}
     sessions = PageSessions()
-    guard = KeyGuard(config.api_key)
+    guard = KeyGuard(config.api_key, config.stored_key_path)
+    guard.on_rotation.append(sessions.end_all)  # a rotated key logs every browser out
     app = web.Application(client_max_size=MAX_JSON_BODY)
     hosts = HostPolicy(config.allowed_hosts, config.host, config.binds_loopback)
     # Order matters: errors wrap everything (so the Host check's refusals and preflight failures are
@@ -107,6 +110,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_terminal_lifetime)
     app.on_cleanup.append(_close_listings)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
+    app.cleanup_ctx.append(key_watch.cleanup_context(guard))
     if config.enable_mcp:
         _mount_mcp(app, access)
     if config.loop_watchdog:

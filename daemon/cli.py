@@ -1,4 +1,4 @@
-"""`opentermd run | mcp | --version`: parse flags, load the config, serve until a signal."""
+"""`opentermd run | mcp | key | --version`: parse flags, load the config, serve until a signal."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from daemon import __version__, config, shutdown
+from daemon import __version__, config, shutdown, stored_key
 from daemon.files import worker
 from daemon.resources import raise_open_file_limit
 
@@ -34,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", help="port to bind (default 8000; 0 picks a free one)")
     run.add_argument("--cwd", help="working directory: home of relative paths and commands")
-    run.add_argument("--api-key", help="bearer key (default: generated and printed)")
+    run.add_argument("--api-key", help="bearer key (default: the one stored in the state directory, "
+                     "generated on the first start)")
     run.add_argument("--config", help="TOML config file (instead of the user config)")
     run.add_argument("--cors-allowed-origins", help="comma-separated origins, or * (default)")
     run.add_argument("--allowed-hosts", help="comma-separated host names the server answers, or * "
@@ -48,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     mcp.add_argument("--cwd", help="working directory: home of relative paths and commands")
     mcp.add_argument("--api-key", help="bearer key for streamable-http (default: generated and printed)")
     mcp.add_argument("--config", help="TOML config file (instead of the user config)")
+    key = commands.add_parser("key", help="print the API key in use (the stored one unless configured)")
+    key.add_argument("--rotate", action="store_true",
+                     help="replace the stored key; a running daemon ends the old key's sessions")
+    key.add_argument("--config", help="TOML config file (instead of the user config)")
     return top
 
 
@@ -58,13 +63,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if worker.is_worker_command(argv):
         return worker.main(argv)
     args = parser().parse_args(argv)
-    flags = {name: value for name, value in vars(args).items() if name not in ("command", "config", "transport")}
+    flags = {name: value for name, value in vars(args).items()
+             if name not in ("command", "config", "transport", "rotate")}
     try:
         settings = config.load(flags, os.environ if environ is None else environ,
                                config_file=Path(args.config) if args.config else None)
     except config.ConfigError as exc:
         print(f"opentermd: {exc}", file=sys.stderr)
         return Exit.USAGE
+    if args.command == "key":
+        return print_key(settings, args.rotate, out)
     if (args.command == "mcp" or settings.enable_mcp) and (missing := _mcp_sdk_missing()) is not None:
         wanted = "MCP mode" if args.command == "mcp" else "OPEN_TERMINAL_ENABLE_MCP"
         print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
@@ -78,6 +86,46 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
               file=sys.stderr)
         return Exit.ERROR
     return Exit.OK
+
+
+def print_key(settings: config.Config, rotate: bool, out: TextIO) -> int:
+    """`opentermd key [--rotate]`: the key a daemon started with these settings uses."""
+    if not rotate:
+        print(settings.api_key, file=out)
+        return Exit.OK
+    if settings.stored_key_path is None:
+        # Rotating the stored file would not change the key the daemon takes from its configuration.
+        print(f"opentermd: the API key comes from the {KEY_SOURCES.get(settings.api_key_source, 'configuration')}; "
+              "change it there (--rotate replaces only a stored key)", file=sys.stderr)
+        return Exit.USAGE
+    try:
+        key = stored_key.rotate(settings.state_dir)
+    except OSError as exc:
+        print(f"opentermd: cannot store the new key in {settings.state_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.ERROR
+    print(key, file=out)
+    return Exit.OK
+
+
+#: How the banner and `key --rotate` name where a key came from.
+KEY_SOURCES = {
+    "flag": "--api-key flag",
+    "environment": "OPEN_TERMINAL_API_KEY environment variable",
+    "file": "OPEN_TERMINAL_API_KEY_FILE file",
+    "config file": "config file",
+    "unstored": "state directory, which refused it: this run only",
+}
+
+
+def _key_line(settings: config.Config) -> str:
+    source = settings.api_key_source
+    if source == "stored":
+        return f"  API key:   {settings.api_key}  (stored in {settings.stored_key_path})"
+    if source == "generated":
+        return f"  API key:   {settings.api_key}  (generated, stored in {settings.stored_key_path})"
+    if source == "unstored":
+        return f"  API key:   {settings.api_key}  (generated; the state directory refused it: this run only)"
+    return f"  API key:   (from the {KEY_SOURCES.get(source, 'configuration')})"
 
 
 def _mcp_sdk_missing() -> str | None:
@@ -142,10 +190,7 @@ def _stop_on_signals() -> asyncio.Event:
 def _announce(settings: config.Config, port: int, login_token: str, out: TextIO) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     lines = [f"opentermd {__version__}", f"  Local URL: http://{host}:{port}"]
-    if settings.api_key_generated:
-        lines.append(f"  API key:   {settings.api_key}")
-    else:
-        lines.append("  API key:   (from your configuration)")
+    lines.append(_key_line(settings))
     lines.append(f"  Home:      {settings.home}")
     lines.append(f"  Web UI:    http://{host}:{port}/?token={login_token}  (one-time login link)")
     print("\n".join(lines), file=out, flush=True)

@@ -8,13 +8,15 @@ Resolution order, highest first: command-line flag > environment variable (the r
 
 from __future__ import annotations
 
+import logging
 import os
-import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from daemon import stored_key
 
 ENV_PREFIX = "OPEN_TERMINAL_"
 GIB = 1024**3
@@ -100,6 +102,9 @@ class Config:
     cwd: Path = field(default_factory=Path.cwd)
     api_key: str = ""
     api_key_generated: bool = False
+    #: Where the key came from, for the banner: flag, environment, file, config file, stored,
+    #: generated (new, and now stored), or unstored (generated, but the state directory refused it).
+    api_key_source: str = "flag"
     cors_allowed_origins: tuple[str, ...] = ("*",)
     #: Host names the server answers (DNS-rebinding defence); empty: loopback names when bound to
     #: loopback, any host otherwise. `*` allows any. IP literals and localhost are always allowed.
@@ -147,6 +152,8 @@ class Config:
     proxy_token_auth: bool = False
     #: Also serve MCP (streamable HTTP) at /mcp on the main server, behind the API key.
     enable_mcp: bool = False
+    #: Serve the terminal routes (REST, WebSocket, /terminal page, user-shell tools); off: not registered.
+    enable_terminal: bool = True
     #: Measure event-loop stalls into <state>/loop-stall.json (daemon/watchdog.py); off: it costs idle CPU.
     loop_watchdog: bool = False
 
@@ -162,6 +169,11 @@ class Config:
     @property
     def recording_dir(self) -> Path:
         return self.state_dir / "recordings"
+
+    @property
+    def stored_key_path(self) -> Path | None:
+        """The file the key lives in when it is the stored one (a running daemon watches it for rotation)."""
+        return stored_key.key_path(self.state_dir) if self.api_key_source in ("stored", "generated") else None
 
     @property
     def binds_loopback(self) -> bool:
@@ -222,6 +234,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("proxy_token_auth", _parse_bool),
     Setting("enable_mcp", _parse_bool),
     Setting("loop_watchdog", _parse_bool),
+    Setting("enable_terminal", _parse_bool),
 )
 
 
@@ -262,15 +275,15 @@ def load(
         value = _resolve(setting, flags, environ, layers)
         if value is not None:
             values[setting.name] = value
+    values["api_key_source"] = _api_key_source(flags, environ, layers)
     key_from_file = _api_key_from_file(flags, environ)
     if key_from_file is not None:
         values["api_key"] = key_from_file
     values["api_key"] = str(values.get("api_key", "")).strip()
-    if not values["api_key"]:
-        # 48 random bytes: 384 bits, the same strength as the reference's generated key.
-        values["api_key"] = secrets.token_urlsafe(48)
-        values["api_key_generated"] = True
     values.setdefault("state_dir", Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "opentermd")
+    if not values["api_key"]:
+        values["api_key"], values["api_key_source"] = _stored_or_generated_key(values["state_dir"])
+        values["api_key_generated"] = True
     cwd = Path(values.get("cwd", Path.cwd())).expanduser()
     if not cwd.is_dir():
         raise ConfigError(f"--cwd: not a directory: {cwd}")
@@ -297,6 +310,27 @@ def _resolve(
         return setting.parse(raw if isinstance(raw, str) else _toml_text(raw))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value for {source}: {raw!r} ({exc})") from exc
+
+
+def _api_key_source(flags: Mapping[str, Any], environ: Mapping[str, str], layers: list[dict[str, Any]]) -> str:
+    if flags.get("api_key") is not None:
+        return "flag"
+    if "OPEN_TERMINAL_API_KEY" in environ:
+        return "environment"
+    if "OPEN_TERMINAL_API_KEY_FILE" in environ:
+        return "file"
+    return "config file" if any("api_key" in layer for layer in layers) else "generated"
+
+
+def _stored_or_generated_key(state_dir: Path) -> tuple[str, str]:
+    """The key kept in the state directory (made there on the first start), and its source."""
+    try:
+        key, created = stored_key.load_or_create(state_dir)
+    except (OSError, UnicodeError) as exc:
+        # A read-only state directory must not stop the daemon: the key then lasts this run only.
+        logging.getLogger(__name__).warning("cannot store the API key in %s: %s", state_dir, exc)
+        return stored_key.generate(), "unstored"
+    return key, "generated" if created else "stored"
 
 
 def _toml_text(value: Any) -> str:

@@ -14,7 +14,7 @@ from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG
 
 #: What this build really serves; Open WebUI hides the shell pane when `terminal` is false.
-FEATURES = {"terminal": True, "notebooks": False}
+FEATURES = {"notebooks": False}
 
 
 def system_facts() -> dict[str, str]:
@@ -56,7 +56,8 @@ async def health(call: Call[NoInput, NoInput]) -> dict[str, str]:
 
 
 async def features(call: Call[NoInput, NoInput]) -> dict[str, dict[str, bool]]:
-    return {"features": {**FEATURES, "system": call.app[CONFIG].enable_system_prompt}}
+    config = call.app[CONFIG]
+    return {"features": {"terminal": config.enable_terminal, **FEATURES, "system": config.enable_system_prompt}}
 
 
 async def get_system(call: Call[NoInput, NoInput]) -> dict[str, str]:

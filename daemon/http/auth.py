@@ -7,16 +7,23 @@ with `hmac.compare_digest` takes the same time whatever the token, and never hol
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
-from collections.abc import Iterable
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from daemon import stored_key
 from daemon.errors import ApiError
 from daemon.http.endpoints import Access
 from daemon.http.sessions import (
@@ -24,23 +31,97 @@ from daemon.http.sessions import (
     CSRF_FIELD,
     CSRF_HEADER,
     SAFE_METHODS,
+    Closer,
     PageSession,
     csrf_matches,
     from_this_origin,
 )
 
+#: How often, at most, a request makes the guard look at the stored key file (a stat call).
+RECHECK_INTERVAL = 1.0
+KEY_ROTATED = "Key rotated"
+
 
 class KeyGuard:
-    def __init__(self, key: str) -> None:
+    """The key, and (when it is the stored one) the file it is read from again after a rotation.
+
+    `opentermd key --rotate` replaces the file; the guard sees a new inode or mtime (inotify tells
+    it at once, and requests look at most once a second), takes the new key, ends what the old one
+    opened: the WebSockets tied to it here, and whatever `on_rotation` ends (the page sessions).
+    """
+
+    def __init__(self, key: str, stored: Path | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._digest = _digest(key)
+        self._stored = stored
+        self._clock = clock
+        self._checked = clock()
+        self._signature = _signature(stored) if stored is not None else None
+        self._sockets: set[Closer] = set()
+        self._closing: set[asyncio.Future[Any]] = set()
+        self.on_rotation: list[Callable[[str], None]] = []
+
+    @property
+    def stored(self) -> Path | None:
+        return self._stored
 
     def matches(self, token: str | None) -> bool:
         if token is None:
             return False
+        self._recheck()
         return hmac.compare_digest(_digest(token), self._digest)
+
+    def _recheck(self) -> None:
+        if self._stored is not None and self._clock() - self._checked >= RECHECK_INTERVAL:
+            self.reload()
+
+    def reload(self) -> bool:
+        """Take the stored key again if its file changed; True when the key did change."""
+        if self._stored is None:
+            return False
+        self._checked = self._clock()
+        signature = _signature(self._stored)
+        if signature is None or signature == self._signature:
+            return False  # a missing file keeps the key in use: deleting it is not a way in
+        self._signature = signature
+        try:
+            key = stored_key.read(self._stored)
+        except (OSError, UnicodeError) as exc:
+            logging.getLogger(__name__).warning("cannot read the stored API key %s: %s", self._stored, exc)
+            return False
+        if key is None or hmac.compare_digest(_digest(key), self._digest):
+            return False
+        self._digest = _digest(key)
+        self._end_sockets()
+        for callback in self.on_rotation:
+            callback(KEY_ROTATED)
+        return True
+
+    @contextlib.contextmanager
+    def tied(self, closer: Closer) -> Iterator[None]:
+        """While inside, a key rotation runs `closer` (a WebSocket authenticated with the key)."""
+        self._sockets.add(closer)
+        try:
+            yield
+        finally:
+            self._sockets.discard(closer)
+
+    def _end_sockets(self) -> None:
+        closers, self._sockets = list(self._sockets), set()
+        for closer in closers:
+            task = asyncio.ensure_future(closer(KEY_ROTATED))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def authorizes(self, request: web.Request) -> bool:
         return self.matches(bearer_token(request))
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_mtime_ns
 
 
 def _digest(token: str) -> bytes:

@@ -128,6 +128,13 @@ class PageSessions:
         for key in stale:
             self._end(self._sessions.pop(key), "Session expired")
 
+    def end_all(self, reason: str) -> None:
+        """End every session and close its sockets (the key they logged in with was rotated)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        self._login_tokens.clear()
+        for session in sessions:
+            self._end(session, reason)
+
     def _end(self, session: PageSession, reason: str) -> None:
         session.ended = True
         closers, session.sockets = list(session.sockets), set()

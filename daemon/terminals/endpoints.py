@@ -16,7 +16,8 @@ from daemon.errors import ApiError
 from daemon.http.auth import Identity, identify
 from daemon.http.endpoints import Access, Call, Endpoint, hidden
 from daemon.http.inputs import NoInput
-from daemon.keys import DIRECTORIES, SESSIONS, TERMINALS
+from daemon.http.sessions import Closer
+from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
 from daemon.owner import Owner
 from daemon.processes.endpoints import InputRequest
 from daemon.spawn_inputs import spawn_problem
@@ -152,12 +153,17 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     async def close(reason: str) -> None:
         await socket.close(code=CLOSE_BAD_AUTH, message=reason.encode())
 
-    with call.app[SESSIONS].tied(page, close) as live:
+    # One opened with the key ends when the key is rotated (4001 "Key rotated").
+    with call.app[SESSIONS].tied(page, close) as live, _tied_to_key(call, page is None, close):
         if not live:
             await close("Logged out")
             return socket
         await _serve(socket, session, table)
     return socket
+
+
+def _tied_to_key(call: Call[NoInput, NoInput], by_key: bool, close: Closer) -> contextlib.AbstractContextManager[None]:
+    return call.app[GUARD].tied(close) if by_key else contextlib.nullcontext()
 
 
 async def _authenticate(socket: web.WebSocketResponse, request: web.Request, identity: Identity,
