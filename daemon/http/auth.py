@@ -171,6 +171,20 @@ def identify(request: web.Request, tokens: Iterable[str] = ()) -> Identity:
     return Identity(key, session)
 
 
+@contextlib.contextmanager
+def tied_socket(request: web.Request, identity: Identity, closer: Closer) -> Iterator[bool]:
+    """While inside, `closer` ends a WebSocket when what opened it ends: its page session
+    (logout, expiry) when opened with the cookie, a key rotation when opened with the key.
+    Yields False when the page session has already ended (the socket should close at once).
+    """
+    from daemon.keys import GUARD, SESSIONS
+
+    page = identity.session if not identity.key else None
+    by_key = request.config_dict[GUARD].tied(closer) if page is None else contextlib.nullcontext()
+    with request.config_dict[SESSIONS].tied(page, closer) as live, by_key:
+        yield live
+
+
 def auth_middleware(access: dict[Any, Access]) -> Any:
     """Every matched route needs the key (or a page session) unless it was declared public.
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from daemon.errors import ApiError
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
-from daemon.keys import CONFIG, GUARD, SESSIONS
+from daemon.keys import CONFIG, GUARD
 from daemon.net import ports, proxy
 
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -30,8 +30,7 @@ async def proxy_request(call: Call[NoInput, NoInput]) -> web.StreamResponse:
         raise ApiError(404, "Port not found")
     target = proxy.target(request, port, hosts, call.app[GUARD])
     if proxy.is_websocket(request):
-        page = identity.session if not identity.key else None
-        return await proxy.relay_websocket(request, target, call.app[SESSIONS], page)
+        return await proxy.relay_websocket(request, target, identity)
     return await proxy.forward(request, target)
 
 

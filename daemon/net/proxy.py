@@ -13,7 +13,8 @@ refused, 504 on a timeout. Where this differs, on purpose:
 - The 300 s limit is for a silence between reads, not for the whole exchange (as httpx's
   `Timeout(300, connect=5)` in the reference), so a long download or an event stream keeps going.
 - WebSocket upgrades are relayed, frame for frame, close codes included; one opened with the page
-  cookie is closed (4001) when that page session ends (logout, expiry).
+  cookie is closed (4001) when that page session ends (logout, expiry), one opened with the key
+  (bearer or `?token=`) when the key is rotated (4001 "Key rotated").
 - `localhost` is resolved to exactly the addresses the app's sockets are bound to (from
   `ports.listening_addresses`), so a child on 127.0.0.2:P is reached there, and another program
   on 127.0.0.1:P never is; the app still sees `Host: localhost:{port}`.
@@ -38,9 +39,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from daemon.errors import ApiError
-from daemon.http.auth import Identity, KeyGuard, identify
+from daemon.http.auth import Identity, KeyGuard, identify, tied_socket
 from daemon.http.inputs import validate
-from daemon.http.sessions import COOKIE, PageSession, PageSessions
+from daemon.http.sessions import COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0
 #: Sent to one side of a relayed WebSocket when the other side vanished without a close frame.
 GOING_AWAY = aiohttp.WSCloseCode.GOING_AWAY
-#: Sent to a browser whose page session (which opened the relay) was logged out or expired.
+#: Sent to a client when what opened the relay ended: its page session (logout, expiry) or the key (rotated).
 SESSION_ENDED = 4001
 
 # --- what may pass ------------------------------------------------------------------------------------
@@ -292,13 +293,14 @@ ClientSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
 ServerSocket = web.WebSocketResponse[Literal[False]]
 
 
-async def relay_websocket(request: web.Request, target: Target, sessions: PageSessions,
-                          page: PageSession | None = None) -> web.WebSocketResponse[Literal[False]]:
+async def relay_websocket(request: web.Request, target: Target,
+                          identity: Identity) -> web.WebSocketResponse[Literal[False]]:
     """Open the app's WebSocket first, then accept the client's with the subprotocol the app chose.
 
     Neither leg answers a close frame by itself (`autoclose=False`): a close is first passed on,
     and only then answered, so the far side learns the code before this side's connection ends.
-    A relay opened with the page cookie (`page`) is closed when that page session ends.
+    A relay opened with the page cookie is closed when that page session ends, one opened with
+    the key when the key is rotated (`identity` says which).
     """
     if not web.WebSocketResponse().can_prepare(request).ok:
         raise ApiError(400, "Invalid WebSocket upgrade request")
@@ -324,7 +326,7 @@ async def relay_websocket(request: web.Request, target: Target, sessions: PageSe
                 await upstream.close(code=GOING_AWAY)
                 await client.close(code=SESSION_ENDED, message=reason.encode())
 
-            with sessions.tied(page, end) as live:
+            with tied_socket(request, identity, end) as live:
                 if live:
                     await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
                 else:

@@ -13,11 +13,10 @@ from aiohttp import WSMsgType, web
 from msgspec import Meta, Struct, field
 
 from daemon.errors import ApiError
-from daemon.http.auth import Identity, identify
+from daemon.http.auth import Identity, identify, tied_socket
 from daemon.http.endpoints import Access, Call, Endpoint, hidden
 from daemon.http.inputs import NoInput
-from daemon.http.sessions import Closer
-from daemon.keys import DIRECTORIES, GUARD, SESSIONS, TERMINALS
+from daemon.keys import DIRECTORIES, TERMINALS
 from daemon.owner import Owner
 from daemon.processes.endpoints import InputRequest
 from daemon.spawn_inputs import spawn_problem
@@ -147,23 +146,18 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     if session.attached:
         await socket.close(code=CLOSE_BUSY, message=b"Session already connected")
         return socket
-    # A socket opened with the page cookie (not the key) ends with that page session: logout or expiry.
-    page = identity.session if not identity.key else None
 
     async def close(reason: str) -> None:
         await socket.close(code=CLOSE_BAD_AUTH, message=reason.encode())
 
-    # One opened with the key ends when the key is rotated (4001 "Key rotated").
-    with call.app[SESSIONS].tied(page, close) as live, _tied_to_key(call, page is None, close):
+    # Opened with the page cookie, it ends with that page session (logout, expiry); opened with
+    # the key, when the key is rotated (4001 "Key rotated").
+    with tied_socket(request, identity, close) as live:
         if not live:
             await close("Logged out")
             return socket
         await _serve(socket, session, table)
     return socket
-
-
-def _tied_to_key(call: Call[NoInput, NoInput], by_key: bool, close: Closer) -> contextlib.AbstractContextManager[None]:
-    return call.app[GUARD].tied(close) if by_key else contextlib.nullcontext()
 
 
 async def _authenticate(socket: web.WebSocketResponse, request: web.Request, identity: Identity,

@@ -26,10 +26,12 @@ from aiohttp import WSMsgType
 from multidict import CIMultiDict
 from yarl import URL
 
+from daemon import stored_key
+from daemon.app import create_app
 from daemon.http.auth import KeyGuard
 from daemon.http.sessions import COOKIE
 from daemon.net import proxy
-from tests.conftest import AUTH, KEY, Api, ApiFactory, eventually
+from tests.conftest import AUTH, KEY, Api, ApiFactory, eventually, make_config
 from tests.http.test_sessions import Browser, new_browser
 from tests.net.test_ports import Listener, serve_files, start_listener
 
@@ -572,6 +574,31 @@ async def test_websockets_need_credentials_and_take_a_token_when_enabled(
     async with api.client.ws_connect(f"{path}?token={KEY}") as ws:
         await ws.send_str("via token")
         assert (await ws.receive(timeout=5)).data == "echo:via token"
+
+
+@pytest.mark.parametrize("by", ["bearer", "token query"])
+async def test_a_key_rotation_closes_a_websocket_the_old_key_opened(
+        aiohttp_client: Any, tmp_path: Path, own_app: Listener, by: str) -> None:
+    state = tmp_path / "state"
+    old, _ = stored_key.load_or_create(state)
+    settings = make_config(tmp_path, api_key=old, api_key_source="stored", proxy_token_auth=True)
+    api = Api(await aiohttp_client(create_app(settings)))
+    path = f"/proxy/{own_app.port}/ws"
+    opened = (api.client.ws_connect(path, headers={"Authorization": f"Bearer {old}"}) if by == "bearer"
+              else api.client.ws_connect(f"{path}?token={old}"))
+    async with opened as ws:
+        await ws.send_str("before")
+        assert (await ws.receive(timeout=5)).data == "echo:before"
+        stored_key.rotate(state)  # what `opentermd key --rotate` calls
+        message = await ws.receive(timeout=20)
+        assert message.type is WSMsgType.CLOSE and (message.data, message.extra) == (4001, "Key rotated")
+    async with aiohttp.ClientSession() as direct:
+
+        async def app_saw_going_away() -> bool:
+            async with direct.get(f"http://127.0.0.1:{own_app.port}/closes") as response:
+                return aiohttp.WSCloseCode.GOING_AWAY in await response.json()
+
+        await eventually(app_saw_going_away)
 
 
 async def test_a_refused_websocket_handshake_is_502(api: Api, app_server: Listener) -> None:
