@@ -17,6 +17,7 @@ from typing import TextIO
 
 from daemon import __version__, config, shutdown, stored_key
 from daemon.files import worker
+from daemon.key_source import describe_key, source_name
 from daemon.resources import raise_open_file_limit
 
 
@@ -95,7 +96,7 @@ def print_key(settings: config.Config, rotate: bool, out: TextIO) -> int:
         return Exit.OK
     if settings.stored_key_path is None:
         # Rotating the stored file would not change the key the daemon takes from its configuration.
-        print(f"opentermd: the API key comes from the {KEY_SOURCES.get(settings.api_key_source, 'configuration')}; "
+        print(f"opentermd: the API key comes from the {source_name(settings.api_key_source)}; "
               "change it there (--rotate replaces only a stored key)", file=sys.stderr)
         return Exit.USAGE
     try:
@@ -105,27 +106,6 @@ def print_key(settings: config.Config, rotate: bool, out: TextIO) -> int:
         return Exit.ERROR
     print(key, file=out)
     return Exit.OK
-
-
-#: How the banner and `key --rotate` name where a key came from.
-KEY_SOURCES = {
-    "flag": "--api-key flag",
-    "environment": "OPEN_TERMINAL_API_KEY environment variable",
-    "file": "OPEN_TERMINAL_API_KEY_FILE file",
-    "config file": "config file",
-    "unstored": "state directory, which refused it: this run only",
-}
-
-
-def _key_line(settings: config.Config) -> str:
-    source = settings.api_key_source
-    if source == "stored":
-        return f"  API key:   {settings.api_key}  (stored in {settings.stored_key_path})"
-    if source == "generated":
-        return f"  API key:   {settings.api_key}  (generated, stored in {settings.stored_key_path})"
-    if source == "unstored":
-        return f"  API key:   {settings.api_key}  (generated; the state directory refused it: this run only)"
-    return f"  API key:   (from the {KEY_SOURCES.get(source, 'configuration')})"
 
 
 def _mcp_sdk_missing() -> str | None:
@@ -190,7 +170,7 @@ def _stop_on_signals() -> asyncio.Event:
 def _announce(settings: config.Config, port: int, login_token: str, out: TextIO) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     lines = [f"opentermd {__version__}", f"  Local URL: http://{host}:{port}"]
-    lines.append(_key_line(settings))
+    lines.append(f"  API key:   {describe_key(settings)}")
     lines.append(f"  Home:      {settings.home}")
     lines.append(f"  Web UI:    http://{host}:{port}/?token={login_token}  (one-time login link)")
     print("\n".join(lines), file=out, flush=True)

@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from daemon import __version__
 from daemon.config import Config
 from daemon.http.auth import KeyGuard
+from daemon.key_source import describe_key
 from daemon.keys import ENDPOINTS
 from daemon.mcp.tools import ApiCaller, Tool, build_tools
 from daemon.shutdown import REQUEST_GRACE
@@ -267,9 +268,8 @@ def _reply_grace(settings: Config) -> float:
 
 def _announce(settings: Config, port: int) -> None:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    key = settings.api_key if settings.api_key_generated else "(from your configuration)"
     print(f"opentermd {__version__} MCP (streamable HTTP): http://{host}:{port}{MCP_PATH}\n"
-          f"  API key (bearer): {key}", file=sys.stderr, flush=True)
+          f"  API key (bearer): {describe_key(settings)}", file=sys.stderr, flush=True)
 
 
 async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent, TextContent
 
+from daemon import stored_key
 from tests.conftest import Api, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -127,12 +129,13 @@ def refuses_without_the_key(url: str, process: subprocess.Popen[str]) -> bool:
     raise AssertionError("answered without the key")
 
 
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@contextlib.contextmanager
+def streamable_http(tmp_path: Path, *args: str) -> Iterator[tuple[str, Path, str]]:
+    """`opentermd mcp --transport streamable-http` with `args`, serving: its URL, work dir and key line."""
     workdir = tmp_path / "work"
     workdir.mkdir()
     command = [sys.executable, "-m", "daemon", "mcp", "--transport", "streamable-http", "--port", "0",
-               "--api-key", KEY, "--cwd", str(workdir)]
+               "--cwd", str(workdir), *args]
     with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as process:
         try:
@@ -145,11 +148,36 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                     break
             assert found and found.group(2) != "0", "the banner names the bound port"
             url = found.group(1)
+            key_line = process.stderr.readline().rstrip("\n")  # printed with the URL, at once
             assert wait_until(lambda: refuses_without_the_key(url, process), timeout=30), "the MCP server did not start"
-            yield url, workdir
+            yield url, workdir, key_line
         finally:
             process.terminate()
             assert process.wait(timeout=15) == 0, process.communicate()[1]
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with streamable_http(tmp_path, "--api-key", KEY) as (url, workdir, _):
+        yield url, workdir
+
+
+def test_the_http_banner_names_a_configured_keys_source_without_printing_it(tmp_path: Path) -> None:
+    with streamable_http(tmp_path, "--api-key", KEY) as (_, _, key_line):
+        assert key_line == "  API key (bearer): (from the --api-key flag)"
+
+
+def test_the_http_banner_prints_the_stored_key_and_its_file(tmp_path: Path) -> None:
+    path = stored_key.key_path(tmp_path / "st" / "opentermd")  # XDG_STATE_HOME/opentermd
+    stored_key.write(path, "a-stored-mcp-key")
+    with streamable_http(tmp_path) as (url, _, key_line):
+        assert key_line == f"  API key (bearer): a-stored-mcp-key  (stored in {path})"
+        request = urllib.request.Request(url, data=b"{}", method="POST", headers={
+            "Authorization": "Bearer a-stored-mcp-key", "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as answered:
+            urllib.request.urlopen(request, timeout=30)
+        answered.value.close()
+        assert answered.value.code != 401  # the printed key is the one the server takes
 
 
 async def test_streamable_http_needs_the_key(http_server: tuple[str, Path], api: Api) -> None:
