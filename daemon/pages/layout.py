@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon.http.auth import SESSION_KEY
 from daemon.http.sessions import PageSession
+from daemon.keys import CONFIG
 
 #: Scripts only from /static, no inline code, no plugins; our own file views may be framed by our pages.
 CONTENT_SECURITY_POLICY = (
@@ -28,7 +29,9 @@ PAGE_HEADERS = {
 
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     session: PageSession | None = request.get(SESSION_KEY)
-    context = {"csrf_token": session.csrf if session else "", **context}
+    # With OPEN_TERMINAL_ENABLE_TERMINAL=false the header must not link to the missing /terminal page.
+    context = {"csrf_token": session.csrf if session else "",
+               "terminal_enabled": request.config_dict[CONFIG].enable_terminal, **context}
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers.update(PAGE_HEADERS)
     return response

@@ -762,3 +762,24 @@ async def test_the_public_upload_form_and_the_docs_cannot_be_framed(browser: Bro
         assert "frame-ancestors 'self'" in response.headers["Content-Security-Policy"]
         assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
         assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
+
+
+# --- OPEN_TERMINAL_ENABLE_TERMINAL -----------------------------------------------------------------------
+
+
+def terminal_links(html: str) -> list[str]:
+    return [href for element in Document(html).all()
+            if (href := element.attr("href")) == "/terminal" or href.startswith(("/terminal/", "/terminal?"))]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_pages_link_to_the_terminal_only_when_it_is_enabled(
+        browser_with: BrowserFactory, tmp_path: Path, enabled: bool) -> None:
+    browser = await browser_with(enable_terminal=enabled)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    (tmp_path / "home" / "notes.txt").write_text("hello\n")
+    for url, status in [(browse(tmp_path / "home"), 200), (browse(tmp_path / "home" / "notes.txt"), 200),
+                        (browse(tmp_path / "home" / "missing"), 404)]:
+        assert terminal_links(await browser.page(url, status)) == (["/terminal"] if enabled else []), url
+    async with browser.client.get("/terminal", allow_redirects=False) as response:
+        assert (response.status == 404) is not enabled
