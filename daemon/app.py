@@ -112,38 +112,12 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     app.cleanup_ctx.append(key_watch.cleanup_context(guard))
     if config.enable_mcp:
-        _mount_mcp(app, access)
+        from daemon.mcp import mount  # light (the SDK loads when the app starts); off the path when MCP is off
+
+        mount.mount(app, access)
     if config.loop_watchdog:
         app.cleanup_ctx.append(watchdog.cleanup_context(config.state_dir / watchdog.STALL_FILE))
     return app
-
-
-def _mount_mcp(app: web.Application, access: dict[Any, Access]) -> None:
-    """MCP at /mcp behind the key; the SDK is imported only when the app starts."""
-    mount: dict[str, Any] = {}
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if "handle" not in mount:
-            raise web.HTTPServiceUnavailable()
-        response: web.StreamResponse = await mount["handle"](request)
-        return response
-
-    for path in ("/mcp", "/mcp/"):
-        for method in ("GET", "POST", "DELETE"):
-            access[app.router.add_route(method, path, handle)] = Access.BEARER
-
-    async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        from daemon.mcp.mount import lifetime
-
-        async for _ in lifetime(app, mount):
-            yield
-
-    async def shutdown(app: web.Application) -> None:
-        if "close" in mount:
-            await mount["close"]()
-
-    app.cleanup_ctx.append(lifetime)
-    app.on_shutdown.append(shutdown)
 
 
 async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:

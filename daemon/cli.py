@@ -146,9 +146,10 @@ async def serve(settings: config.Config, out: TextIO) -> None:
 
 
 async def serve_mcp(settings: config.Config, transport: str) -> None:
+    from daemon.app import create_app
     from daemon.mcp.server import serve
 
-    await serve(settings, transport, _stop_on_signals())
+    await serve(settings, transport, _stop_on_signals(), create_app)
 
 
 def _stop_on_signals() -> asyncio.Event:

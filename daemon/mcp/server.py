@@ -15,31 +15,19 @@ import socket
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Self
 
 import aiohttp
 import anyio
 import uvicorn
 from aiohttp import web
-from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream  # the types of Server.run's streams
 from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
-from mcp_types import (
-    CallToolRequestParams,
-    CallToolResult,
-    JSONRPCError,
-    JSONRPCMessage,
-    JSONRPCRequest,
-    JSONRPCResponse,
-    ListToolsResult,
-    PaginatedRequestParams,
-    RequestId,
-    TextContent,
-)
+from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCRequest, JSONRPCResponse, RequestId
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon import __version__
@@ -47,7 +35,7 @@ from daemon.config import Config
 from daemon.http.auth import KeyGuard
 from daemon.key_source import describe_key
 from daemon.keys import ENDPOINTS
-from daemon.mcp.tools import ApiCaller, Tool, build_tools
+from daemon.mcp.tools import ApiCaller, build_server, build_tools
 from daemon.shutdown import REQUEST_GRACE
 
 MCP_PATH = "/mcp"
@@ -55,27 +43,6 @@ MCP_PATH = "/mcp"
 #: configured execute timeout when `wait` is left out; the margin is for the reply to be sent after that.
 LONGEST_TOOL_WAIT = 300.0
 REPLY_MARGIN = 30.0
-
-
-def build_server(tools: Mapping[str, Tool], caller: ApiCaller) -> Server[Any]:
-    listed = ListToolsResult(tools=[tool.to_mcp() for tool in tools.values()])
-
-    async def list_tools(ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> ListToolsResult:
-        return listed
-
-    async def call_tool(ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
-        tool = tools.get(params.name)
-        if tool is None:
-            return CallToolResult(content=[TextContent(type="text", text=f"Unknown tool: {params.name}")],
-                                  is_error=True)
-        return await caller.call(tool, params.arguments or {})
-
-    def input_schema(name: str) -> dict[str, Any] | None:
-        tool = tools.get(name)
-        return None if tool is None else tool.input_schema
-
-    return Server("opentermd", version=__version__, title="Open Terminal", get_tool_input_schema=input_schema,
-                  on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 class BearerGuard:
@@ -121,10 +88,12 @@ class _Uvicorn(uvicorn.Server):
             self._on_listening(int(bound[0].getsockname()[1]))
 
 
-async def serve(settings: Config, transport: str, stop: asyncio.Event) -> None:
-    """Run the API on a private socket and the MCP server ("stdio" or "streamable-http") until stopped."""
-    from daemon.app import create_app
+async def serve(settings: Config, transport: str, stop: asyncio.Event,
+                create_app: Callable[[Config], web.Application]) -> None:
+    """Run the API on a private socket and the MCP server ("stdio" or "streamable-http") until stopped.
 
+    `create_app` is daemon.app's, passed in by the caller: the MCP room never imports the app that mounts it.
+    """
     app = create_app(settings)
     # As in `opentermd run`: a request still in flight at the end (a tool call whose reply nobody awaits any
     # more, such as a cancelled `wait`) does not hold the exit for aiohttp's default minute.

@@ -4,6 +4,7 @@ Every endpoint that /openapi.json lists with an operationId becomes one tool wit
 description and parameters (query and path parameters and the body's properties merged into one
 object, the way Open WebUI turns the document into tools). A call is a real HTTP request to the
 daemon's own app, served on a private unix socket, so validation, auth and errors are the API's.
+build_server makes the SDK's server of them, which server.py (`opentermd mcp`) and bridge.py (/mcp) serve.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from mcp_types import CallToolResult, ImageContent, TextContent
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    ImageContent,
+    ListToolsResult,
+    PaginatedRequestParams,
+    TextContent,
+)
 from mcp_types import Tool as McpTool
 
+from daemon import __version__
 from daemon.config import Config
 from daemon.http.endpoints import Endpoint
 from daemon.http.inputs import field_names
@@ -107,6 +118,28 @@ class ApiCaller:
         except UnicodeDecodeError:
             text = f"({content_type or 'binary'} content, {len(payload)} bytes)"
         return CallToolResult(content=[TextContent(type="text", text=text)])
+
+
+def build_server(tools: Mapping[str, Tool], caller: ApiCaller) -> Server[Any]:
+    """The SDK's server listing `tools` and calling them through `caller`."""
+    listed = ListToolsResult(tools=[tool.to_mcp() for tool in tools.values()])
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> ListToolsResult:
+        return listed
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: CallToolRequestParams) -> CallToolResult:
+        tool = tools.get(params.name)
+        if tool is None:
+            return CallToolResult(content=[TextContent(type="text", text=f"Unknown tool: {params.name}")],
+                                  is_error=True)
+        return await caller.call(tool, params.arguments or {})
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        tool = tools.get(name)
+        return None if tool is None else tool.input_schema
+
+    return Server("opentermd", version=__version__, title="Open Terminal", get_tool_input_schema=input_schema,
+                  on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 def _as_list(value: Any) -> list[Any]:

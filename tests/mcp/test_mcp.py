@@ -250,14 +250,16 @@ async def test_not_mounted_by_default(tmp_path: Path) -> None:
             stop(process)
 
 
-@pytest.mark.parametrize("enabled", [False, True])
-def test_default_start_path_does_not_import_mcp(tmp_path: Path, enabled: bool) -> None:
+@pytest.mark.parametrize(("enabled", "mounted"), [(False, []), (True, ["daemon.mcp", "daemon.mcp.mount"])])
+def test_default_start_path_does_not_import_mcp(tmp_path: Path, enabled: bool, mounted: list[str]) -> None:
+    """Building the app loads no SDK; with MCP on, only the light module that adds the /mcp routes."""
     script = ("import sys; from daemon.app import create_app; from daemon.config import Config; "
               f"create_app(Config(enable_mcp={enabled})); "
-              "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'daemon.mcp'))))")
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'pydantic')"
+              " or m.startswith('daemon.mcp')))")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=environment(tmp_path),
                             capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]", result.stdout
+    assert result.stdout.strip() == repr(mounted), result.stdout
 
 
 HANDSHAKE = [
