@@ -21,6 +21,7 @@ from tests.conftest import AUTH, FakeClock, eventually, process_group_members
 from tests.http.test_sessions import Browser, new_browser
 from tests.net.test_ports import Listener, serve_files
 from tests.net.test_proxy import start_app
+from tests.terminals.test_terminals import read_until
 
 Socket = aiohttp.ClientWebSocketResponse
 
@@ -58,11 +59,7 @@ async def cookie_terminal(browser: Browser, **options: Any) -> tuple[dict[str, A
     session = await new_terminal(browser, **options)
     socket = await browser.client.ws_connect(f"/api/terminals/{session['id']}", headers={"Origin": browser.origin})
     await socket.send_bytes(b"echo attached-$((3+4))\n")
-    seen = b""
-    while b"attached-7" not in seen:
-        message = await socket.receive(timeout=10)
-        assert message.type == aiohttp.WSMsgType.BINARY, message
-        seen += message.data
+    await read_until(socket, b"attached-7")
     return session, socket
 
 
@@ -169,11 +166,7 @@ async def test_logout_leaves_sockets_opened_with_the_key_alone(browser: Browser)
     await log_out(browser)
     assert (await close_of(cookie_socket))[0] == 4001
     await keyed.send_bytes(b"echo key-$((8+1))\n")
-    seen = b""
-    while b"key-9" not in seen:
-        message = await keyed.receive(timeout=10)
-        assert message.type == aiohttp.WSMsgType.BINARY, message
-        seen += message.data
+    await read_until(keyed, b"key-9")
     await keyed.close()
 
 
