@@ -18,9 +18,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The mcp extra makes `opentermd mcp` work; it is imported only by that command.
+# The mcp extra makes `opentermd mcp` work; it is imported only by that command. The notebooks extra
+# (ipykernel) gives the notebooks a Python kernel when the machine has no kernelspec of its own.
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[mcp]'
+	$(BIN)/pip install -q -e '.[mcp,notebooks]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)

@@ -30,12 +30,15 @@ from daemon.keys import (
     GUARD,
     LINKS,
     LISTINGS,
+    NOTEBOOKS,
     PROCESSES,
     SCOPE,
     SESSIONS,
     TERMINALS,
 )
 from daemon.net import endpoints as net_endpoints
+from daemon.notebooks import endpoints as notebook_endpoints
+from daemon.notebooks.table import NotebookTable
 from daemon.pages import terminal_page
 from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
@@ -60,6 +63,7 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
         *process_endpoints.ENDPOINTS,
         *(terminal_endpoints.ENDPOINTS if terminals else ()),
         *net_endpoints.ENDPOINTS,
+        *(notebook_endpoints.ENDPOINTS if config.enable_notebooks else ()),
         *page_views.ENDPOINTS,
         *(terminal_page.ENDPOINTS if terminals else ()),
     ]
@@ -96,6 +100,7 @@ def create_app(config: Config) -> web.Application:
     app[PROCESSES] = ProcessTable(config, gate=spawns)
     app[TERMINALS] = TerminalTable(config, gate=spawns)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
+    app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
     app[SESSIONS] = sessions
@@ -108,6 +113,7 @@ def create_app(config: Config) -> web.Application:
     aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
+    app.cleanup_ctx.append(_notebook_lifetime)
     app.on_cleanup.append(_close_listings)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     app.cleanup_ctx.append(key_watch.cleanup_context(guard))
@@ -133,6 +139,14 @@ async def _close_listings(app: web.Application) -> None:
 
 async def _terminal_lifetime(app: web.Application) -> AsyncIterator[None]:
     table = app[TERMINALS]
+    table.start_sweeping()
+    yield
+    await table.close()
+
+
+async def _notebook_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Kernels are reaped when idle, and every kernel's process group is killed at shutdown."""
+    table = app[NOTEBOOKS]
     table.start_sweeping()
     yield
     await table.close()

@@ -8,6 +8,7 @@ Resolution order, highest first: command-line flag > environment variable (the r
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import tomllib
@@ -154,6 +155,14 @@ class Config:
     enable_mcp: bool = False
     #: Serve the terminal routes (REST, WebSocket, /terminal page, user-shell tools); off: not registered.
     enable_terminal: bool = True
+    #: Serve /notebooks (Jupyter kernels); on by default when jupyter_client and nbformat are importable.
+    enable_notebooks: bool = field(default_factory=lambda: _importable("jupyter_client", "nbformat"))
+    #: Notebook sessions (each a live kernel) at once; past it POST /notebooks is a 429.
+    max_notebooks: int = 8
+    #: Seconds one cell may run; then the kernel is interrupted and the cell's reply says so. None: no limit.
+    notebook_cell_timeout: float | None = 120.0
+    #: Seconds a kernel may take to start and answer; then its process group is killed and the reply is 500.
+    notebook_start_timeout: float = 60.0
     #: Measure event-loop stalls into <state>/loop-stall.json (daemon/watchdog.py); off: it costs idle CPU.
     loop_watchdog: bool = False
 
@@ -235,7 +244,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("enable_mcp", _parse_bool),
     Setting("loop_watchdog", _parse_bool),
     Setting("enable_terminal", _parse_bool),
+    Setting("enable_notebooks", _parse_bool),
+    Setting("max_notebooks", _parse_non_negative(int)),
+    Setting("notebook_cell_timeout", _parse_optional_float),
+    Setting("notebook_start_timeout", _parse_positive_float),
 )
+
+
+def _importable(*modules: str) -> bool:
+    """Whether the modules can be imported, without importing them (the notebook libraries cost ~0.2 s)."""
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in modules)
+    except (ImportError, ValueError):
+        return False
 
 
 def _xdg(variable: str, fallback: str) -> Path:

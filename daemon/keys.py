@@ -14,6 +14,7 @@ from daemon.files.transfer import LinkStore
 from daemon.http.auth import KeyGuard
 from daemon.http.endpoints import Access, Endpoint
 from daemon.http.sessions import PageSessions
+from daemon.notebooks.table import NotebookTable
 from daemon.processes.table import ProcessTable
 from daemon.terminals.table import TerminalTable
 
@@ -28,3 +29,4 @@ LISTINGS = web.AppKey("listings", ListingCache)
 SESSIONS = web.AppKey("page_sessions", PageSessions)
 GUARD = web.AppKey("key_guard", KeyGuard)
 TERMINALS = web.AppKey("terminals", TerminalTable)
+NOTEBOOKS = web.AppKey("notebooks", NotebookTable)

@@ -13,9 +13,6 @@ from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG
 
-#: What this build really serves; Open WebUI hides the shell pane when `terminal` is false.
-FEATURES = {"notebooks": False}
-
 
 def system_facts() -> dict[str, str]:
     return {
@@ -57,7 +54,10 @@ async def health(call: Call[NoInput, NoInput]) -> dict[str, str]:
 
 async def features(call: Call[NoInput, NoInput]) -> dict[str, dict[str, bool]]:
     config = call.app[CONFIG]
-    return {"features": {"terminal": config.enable_terminal, **FEATURES, "system": config.enable_system_prompt}}
+    # What this daemon really serves: Open WebUI hides the shell pane when `terminal` is false and the
+    # notebook Run buttons when `notebooks` is.
+    return {"features": {"terminal": config.enable_terminal, "notebooks": config.enable_notebooks,
+                         "system": config.enable_system_prompt}}
 
 
 async def get_system(call: Call[NoInput, NoInput]) -> dict[str, str]:

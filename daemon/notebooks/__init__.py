@@ -1,0 +1,1 @@
+"""Jupyter notebooks: a kernel per session, cells run through jupyter_client, files through nbformat."""

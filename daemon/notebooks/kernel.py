@@ -1,0 +1,237 @@
+"""One Jupyter kernel: started with jupyter_client, spoken to over its channels, killed as a group.
+
+jupyter_client starts every kernel in a session of its own (`start_new_session`), so the kernel
+and whatever its cells start share one process group, whose id is the kernel's pid. Stopping
+kills that whole group: a `subprocess.Popen("sleep 1000", shell=True)` in a cell does not outlive
+its notebook. Loaded with the first notebook (jupyter_client and pyzmq cost ~0.1 s to import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+from daemon.notebooks.outputs import CellOutputs
+
+DEFAULT_KERNEL = "python3"
+#: How often a cell that prints nothing checks that its kernel is still alive.
+LIVENESS_POLL = 1.0
+#: After an interrupt (the time limit, or a lost kernel reply), how long the kernel gets to go idle
+#: before it is restarted.
+INTERRUPT_GRACE = 5.0
+#: The last bytes a kernel wrote to stderr, quoted when it fails to start.
+STDERR_TAIL = 2048
+
+
+class KernelStartError(Exception):
+    """No kernel could be started: the message says which and why."""
+
+
+@dataclass
+class CellResult:
+    status: str
+    execution_count: int | None
+    outputs: CellOutputs
+
+
+def choose_kernel(wanted: str | None) -> str:
+    """The notebook's kernel if it is installed, else python3 (which jupyter_client also finds in
+    this very interpreter when it has ipykernel: the venv's `sys.executable -m ipykernel_launcher`)."""
+    installed = KernelSpecManager().find_kernel_specs()  # reads the folders anew: a kernel installed since counts
+    if wanted and wanted in installed:
+        return wanted
+    if DEFAULT_KERNEL in installed:
+        return DEFAULT_KERNEL
+    raise KernelStartError(
+        f"No Jupyter kernel is installed (the notebook asks for {wanted or DEFAULT_KERNEL!r}): "
+        "install one on this machine, e.g. `pip install ipykernel && python -m ipykernel install --user`")
+
+
+class Kernel:
+    def __init__(self, name: str, cwd: str, env: dict[str, str]) -> None:
+        self.name = name
+        self._manager = AsyncKernelManager(kernel_name=name)
+        self._client: Any = None
+        self._env = env
+        self._cwd = cwd
+        self._stderr = deque[bytes]()
+        self._stderr_read = -1
+        self._stderr_write = -1
+        self.pgid: int | None = None
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    async def start(self, timeout: float) -> None:
+        """Start and wait until the kernel answers, within `timeout` seconds; on any failure the
+        kernel's group is killed and KernelStartError says why (with the kernel's last stderr)."""
+        try:
+            await asyncio.wait_for(self._start(), timeout)
+        except BaseException as exc:
+            reason = _reason(exc, timeout)
+            await self.stop()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise KernelStartError(f"Failed to start kernel '{self.name}': {reason}{self._stderr_text()}") from None
+
+    async def _start(self) -> None:
+        spec = self._manager.kernel_spec
+        if spec is None:
+            raise KernelStartError("no kernelspec")
+        if getattr(sys, "frozen", False) and spec.argv:
+            # jupyter_client swaps `python`/`python3` for sys.executable, which here is this binary.
+            spec.argv[0] = shutil.which(spec.argv[0], path=self._env.get("PATH")) or spec.argv[0]
+        self._stderr_read, self._stderr_write = os.pipe()
+        os.set_blocking(self._stderr_read, False)
+        asyncio.get_running_loop().add_reader(self._stderr_read, self._read_stderr)
+        await self._manager.start_kernel(env=self._env, cwd=self._cwd, stdout=subprocess.DEVNULL,
+                                         stderr=self._stderr_write, stdin=subprocess.DEVNULL)
+        provisioner = self._manager.provisioner
+        self.pgid = getattr(provisioner, "pgid", None)
+        self._client = self._manager.client()
+        self._client.start_channels()
+        await self._client.wait_for_ready(timeout=None)
+
+    def _read_stderr(self) -> None:
+        try:
+            data = os.read(self._stderr_read, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self._stderr_read)
+            return
+        self._stderr.append(data)
+        while sum(map(len, self._stderr)) > STDERR_TAIL and len(self._stderr) > 1:
+            self._stderr.popleft()
+
+    def _stderr_text(self) -> str:
+        text = b"".join(self._stderr)[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        return f"\n{text}" if text else ""
+
+    async def alive(self) -> bool:
+        return bool(await self._manager.is_alive())
+
+    async def stop(self) -> None:
+        """Kill the kernel's whole group, reap it, remove its connection file. Idempotent."""
+        if self._client is not None:
+            self._client.stop_channels()
+        with contextlib.suppress(Exception):
+            await self._manager.shutdown_kernel(now=True)  # SIGKILL to the group while its leader is unreaped
+        if self.pgid is not None:
+            # Cell children that outlived a kernel which died on its own (nobody signalled its group).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signal.SIGKILL)
+        if self._stderr_read >= 0:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._stderr_read)
+            os.close(self._stderr_read)
+            self._stderr_read = -1
+        if self._stderr_write >= 0:
+            os.close(self._stderr_write)
+            self._stderr_write = -1
+
+    async def interrupt(self) -> None:
+        """SIGINT to the kernel's group (a KeyboardInterrupt in the running cell)."""
+        with contextlib.suppress(ProcessLookupError, RuntimeError):
+            await self._manager.interrupt_kernel()
+
+    async def restart(self, timeout: float) -> None:
+        """A fresh kernel in the same group slot (jupyter_client kills the old group first)."""
+        await asyncio.wait_for(self._restart(), timeout)
+
+    async def _restart(self) -> None:
+        await self._manager.restart_kernel(now=True)
+        self.pgid = getattr(self._manager.provisioner, "pgid", None)
+        await self._client.wait_for_ready(timeout=None)
+
+    # --- cells ----------------------------------------------------------------------------------
+
+    async def execute(self, code: str, *, limit: float | None, output_limit: int, restart_timeout: float
+                      ) -> CellResult:
+        """Run `code`; collect its outputs until the kernel goes idle. At `limit` seconds the kernel is
+        interrupted; a kernel that then stays busy, or dies, is restarted, and the cell says so."""
+        outputs = CellOutputs(output_limit)
+        msg_id = self._client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        problem = await self._collect(msg_id, outputs, limit)
+        if problem is not None:
+            name, text = problem
+            if name != "CellTimeoutError" or not await self._went_idle(msg_id, outputs):
+                text += await self._try_restart(restart_timeout)
+            outputs.add_error(name, text)
+            return CellResult("error", outputs.execution_count, outputs)
+        reply = await self._reply(msg_id)
+        status = "ok" if reply.get("status", "ok") == "ok" else "error"
+        if any(output.output_type == "error" for output in outputs.outputs):
+            status = "error"
+        return CellResult(status, reply.get("execution_count", outputs.execution_count), outputs)
+
+    async def _collect(self, msg_id: str, outputs: CellOutputs, limit: float | None) -> tuple[str, str] | None:
+        """Until idle: None. Else (error name, message): the time limit struck, or the kernel died."""
+        loop = asyncio.get_running_loop()
+        deadline = None if limit is None else loop.time() + limit
+        while True:
+            wait = LIVENESS_POLL if deadline is None else max(0.0, min(LIVENESS_POLL, deadline - loop.time()))
+            try:
+                msg = await self._client.get_iopub_msg(timeout=wait)
+            except queue.Empty:
+                if not await self.alive():
+                    return "DeadKernelError", "The kernel died while running this cell"
+                if deadline is not None and loop.time() >= deadline:
+                    await self.interrupt()
+                    return "CellTimeoutError", f"The cell ran past the {limit:g} s limit and was interrupted"
+                continue
+            if _is_idle(msg, msg_id):
+                return None
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                outputs.add(msg)
+
+    async def _went_idle(self, msg_id: str, outputs: CellOutputs) -> bool:
+        """After an interrupt: collect the KeyboardInterrupt and the idle, for a short grace."""
+        try:
+            result = await asyncio.wait_for(self._collect(msg_id, outputs, None), INTERRUPT_GRACE)
+        except TimeoutError:
+            return False
+        return result is None
+
+    async def _try_restart(self, timeout: float) -> str:
+        try:
+            await self.restart(timeout)
+        except Exception as exc:
+            return f"; restarting the kernel failed: {exc}"
+        return "; the kernel was restarted (its variables are gone)"
+
+    async def _reply(self, msg_id: str) -> dict[str, Any]:
+        """The execute_reply's content (status, execution_count); {} if it never comes."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                msg = await self._client.get_shell_msg(timeout=INTERRUPT_GRACE)
+                if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    content: dict[str, Any] = msg["content"]
+                    return content
+        return {}
+
+
+def _is_idle(msg: dict[str, Any], msg_id: str) -> bool:
+    return bool(msg["header"]["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                and msg.get("parent_header", {}).get("msg_id") == msg_id)
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"it did not answer within {timeout:g} s"
+    if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
