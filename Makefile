@@ -52,10 +52,13 @@ run: setup
 
 # Debian's chromium drives the browser tests (Playwright never downloads a browser here);
 # ripgrep is what /files/grep uses when present, and what the grep benchmark compares against.
+# LibreOffice without its GUI renders office documents for /files/view?preview=true (tests/files/test_preview.py);
+# writer, calc and impress cover text documents, sheets and slides.
+LIBREOFFICE_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 debian-packages:
-	@command -v chromium >/dev/null && command -v rg >/dev/null || { \
+	@command -v chromium >/dev/null && command -v rg >/dev/null && command -v soffice >/dev/null || { \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq chromium ripgrep >/dev/null; }
+	  apt-get update -qq && apt-get install -y -qq chromium ripgrep $(LIBREOFFICE_PACKAGES) >/dev/null; }
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench

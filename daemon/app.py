@@ -15,6 +15,7 @@ from daemon.files import endpoints as file_endpoints
 from daemon.files.cwd import SessionDirectories
 from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
+from daemon.files.preview import Previewer
 from daemon.files.transfer import LinkStore
 from daemon.http import cors, docs, key_watch
 from daemon.http.auth import KeyGuard, auth_middleware
@@ -31,6 +32,7 @@ from daemon.keys import (
     LINKS,
     LISTINGS,
     NOTEBOOKS,
+    PREVIEWS,
     PROCESSES,
     SCOPE,
     SESSIONS,
@@ -103,6 +105,8 @@ def create_app(config: Config) -> web.Application:
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
+    app[PREVIEWS] = Previewer(config.state_dir / "previews", libreoffice=config.libreoffice,
+                              timeout=config.preview_timeout, cache_size=config.preview_cache_size)
     app[SESSIONS] = sessions
     app[GUARD] = guard
     endpoints = tuple(declared_endpoints(config))
@@ -115,6 +119,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_terminal_lifetime)
     app.cleanup_ctx.append(_notebook_lifetime)
     app.on_cleanup.append(_close_listings)
+    app.on_cleanup.append(_close_previews)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     app.cleanup_ctx.append(key_watch.cleanup_context(guard))
     if config.enable_mcp:
@@ -135,6 +140,10 @@ async def _process_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_listings(app: web.Application) -> None:
     app[LISTINGS].close()
+
+
+async def _close_previews(app: web.Application) -> None:
+    app[PREVIEWS].close()
 
 
 async def _terminal_lifetime(app: web.Application) -> AsyncIterator[None]:

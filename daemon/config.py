@@ -139,6 +139,12 @@ class Config:
     document_timeout: float = 30.0
     #: A search (grep, glob, search, matches) stops after this many seconds; ripgrep is killed.
     search_timeout: float = 60.0
+    #: The LibreOffice that renders /files/view?preview=true: empty, soffice from PATH; `off`, none.
+    libreoffice: str = ""
+    #: Seconds one LibreOffice conversion may take; then its process group is killed and the reply is 422.
+    preview_timeout: float = 60.0
+    #: Bytes of rendered PDFs kept in <state>/previews/cache (least recently used go first).
+    preview_cache_size: int = 256 * 1024 * 1024
     max_sessions: int = 16
     #: Every terminal outlives its WebSocket for this many seconds when set (None: only opted-in ones).
     detach_timeout: float | None = None
@@ -232,6 +238,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("link_ttl", _parse_non_negative(float)),
     Setting("document_timeout", _parse_non_negative(float)),
     Setting("search_timeout", _parse_non_negative(float)),
+    Setting("libreoffice", str),
+    Setting("preview_timeout", _parse_positive_float),
+    Setting("preview_cache_size", _parse_non_negative(int)),
     Setting("max_sessions", _parse_non_negative(int)),
     Setting("detach_timeout", _parse_optional_float),
     Setting("detach_grace", _parse_non_negative(float)),

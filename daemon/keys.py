@@ -10,6 +10,7 @@ from daemon.config import Config
 from daemon.files.cwd import SessionDirectories
 from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
+from daemon.files.preview import Previewer
 from daemon.files.transfer import LinkStore
 from daemon.http.auth import KeyGuard
 from daemon.http.endpoints import Access, Endpoint
@@ -30,3 +31,4 @@ SESSIONS = web.AppKey("page_sessions", PageSessions)
 GUARD = web.AppKey("key_guard", KeyGuard)
 TERMINALS = web.AppKey("terminals", TerminalTable)
 NOTEBOOKS = web.AppKey("notebooks", NotebookTable)
+PREVIEWS = web.AppKey("previews", Previewer)

@@ -20,7 +20,7 @@ from daemon.files.locate import from_home
 from daemon.files.transfer import Link, LinkKind
 from daemon.http.endpoints import Access, Call, hidden
 from daemon.http.inputs import NoInput
-from daemon.keys import CONFIG, DIRECTORIES, LINKS, SCOPE
+from daemon.keys import CONFIG, DIRECTORIES, LINKS, PREVIEWS, SCOPE
 from daemon.pages.layout import render
 
 READ_BLOCK = 1024 * 1024
@@ -102,9 +102,26 @@ def content_disposition(filename: str) -> str:
 
 
 async def view_file(call: Call[ViewQuery, NoInput]) -> web.FileResponse:
-    # preview=true renders Office files through LibreOffice in the reference; without it installed
-    # the reference also answers with the original bytes, which is what happens here.
-    return await _view(call, from_home(call, call.query.path))
+    target = from_home(call, call.query.path)
+    if call.query.preview:
+        return await _preview(call, target)
+    return await _view(call, target)
+
+
+async def _preview(call: Call[Any, Any], target: str) -> web.FileResponse:
+    """An office document as the PDF LibreOffice renders (files/preview.py); else the original bytes."""
+    request = call.request
+    with await asyncio.to_thread(ops.open_file, target, call.app[SCOPE].beneath) as file:
+        pdf = await call.app[PREVIEWS].render(file, target, gone=lambda: _client_gone(request))
+        if pdf is None:
+            return file_response(file, target)
+    with pdf:
+        return file_response(pdf, target, "application/pdf")
+
+
+def _client_gone(request: web.Request) -> bool:
+    # aiohttp does not cancel a handler whose client left: a conversion asks this while it runs.
+    return request.transport is None or request.transport.is_closing()
 
 
 async def serve_file(call: Call[NoInput, NoInput]) -> web.FileResponse:
