@@ -7,6 +7,7 @@ import contextlib
 import csv
 import mimetypes
 import os
+import shutil
 from typing import Any
 from urllib.parse import quote
 
@@ -15,8 +16,8 @@ from aiohttp import web
 from daemon.errors import ApiError
 from daemon.files import documents, ops
 from daemon.http.endpoints import Call
-from daemon.keys import CONFIG
-from daemon.pages import previews
+from daemon.keys import CONFIG, SCOPE
+from daemon.pages import notebook_view, previews
 from daemon.pages.layout import breadcrumbs, browse_url, render
 
 #: Larger text files are offered for download and raw view instead of being put into the page.
@@ -24,6 +25,11 @@ MAX_PAGE_TEXT = 4 * 1024 * 1024
 MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
 TABLES = (".csv", ".tsv")
 SOURCE_AND_FRAME = ("text/html", "image/svg+xml", "application/xhtml+xml")
+NOTEBOOK = (".ipynb",)
+#: Documents shown as their text (read by the documents worker, as /files/read does).
+OFFICE = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".rtf", ".xls", ".epub", ".eml")
+#: The ones LibreOffice turns into a PDF for /files/view?preview=true.
+PDF_PREVIEWS = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".rtf", ".xls")
 
 
 def view_url(path: str) -> str:
@@ -49,6 +55,19 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
             return {"kind": family}
     if mime == "application/pdf":
         return {"kind": "pdf", **await _pdf_text(call, target)}
+    lower = target.lower()
+    if lower.endswith(OFFICE):
+        return await _office(call, target)
+    if lower.endswith(NOTEBOOK) and size <= notebook_view.MAX_NOTEBOOK_BYTES:
+        shown = await asyncio.to_thread(_notebook, call, target)
+        if "notebook" in shown:
+            return shown
+        # A broken notebook says why, and its raw text is shown below that as any text file's.
+        return {**await _text_preview(target, mime, size), **shown}
+    return await _text_preview(target, mime, size)
+
+
+async def _text_preview(target: str, mime: str, size: int) -> dict[str, Any]:
     text = await asyncio.to_thread(_text, target, size)
     if text is None:
         return {"kind": "binary"}
@@ -83,6 +102,37 @@ async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
         return {"pdf_text": await documents.extract_text(target, call.app[CONFIG].document_timeout)}
     except ApiError as exc:
         return {"pdf_text": "", "pdf_error": str(exc.detail)}
+
+
+def _notebook(call: Call[Any, Any], target: str) -> dict[str, Any]:
+    """The template variables of a notebook; `notebook_error` instead when it cannot be shown."""
+    with ops.open_file(target, call.app[SCOPE].beneath) as file, ops.os_errors():
+        # One byte past the cap: a file grown since its stat is refused by parse, not read whole.
+        data = os.pread(file.fd, notebook_view.MAX_NOTEBOOK_BYTES + 1, 0)
+    folder = os.path.dirname(target)
+    try:
+        notebook = notebook_view.render(data, lambda rel: view_url(_join(folder, rel)),
+                                        lambda rel: browse_url(_join(folder, rel)))
+    except notebook_view.NotebookError as exc:
+        return {"notebook_error": str(exc)}
+    return {"kind": "notebook", "notebook": notebook, "notebooks_enabled": notebooks_enabled(call),
+            "html_sandbox": notebook_view.HTML_SANDBOX}
+
+
+def notebooks_enabled(call: Call[Any, Any]) -> bool:
+    """Run buttons only when the notebook API is there (OPEN_TERMINAL_ENABLE_NOTEBOOKS)."""
+    return call.app[CONFIG].enable_notebooks
+
+
+async def _office(call: Call[Any, Any], target: str) -> dict[str, Any]:
+    """An office document's text, and its PDF rendering when LibreOffice can make one."""
+    extracted = await _pdf_text(call, target)
+    return {"kind": "document", "document_text": extracted["pdf_text"], "document_error": extracted.get("pdf_error"),
+            "pdf_preview": view_url(target) + "&preview=true" if _renders_pdf(target) else None}
+
+
+def _renders_pdf(target: str) -> bool:
+    return target.lower().endswith(PDF_PREVIEWS) and shutil.which("soffice") is not None
 
 
 def _join(folder: str, relative: str) -> str:

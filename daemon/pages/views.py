@@ -22,7 +22,7 @@ from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
 from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
-from daemon.pages import files_view, previews
+from daemon.pages import compare_view, files_view, previews
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, timestamp
 
@@ -147,4 +147,6 @@ ENDPOINTS = [
     Endpoint("POST", "/logout", logout, in_schema=False),
     Endpoint("GET", "/browse{path:.*}", browse, query=BrowseQuery, access=Access.PAGE, in_schema=False),
     Endpoint("GET", "/pages/code.css", code_css, access=Access.PUBLIC, in_schema=False),
+    Endpoint("GET", "/compare", compare_view.compare_page, query=compare_view.CompareQuery, access=Access.PAGE,
+             in_schema=False),
 ]
