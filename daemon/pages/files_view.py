@@ -7,14 +7,13 @@ import contextlib
 import csv
 import mimetypes
 import os
-import shutil
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from daemon.errors import ApiError
-from daemon.files import documents, ops
+from daemon.files import ops, preview, reading
 from daemon.http.endpoints import Call
 from daemon.keys import CONFIG, SCOPE
 from daemon.pages import notebook_view, previews
@@ -28,8 +27,6 @@ SOURCE_AND_FRAME = ("text/html", "image/svg+xml", "application/xhtml+xml")
 NOTEBOOK = (".ipynb",)
 #: Documents shown as their text (read by the documents worker, as /files/read does).
 OFFICE = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".rtf", ".xls", ".epub", ".eml")
-#: The ones LibreOffice turns into a PDF for /files/view?preview=true.
-PDF_PREVIEWS = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".rtf", ".xls")
 
 
 def view_url(path: str) -> str:
@@ -93,13 +90,14 @@ def _text(target: str, size: int) -> str | None:
     """The file as the editor gets it: read by the API's own function, newlines untouched."""
     if size > MAX_PAGE_TEXT:
         return None
-    text = ops.read_text(target, ops.LineRange(), normalize=False)
-    return None if text is None else text[0]
+    return reading.page_text(target)
 
 
 async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
     try:
-        return {"pdf_text": await documents.extract_text(target, call.app[CONFIG].document_timeout)}
+        # Any document type read_file knows (PDF, office, EPUB, e-mail), by the same function and worker.
+        extracted = await reading.document_text(target, call.app[CONFIG].document_timeout, call.app[SCOPE].beneath)
+        return {"pdf_text": extracted.content}
     except ApiError as exc:
         return {"pdf_text": "", "pdf_error": str(exc.detail)}
 
@@ -128,11 +126,12 @@ async def _office(call: Call[Any, Any], target: str) -> dict[str, Any]:
     """An office document's text, and its PDF rendering when LibreOffice can make one."""
     extracted = await _pdf_text(call, target)
     return {"kind": "document", "document_text": extracted["pdf_text"], "document_error": extracted.get("pdf_error"),
-            "pdf_preview": view_url(target) + "&preview=true" if _renders_pdf(target) else None}
+            "pdf_preview": view_url(target) + "&preview=true" if _renders_pdf(call, target) else None}
 
 
-def _renders_pdf(target: str) -> bool:
-    return target.lower().endswith(PDF_PREVIEWS) and shutil.which("soffice") is not None
+def _renders_pdf(call: Call[Any, Any], target: str) -> bool:
+    """What /files/view?preview=true would convert (else it answers the original bytes)."""
+    return preview.convertible(target) and preview.find_libreoffice(call.app[CONFIG].libreoffice) is not None
 
 
 def _join(folder: str, relative: str) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
+from daemon.keys import NOTEBOOKS
 from tests.browser.conftest import Watched
-from tests.pages.test_notebook_view import sample_notebook
+from tests.conftest import eventually
+from tests.pages.test_notebook_view import code, make_notebook, markdown, sample_notebook
 
 
 async def open_file(watched: Watched, name: str) -> None:
@@ -36,10 +38,54 @@ async def test_a_notebook_renders_read_only_and_nothing_in_it_reaches_the_page(l
     reached = await inner.evaluate("() => { try { return parent.document.title } catch (e) { return e.name } }")
     assert reached == "SecurityError"
     assert await page.evaluate("window.__xss") is None
-    await expect(page.locator("[data-testid=run-cell]")).to_have_count(0)  # the notebook API is off here
     await logged_in.shot("notebook")
     sandboxed = "console: Blocked script execution in 'about:srcdoc' because the document's frame is sandboxed"
     blocked = [error for error in logged_in.errors if error.startswith(sandboxed)]
     assert len(blocked) == 1, "the output's own script was stopped by the sandbox"
     logged_in.errors.remove(blocked[0])
+    logged_in.assert_clean()
+
+
+async def test_run_shows_the_output_in_place_and_the_kernel_stops_with_the_page(logged_in: Watched) -> None:
+    home = logged_in.site.home
+    (home / "sums.ipynb").write_bytes(make_notebook([markdown("# Sums"), code("print(1+1)"), code("3 * 7")]))
+    await open_file(logged_in, "sums.ipynb")
+    page = logged_in.page
+    cell = page.locator("[data-testid=cell][data-index='1']")
+    await cell.locator("[data-testid=run-cell]").click()
+    await expect(cell.locator("[data-testid=output-stream]")).to_have_text("2\n", timeout=60_000)
+    await expect(cell.locator("[data-testid=prompt]")).to_have_text("[1]")
+    await expect(page.locator("[data-testid=interrupt]")).to_be_hidden()
+    table = logged_in.site.server.app[NOTEBOOKS]
+    assert len(table._sessions) == 1
+    await page.locator("[data-testid=run-all]").click()
+    last = page.locator("[data-testid=cell][data-index='2']")
+    await expect(last.locator("[data-testid=output-text]")).to_have_text("21", timeout=60_000)
+    await expect(last.locator("[data-testid=prompt]")).to_have_text("[3]")
+    assert len(table._sessions) == 1, "one kernel for the page, however many runs"
+    await logged_in.shot("ran")
+    await page.goto(logged_in.site.browse_url(home))  # leaving the page stops its kernel
+    await eventually(lambda: not table._sessions)
+    logged_in.assert_clean()
+
+
+async def test_run_all_stops_at_an_error_and_interrupt_ends_a_long_cell(logged_in: Watched) -> None:
+    home = logged_in.site.home
+    cells = [code("import time"), code("1/0"), code("print('never')"), code("time.sleep(600)")]
+    (home / "stops.ipynb").write_bytes(make_notebook(cells))
+    await open_file(logged_in, "stops.ipynb")
+    page = logged_in.page
+    await page.locator("[data-testid=run-all]").click()
+    failed = page.locator("[data-testid=cell][data-index='1']")
+    await expect(failed.locator("[data-testid=output-error]")).to_contain_text("ZeroDivisionError", timeout=60_000)
+    await expect(failed).to_have_attribute("data-state", "failed")
+    await expect(page.locator("[data-testid=run-all]")).to_be_enabled()
+    await expect(page.locator("[data-testid=cell][data-index='2'] [data-testid=output-stream]")).to_have_count(0)
+    sleeper = page.locator("[data-testid=cell][data-index='3']")
+    await sleeper.locator("[data-testid=run-cell]").click()
+    await expect(sleeper).to_have_attribute("data-state", "running")
+    await expect(page.locator("[data-testid=run-all]")).to_be_disabled()
+    await page.locator("[data-testid=interrupt]").click()
+    await expect(sleeper.locator("[data-testid=output-error]")).to_contain_text("KeyboardInterrupt", timeout=60_000)
+    await expect(page.locator("[data-testid=interrupt]")).to_be_hidden()
     logged_in.assert_clean()
