@@ -52,7 +52,7 @@ MAX_OUTPUT = 512 * MIB
 MEMORY = 4 * 1024 * MIB
 #: How long a failed or timed-out conversion is remembered (answered at once, without LibreOffice).
 FAILURE_MEMORY = 600.0
-#: Work directories older than this belong to a daemon that died mid-conversion.
+#: Work directories older than this (or twice the time limit) belong to a daemon that died mid-conversion.
 STALE_WORK = 3600.0
 #: How often a running conversion looks whether its client is still there.
 POLL = 0.05
@@ -136,6 +136,8 @@ class Previewer:
             if await asyncio.to_thread(self._remembered_failure, key, name):
                 return None
             async with self._place():
+                if gone():  # left while waiting for a place
+                    raise _cancelled()
                 return await self._convert(soffice, file, name, key, gone)
 
     def close(self) -> None:
@@ -195,7 +197,7 @@ class Previewer:
     def _new_work(self, file: ops.OpenFile, name: str) -> Path:
         """A private work directory holding a copy of the checked file and a seeded profile."""
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_stale(self.work_dir)
+        _remove_stale(self.work_dir, max(STALE_WORK, 2 * self.timeout))
         work = Path(tempfile.mkdtemp(dir=self.work_dir))
         try:
             for part in ("in", "out", "tmp", "profile/user"):
@@ -224,7 +226,7 @@ class Previewer:
                 if exited.done():
                     break
                 if gone():
-                    raise ApiError(499, "Preview cancelled: the client closed the connection")
+                    raise _cancelled()
                 if time.monotonic() >= deadline:
                     await asyncio.to_thread(self._remember_failure, key, TIMED_OUT)
                     raise _too_slow(name, self.timeout)
@@ -292,7 +294,10 @@ class Previewer:
                         os.unlink(entry.path)
                     elif entry.name.endswith(".pdf") and entry.name != keep:
                         entries.append((info.st_atime_ns, info.st_size, entry.path))
-        total = sum(size for _, size, _ in entries) + os.stat(self.cache_dir / keep).st_size
+        try:
+            total = sum(size for _, size, _ in entries) + os.stat(self.cache_dir / keep).st_size
+        except FileNotFoundError:  # a concurrent eviction took it: it is served from its descriptor anyway
+            total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.cache_size:
                 break
@@ -356,18 +361,22 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-def _remove_stale(work_dir: Path) -> None:
+def _remove_stale(work_dir: Path, age: float) -> None:
     now = time.time()
     with os.scandir(work_dir) as scan:
         for entry in scan:
             with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_WORK:
+                if now - entry.stat(follow_symlinks=False).st_mtime > age:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _too_slow(name: str, timeout: float) -> ApiError:
     return ApiError(422, f"Rendering {os.path.basename(name)} as PDF took longer than {timeout:g} s "
                          "(OPEN_TERMINAL_PREVIEW_TIMEOUT); the document may be damaged. Download it instead.")
+
+
+def _cancelled() -> ApiError:
+    return ApiError(499, "Preview cancelled: the client closed the connection")
 
 
 def _busy() -> ApiError:

@@ -380,3 +380,27 @@ async def test_the_cache_keeps_its_size_dropping_the_least_recently_used(home: P
     assert previews.conversions == 3
     await render_one(previews, home / "b.docx")
     assert previews.conversions == 4
+
+
+async def test_a_work_directory_left_by_a_dead_daemon_is_swept(home: Path, tmp_path: Path) -> None:
+    previews = Previewer(tmp_path / "previews", libreoffice=str(fake_soffice(tmp_path, WRITE_PDF)))
+    left = tmp_path / "previews" / "work" / "tmp-crashed"
+    (left / "in").mkdir(parents=True)
+    (left / "in" / "document.docx").write_bytes(b"old copy")
+    two_hours_ago = os.stat(left).st_mtime - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))
+    (home / "a.docx").write_bytes(b"AAAA")
+    await render_one(previews, home / "a.docx")
+    assert list((tmp_path / "previews" / "work").iterdir()) == []
+
+
+async def test_stopping_the_server_kills_a_running_conversion(api_with: ApiFactory, home: Path,
+                                                             tmp_path: Path) -> None:
+    api = await api_with(libreoffice=str(fake_soffice(tmp_path, "sleep 1000 & exec sleep 1000")))
+    make_docx(home / "slow.docx")
+    request = asyncio.ensure_future(api.request("GET", view(home / "slow.docx")))
+    [group] = await eventually(lambda: started_pids(tmp_path))
+    await api.client.close()  # the server shuts down mid-conversion
+    await eventually(lambda: process_group_members(group) == [])
+    request.cancel()
+    await asyncio.gather(request, return_exceptions=True)
