@@ -125,8 +125,10 @@ class Previewer:
         it cannot convert (as the reference). 422 when the conversion passes the time limit (remembered),
         429 when too many wait for a place, 499 when `gone()` says the client left.
         """
+        if not convertible(name) or file.info.st_size > self.max_input:
+            return None
         soffice = find_libreoffice(self.libreoffice)
-        if soffice is None or not convertible(name) or file.info.st_size > self.max_input:
+        if soffice is None:
             return None
         key = cache_key(file.info)
         async with self._one_at_a_time(key):  # a second request for the same file waits, then hits the cache
