@@ -1,8 +1,8 @@
 """Compare two files line by line, as the reference's `POST /files/compare` does (CONTRACT §5.2).
 
-Plain functions, no HTTP: `load_side` turns a file's bytes into lines (text now; document types
-plug in through `LOADERS`), `diff` builds the reply's hunks with intraline segments. `worker_main`
-runs both in a worker process (`daemon.files.worker`), where a hostile pair of files can only
+Plain functions, no HTTP: `load_side` turns a file's bytes into lines (text, or a document's text
+through `LOADERS`, the extractors `read_file` uses), `diff` builds the reply's hunks with intraline
+segments. `worker_main` runs both in a worker process (`daemon.files.worker`), where a hostile pair of files can only
 exhaust its own time and memory.
 
 Choices where the reference leaves room:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import io
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 from daemon.errors import ApiError
-from daemon.files import worker
+from daemon.files import documents, worker
 
 MAX_BYTES = 50 * 1024 * 1024
 MAX_CHARACTERS = 2_000_000
@@ -37,6 +38,8 @@ TIMEOUT = 60.0
 WORKER_MEMORY = 2 * 1024**3
 TOO_SLOW = "Comparison exceeded the 60 second limit. Try smaller files."
 BINARY = "Unsupported binary file."
+TOO_LONG = ("Extracted text exceeds the comparison limit (2 million characters / 50,000 lines). "
+            "Nothing was truncated.")
 #: C0 controls other than tab, newline, form feed and carriage return, and DEL: what binaries carry.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
 #: Words, runs of spaces, and single punctuation marks: the units an intraline change is shown in.
@@ -96,10 +99,39 @@ def text_lines(data: bytes, side: Side) -> None:
     side.lines = split_lines(decode_text(data, side.name), side.name)
 
 
+def document_loader(kind: documents.Kind) -> Callable[[bytes, Side], None]:
+    """Lines of a document's text, through the extractors `read_file` uses (strict: never truncated)."""
+
+    def load(data: bytes, side: Side) -> None:
+        from daemon.files import extractors  # lxml and the office libraries: in the worker only
+
+        parts: list[str] = []
+        try:
+            extractors.extract(kind.name, io.BytesIO(data), parts.append, limit=2 * MAX_CHARACTERS, strict=True)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            # A file named like a document that is really text (notes.docx holding Markdown) compares as
+            # text, as read_file reads it; anything else says why it could not be read.
+            try:
+                text_lines(data, side)
+            except ApiError:
+                raise refuse(side.name, str(exc) or type(exc).__name__) from None
+            return
+        text = "".join(parts).replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.splitlines()
+        if len(text) > MAX_CHARACTERS or len(lines) > MAX_LINES:
+            raise refuse(side.name, TOO_LONG)
+        if not text.strip():
+            raise refuse(side.name, "No extractable text. This document cannot be compared.")
+        side.lines = lines
+        side.notices = [documents.TEXT_ONLY, *kind.notices]
+
+    return load
+
+
 #: How a file's bytes become lines, by lower-case suffix; anything else is read as text.
-#: Document types (PDF, office files) add their extractor here, with a notice such as
-#: "Text only; formatting, images and layout are not compared."
-LOADERS: dict[str, Callable[[bytes, Side], None]] = {}
+LOADERS: dict[str, Callable[[bytes, Side], None]] = {kind.suffix: document_loader(kind) for kind in documents.KINDS}
 
 
 def load_side(source: str, path: str, name: str) -> Side:

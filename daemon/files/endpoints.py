@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import os
 import tempfile
 from typing import Annotated
 
+import orjson
 from aiohttp import web
 from msgspec import Meta, Struct, structs
 
-from daemon.errors import ApiError, not_found
-from daemon.files import changes, compare_endpoints, documents, ops, search_endpoints, transfer_endpoints
+from daemon.errors import not_found
+from daemon.files import changes, compare_endpoints, ops, reading, search_endpoints, transfer_endpoints
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home, removable_from_home
 from daemon.files.ops import LineRange, OpenFile
@@ -116,31 +116,34 @@ async def list_files(call: Call[ListQuery, NoInput]) -> dict[str, object]:
 async def read_file(call: Call[ReadQuery, NoInput]) -> web.StreamResponse:
     target = from_cwd(call, call.query.path)
     lines = LineRange(call.query.start_line, call.query.end_line)
-    file, text = await asyncio.to_thread(ops.read_small_text, target, lines, call.app[SCOPE].beneath)
-    if text is not None:
-        return web.Response(body=ops.text_reply(target, *text), content_type="application/json")
-    try:
-        return await _read_open_file(call, target, file, lines)
-    finally:
-        file.close()  # A file response holds its own descriptor by now.
-
-
-async def _read_open_file(call: Call[ReadQuery, NoInput], target: str, file: OpenFile,
-                          lines: LineRange) -> web.StreamResponse:
-    """What read_file answers for a file that is not small UTF-8 text: all from the descriptor checked."""
-    if file.info.st_size > ops.LARGE_TEXT:
-        response = await _large_text(call.request, target, file, lines)
-        if response is not None:
-            return response
-    mime = mimetypes.guess_type(target)[0] or "application/octet-stream"
     config = call.app[CONFIG]
-    if documents.is_document(target, mime):
-        extracted = await documents.extract_text(target, config.document_timeout, fd=file.fd)
-        return web.Response(body=ops.text_reply(target, *ops.select_lines(extracted, lines)),
-                            content_type="application/json")
-    if any(mime.startswith(prefix) for prefix in config.binary_mime_prefixes):
-        return transfer_endpoints.file_response(file, target, mime)
-    raise ApiError(415, f"Unsupported binary file type: {mime} ({file.info.st_size} bytes)")
+    options = reading.ReadOptions(config.binary_mime_prefixes, config.document_timeout)
+    result = await reading.read(target, lines, options, call.app[SCOPE].beneath)
+    if isinstance(result, reading.LargeText):
+        try:
+            response = await _large_text(call.request, target, result.file, lines)
+            if response is not None:
+                return response
+            return _reply(target, await reading.not_text(result.file, target, lines, options))
+        finally:
+            result.file.close()  # A file response holds its own descriptor by now.
+    return _reply(target, result)
+
+
+def text_reply(display_path: str, text: reading.Text) -> bytes:
+    """The reference's `{path, content, total_lines}` as compact JSON bytes."""
+    return orjson.dumps({"path": display_path, "content": text.content, "total_lines": text.total_lines})
+
+
+def _reply(target: str, result: reading.Text | reading.Raw | reading.Refusal) -> web.StreamResponse:
+    if isinstance(result, reading.Text):
+        return web.Response(body=text_reply(target, result), content_type="application/json")
+    if isinstance(result, reading.Refusal):
+        raise result.error()
+    try:
+        return transfer_endpoints.file_response(result.file, target, result.mime)
+    finally:
+        result.file.close()  # The response holds its own descriptor.
 
 
 async def _large_text(request: web.Request, target: str, file: OpenFile,

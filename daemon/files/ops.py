@@ -281,11 +281,6 @@ class LineRange:
                 yield line
 
 
-def text_reply(display_path: str, content: str, total_lines: int) -> bytes:
-    """The reference's `{path, content, total_lines}` as compact JSON bytes."""
-    return orjson.dumps({"path": display_path, "content": content, "total_lines": total_lines})
-
-
 def read_small_text(path: str, lines: LineRange,
                     opener: Beneath = UNCONFINED) -> tuple[OpenFile, tuple[str, int] | None]:
     """The open file and, when it is small UTF-8 text, its selected lines: one thread hop in all.

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from daemon.errors import ApiError
-from daemon.files import documents, ops, preview
+from daemon.files import ops, preview, reading
 from daemon.http.endpoints import Call
 from daemon.keys import CONFIG, SCOPE
 from daemon.pages import notebook_view, previews
@@ -90,13 +90,14 @@ def _text(target: str, size: int) -> str | None:
     """The file as the editor gets it: read by the API's own function, newlines untouched."""
     if size > MAX_PAGE_TEXT:
         return None
-    text = ops.read_text(target, ops.LineRange(), normalize=False)
-    return None if text is None else text[0]
+    return reading.page_text(target)
 
 
 async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
     try:
-        return {"pdf_text": await documents.extract_text(target, call.app[CONFIG].document_timeout)}
+        # Any document type read_file knows (PDF, office, EPUB, e-mail), by the same function and worker.
+        extracted = await reading.document_text(target, call.app[CONFIG].document_timeout, call.app[SCOPE].beneath)
+        return {"pdf_text": extracted.content}
     except ApiError as exc:
         return {"pdf_text": "", "pdf_error": str(exc.detail)}
 
