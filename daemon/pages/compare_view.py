@@ -58,6 +58,7 @@ class SideBySide:
     notices: list[str]
     shown_rows: int
     total_rows: int
+    paths: tuple[str, str] = ("", "")  # both files as resolved (the form keeps what was typed)
 
 
 def _half(line: dict[str, Any], number_key: str) -> Half:
@@ -103,7 +104,8 @@ def side_by_side(document: dict[str, Any], max_rows: int = MAX_ROWS) -> SideBySi
             shown += len(kept)
             hunks.append(Hunk(str(raw["header"]), kept))
     notices = [*document["original"]["notices"], *document["revised"]["notices"]]
-    return SideBySide(hunks, int(document["additions"]), int(document["deletions"]), notices, shown, total)
+    paths = (str(document["original"]["path"]), str(document["revised"]["path"]))
+    return SideBySide(hunks, int(document["additions"]), int(document["deletions"]), notices, shown, total, paths)
 
 
 def _resolve(call: Call[Any, Any], path: str, base: str) -> tuple[str, str]:

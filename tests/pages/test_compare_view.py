@@ -88,6 +88,7 @@ async def test_the_page_shows_both_files_side_by_side(browser: Browser, home: Pa
     marks = [mark.text for mark in Document(html).all("mark")]
     assert marks == ["brown", "red", "delta", "inserted"]
     assert "+2" in Document(html).one("p", testid="compare-summary").text
+    assert Document(html).one("th", testid="compare-right").text == str(home / "new.txt")
 
 
 async def test_ignore_whitespace_is_passed_to_the_diff(browser: Browser, home: Path) -> None:  # noqa: F811
