@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+
+import pytest
 from playwright.async_api import expect
 
-from daemon.keys import NOTEBOOKS
+from daemon.files import preview
+from daemon.keys import CONFIG, NOTEBOOKS
 from tests.browser.conftest import Watched
 from tests.conftest import eventually
 from tests.pages.test_notebook_view import code, make_notebook, markdown, sample_notebook
@@ -88,4 +94,39 @@ async def test_run_all_stops_at_an_error_and_interrupt_ends_a_long_cell(logged_i
     await page.locator("[data-testid=interrupt]").click()
     await expect(sleeper.locator("[data-testid=output-error]")).to_contain_text("KeyboardInterrupt", timeout=60_000)
     await expect(page.locator("[data-testid=interrupt]")).to_be_hidden()
+    logged_in.assert_clean()
+
+
+def make_docx() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Quarterly report", level=1)
+    document.add_paragraph("Revenue grew <b>nicely</b>.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Region", "North"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+async def test_an_office_document_shows_its_text_and_its_pdf(logged_in: Watched) -> None:
+    home = logged_in.site.home
+    (home / "report.docx").write_bytes(make_docx())
+    page = logged_in.page
+    libreoffice = preview.find_libreoffice(logged_in.site.server.app[CONFIG].libreoffice)
+    if libreoffice is None and os.environ.get("CI"):
+        pytest.fail("LibreOffice is missing (make test installs it)")
+    async with page.expect_response(lambda response: "preview=true" in response.url,
+                                    timeout=120_000) if libreoffice else contextlib.nullcontext() as converted:
+        await open_file(logged_in, "report.docx")
+        text = page.locator("[data-testid=document-text]")
+        await expect(text).to_contain_text("Quarterly report")
+        await expect(text).to_contain_text("Revenue grew <b>nicely</b>.")
+        await expect(text).to_contain_text("Region")
+    await expect(page.locator("[data-testid=preview-document-pdf]")).to_have_count(1 if libreoffice else 0)
+    if libreoffice:
+        response = await converted.value
+        assert response.status == 200 and response.headers["content-type"] == "application/pdf"
+    await logged_in.shot("docx")
     logged_in.assert_clean()
