@@ -13,7 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from daemon.errors import ApiError
-from daemon.files import ops, preview, reading
+from daemon.files import documents, ops, preview, reading
 from daemon.http.endpoints import Call
 from daemon.keys import CONFIG, SCOPE
 from daemon.pages import notebook_view, previews
@@ -25,8 +25,6 @@ MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")
 TABLES = (".csv", ".tsv")
 SOURCE_AND_FRAME = ("text/html", "image/svg+xml", "application/xhtml+xml")
 NOTEBOOK = (".ipynb",)
-#: Documents shown as their text (read by the documents worker, as /files/read does).
-OFFICE = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".rtf", ".xls", ".epub", ".eml")
 
 
 def view_url(path: str) -> str:
@@ -52,10 +50,9 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
             return {"kind": family}
     if mime == "application/pdf":
         return {"kind": "pdf", **await _pdf_text(call, target)}
-    lower = target.lower()
-    if lower.endswith(OFFICE):
+    if documents.document_kind(target, mime) is not None:  # office, EPUB, e-mail: what read_file reads
         return await _office(call, target)
-    if lower.endswith(NOTEBOOK) and size <= notebook_view.MAX_NOTEBOOK_BYTES:
+    if target.lower().endswith(NOTEBOOK) and size <= notebook_view.MAX_NOTEBOOK_BYTES:
         shown = await asyncio.to_thread(_notebook, call, target)
         if "notebook" in shown:
             return shown
