@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -13,6 +14,7 @@ from daemon.files import preview
 from daemon.keys import CONFIG, NOTEBOOKS
 from tests.browser.conftest import Watched
 from tests.conftest import eventually
+from tests.files.test_documents import make_png
 from tests.pages.test_notebook_view import code, make_notebook, markdown, sample_notebook
 
 
@@ -129,4 +131,29 @@ async def test_an_office_document_shows_its_text_and_its_pdf(logged_in: Watched)
         response = await converted.value
         assert response.status == 200 and response.headers["content-type"] == "application/pdf"
     await logged_in.shot("docx")
+    logged_in.assert_clean()
+
+
+async def test_outputs_of_a_run_follow_the_page_rules(logged_in: Watched) -> None:
+    png = base64.b64encode(make_png(3, 2)).decode()
+    source = ("import base64, sys\nfrom IPython.display import HTML, Image, display\n"
+              "display(HTML('<b id=\"made\">made</b><script>parent.__xss = 1</script>'))\n"
+              f"display(Image(data=base64.b64decode('{png}')))\n"
+              "print('<i>not markup</i>', file=sys.stderr)\n")
+    (logged_in.site.home / "rich.ipynb").write_bytes(make_notebook([code(source)]))
+    await open_file(logged_in, "rich.ipynb")
+    page = logged_in.page
+    await page.locator("[data-testid=run-cell]").click()
+    frame = page.locator("iframe[data-testid=output-html]")
+    await expect(frame).to_have_attribute("sandbox", "", timeout=60_000)
+    await expect(page.frame_locator("[data-testid=output-html]").locator("#made")).to_have_text("made")
+    await expect(page.locator("[data-testid=output-image]")).to_have_js_property("naturalWidth", 3)
+    stderr = page.locator("[data-testid=output-stream].stderr")
+    await expect(stderr).to_have_text("<i>not markup</i>\n")
+    await expect(stderr.locator("i")).to_have_count(0)
+    assert await page.evaluate("window.__xss") is None
+    await expect(page.locator("[data-testid=cell]")).to_have_attribute("data-state", "done")
+    sandboxed = "console: Blocked script execution in 'about:srcdoc' because the document's frame is sandboxed"
+    await eventually(lambda: any(error.startswith(sandboxed) for error in logged_in.errors))
+    logged_in.errors[:] = [error for error in logged_in.errors if not error.startswith(sandboxed)]
     logged_in.assert_clean()
