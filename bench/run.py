@@ -16,6 +16,8 @@ and whether it is met. The workloads:
 * **file API**: list, read, grep, upload and view, described in ``bench/files.py``.
 * **terminals**: WebSocket output throughput and keystroke echo latency, described in
   ``bench/terminals.py``.
+* **notebooks**: kernel create-to-ready time and a ``1+1`` cell's round trip, described in
+  ``bench/notebooks.py``.
 * **start**: five fresh starts of each program, alternating (fresh HOME and TMPDIR, so the binary
   unpacks itself every time): time to the first 200 on ``/health``, idle RSS of the process tree,
   and the binary's size; in ``bench/binary.py``.
@@ -60,7 +62,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binary, files, safety, terminals
+from bench import binary, files, notebooks, safety, terminals
 from bench.harness import (
     HEADER,
     REPO,
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         exec_workloads(servers, sizes, corpus, report)
         files.run(servers, scratch, args.smoke, report)
         terminals.run(servers, args.smoke, report)
+        notebooks.run(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:

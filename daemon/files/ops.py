@@ -389,12 +389,14 @@ class PendingWrite:
             while view:
                 view = view[os.write(self.fd, view):]
 
-    def commit(self) -> os.stat_result:
-        """Give the new file the old one's mode and owner, flush it to disk and rename it into place."""
+    def commit(self, *, durable: bool = True) -> os.stat_result:
+        """Give the new file the old one's mode and owner, flush it to disk (when `durable`) and rename
+        it into place (readers see the old file or the new one either way)."""
         try:
             with self._lock:
                 adopt_metadata(self.fd, self.existing)
-                os.fsync(self.fd)
+                if durable:
+                    os.fsync(self.fd)
                 info = os.fstat(self.fd)
                 replaceable(self.parent, self.name, 400)  # Still nothing special there (one more stat).
                 os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
@@ -421,7 +423,7 @@ class PendingWrite:
             self.parent = -1
 
 
-def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED) -> os.stat_result:
+def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED, *, durable: bool = True) -> os.stat_result:
     """Replace (or create) a regular file with `data`; returns the new file's stat (for its ETag)."""
     with os_errors():
         pending = PendingWrite(path, opener)
@@ -430,7 +432,7 @@ def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED) -> os.sta
         except BaseException:
             pending.close()
             raise
-        return pending.commit()
+        return pending.commit(durable=durable)
 
 
 def replaceable(parent: int, name: str, directory_status: int) -> os.stat_result | None:

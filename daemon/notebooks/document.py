@@ -68,5 +68,10 @@ def notebook_bytes(notebook: Any) -> bytes:
 
 
 def save_notebook(path: str, notebook: Any, opener: Beneath) -> None:
-    """Replace the file atomically (temp file + rename, keeping its mode); raises ApiError on failure."""
-    ops.atomic_write(path, notebook_bytes(notebook), opener)
+    """Replace the file atomically (temp file + rename, keeping its mode); raises ApiError on failure.
+
+    Not fsync'ed: the notebook is saved after every cell, and a sync was a third of a `1+1` round trip.
+    Readers still never see half a file; a crash may lose the last seconds of runs (the reference
+    writes in place, where a crash or a full disk leaves half a notebook).
+    """
+    ops.atomic_write(path, notebook_bytes(notebook), opener, durable=False)
