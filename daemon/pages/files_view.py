@@ -52,8 +52,8 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
         return {"kind": "pdf", **await _pdf_text(call, target)}
     if documents.document_kind(target, mime) is not None:  # office, EPUB, e-mail: what read_file reads
         return await _office(call, target)
-    if target.lower().endswith(NOTEBOOK) and size <= notebook_view.MAX_NOTEBOOK_BYTES:
-        shown = await asyncio.to_thread(_notebook, call, target)
+    if target.lower().endswith(NOTEBOOK):
+        shown = await asyncio.to_thread(_notebook, call, target, size)
         if "notebook" in shown:
             return shown
         # A broken notebook says why, and its raw text is shown below that as any text file's.
@@ -99,8 +99,10 @@ async def _pdf_text(call: Call[Any, Any], target: str) -> dict[str, Any]:
         return {"pdf_text": "", "pdf_error": str(exc.detail)}
 
 
-def _notebook(call: Call[Any, Any], target: str) -> dict[str, Any]:
+def _notebook(call: Call[Any, Any], target: str, size: int) -> dict[str, Any]:
     """The template variables of a notebook; `notebook_error` instead when it cannot be shown."""
+    if size > notebook_view.MAX_NOTEBOOK_BYTES:
+        return {"notebook_error": notebook_view.TOO_LARGE}
     with ops.open_file(target, call.app[SCOPE].beneath) as file, ops.os_errors():
         # One byte past the cap: a file grown since its stat is refused by parse, not read whole.
         data = os.pread(file.fd, notebook_view.MAX_NOTEBOOK_BYTES + 1, 0)

@@ -26,6 +26,8 @@ from daemon.pages import previews
 
 #: Larger notebooks are not parsed for the page (their raw text and download stay available).
 MAX_NOTEBOOK_BYTES = 50 * 1024 * 1024
+TOO_LARGE = (f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 1024**2} MiB: too large to show here. "
+             "Download it or open its raw text.")
 MAX_CELLS = 500
 MAX_OUTPUTS_PER_CELL = 50
 #: Characters of one cell's source, one text output or one traceback put into the page.
@@ -104,8 +106,7 @@ def _capped(text: str, limit: int = MAX_TEXT_CHARS) -> tuple[str, str | None]:
 def parse(data: bytes) -> dict[str, Any]:
     """The notebook as an nbformat 4 dict, or NotebookError saying what is wrong with the file."""
     if len(data) > MAX_NOTEBOOK_BYTES:
-        raise NotebookError(f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 1024**2} MiB: "
-                            "too large to show here. Download it or open its raw text.")
+        raise NotebookError(TOO_LARGE)
     try:
         # orjson: linear time and a fixed nesting limit, so a hostile file cannot recurse us down.
         document: Any = orjson.loads(data)

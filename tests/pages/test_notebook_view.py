@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ def test_a_huge_notebook_makes_a_bounded_page_and_says_what_was_cut() -> None:
     assert notebook.cells[-1].outputs[0].kind == "cut"
 
 
+def test_an_nbformat_3_notebook_is_upgraded_by_nbformat() -> None:
+    old = {"nbformat": 3, "nbformat_minor": 0, "metadata": {"name": ""}, "worksheets": [{"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Old"]},
+        {"cell_type": "code", "input": ["print(1)"], "language": "python", "metadata": {}, "prompt_number": 1,
+         "outputs": [{"output_type": "stream", "stream": "stdout", "text": ["1\n"]},
+                     {"output_type": "pyout", "prompt_number": 1, "text": ["2"], "metadata": {}}]}]}]}
+    cells = render(orjson.dumps(old), same, same).cells
+    assert [(cell.kind, cell.source, [(output.kind, output.text) for output in cell.outputs]) for cell in cells] == [
+        ("markdown", "# Old", []), ("code", "print(1)", [("stream", "1\n"), ("text", "2")])]
+
+
 def test_a_notebook_past_the_byte_cap_is_not_parsed() -> None:
     with pytest.raises(NotebookError, match="larger than 50 MiB"):
         render(b" " * (notebook_view.MAX_NOTEBOOK_BYTES + 1), same, same)
@@ -216,3 +228,10 @@ async def test_a_broken_notebook_says_so_and_shows_its_text(browser: Browser, ho
     assert message.startswith("This notebook cannot be shown: This is not valid JSON")
     assert '{"cells": [ <b>oops' in page.one("div", testid="preview-source").text
     assert not page.all("b")
+    (home / "huge.ipynb").write_bytes(b"")
+    os.truncate(home / "huge.ipynb", notebook_view.MAX_NOTEBOOK_BYTES + 1)  # sparse: never read
+    page = Document(await browser.page("/browse" + quote(str(home / "huge.ipynb"))))
+    assert page.one("p", testid="notebook-error").text == ("This notebook cannot be shown: The notebook is larger "
+                                                             "than 50 MiB: too large to show here. Download it or "
+                                                             "open its raw text.")
+    assert page.one("p", testid="preview-binary"), "offered for download, not put into the page"
