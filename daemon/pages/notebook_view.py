@@ -35,8 +35,10 @@ MAX_TEXT_CHARS = 100_000
 #: Bytes of one image (decoded) and characters of one HTML output.
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_HTML_CHARS = 1024 * 1024
-#: What all outputs together may add to the page (characters; an image counts its base64 length).
-PAGE_BUDGET = 24 * 1024 * 1024
+#: What all cells and outputs together may add to the page (characters of rendered HTML or text; an
+#: image counts its base64 length): a browser stays responsive, and a few dozen plots fit.
+PAGE_BUDGET = 8 * 1024 * 1024
+CUT = "Not shown: the page has enough already (open the raw file or download it)."
 #: The sandbox of the frames HTML outputs are shown in: every permission off, so an opaque origin (no
 #: allow-same-origin: this page, its cookies and the API are out of reach), no scripts, forms or popups.
 #: allow-scripts would buy nothing: a srcdoc frame inherits the page's CSP, which forbids inline scripts.
@@ -191,7 +193,7 @@ def render(data: bytes, resolve_image: Resolver, resolve_link: Resolver) -> Note
     if len(raw_cells) > MAX_CELLS:
         notebook.notes.append(f"Showing the first {MAX_CELLS:,} of {len(raw_cells):,} cells.")
     if budget.exhausted:
-        notebook.notes.append(f"Outputs past {PAGE_BUDGET // 1024**2} MiB in all are not shown.")
+        notebook.notes.append(f"Cells and outputs past {PAGE_BUDGET // 1024**2} MiB in all are not shown.")
     return notebook
 
 
@@ -202,6 +204,9 @@ def _cell(index: int, raw: Any, filename: str, budget: _Budget,
     kind = raw.get("cell_type") if raw.get("cell_type") in ("markdown", "code", "raw") else "raw"
     source, cut = _capped(_joined(raw.get("source")))
     cell = Cell(index, str(kind), source, notes=[cut] if cut else [])
+    if not budget.take(len(source)):
+        cell.source, cell.notes = "", [CUT]
+        return cell
     if kind == "markdown":
         cell.html = previews.markdown_html(source, resolve_image, resolve_link)
     elif kind == "code":
@@ -224,7 +229,7 @@ def outputs(raw: Any, budget: _Budget, resolve_image: Resolver, resolve_link: Re
         if output is None:
             continue
         if not budget.take(len(output.text) + len(output.src) + len(output.html)):
-            shown.append(Output("cut", "This output is not shown: the page has enough already."))
+            shown.append(Output("cut", CUT))
             continue
         shown.append(output)
     return shown

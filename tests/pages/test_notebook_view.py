@@ -158,15 +158,16 @@ def test_a_huge_notebook_makes_a_bounded_page_and_says_what_was_cut() -> None:
     notebook = render(make_notebook(cells), same, same)
     assert len(notebook.cells) == notebook_view.MAX_CELLS and notebook.total_cells == notebook_view.MAX_CELLS + 21
     assert f"Showing the first {notebook_view.MAX_CELLS:,} of {notebook_view.MAX_CELLS + 21:,} cells." in notebook.notes
-    assert "Outputs past 24 MiB in all are not shown." in notebook.notes
+    assert "Cells and outputs past 8 MiB in all are not shown." in notebook.notes
     first = notebook.cells[0]
     assert first.outputs[0].kind == "cut" and "is not shown (the limit is 4 MiB)" in first.outputs[0].text
     assert first.outputs[1].text.endswith("… 10 more characters not shown")
     assert len(first.outputs) == notebook_view.MAX_OUTPUTS_PER_CELL
     assert f"Showing the first 50 of {notebook_view.MAX_OUTPUTS_PER_CELL + 7} outputs." in first.notes
-    shown = sum(len(output.text) + len(output.src) for cell in notebook.cells for output in cell.outputs)
+    shown = sum(len(cell.source) + sum(len(output.text) + len(output.src) for output in cell.outputs)
+                for cell in notebook.cells)
     assert shown <= notebook_view.PAGE_BUDGET + 1000 * notebook_view.MAX_CELLS
-    assert notebook.cells[-1].outputs[0].kind == "cut"
+    assert [(output.kind, output.text) for output in notebook.cells[-1].outputs] == [("cut", notebook_view.CUT)]
 
 
 def test_an_nbformat_3_notebook_is_upgraded_by_nbformat() -> None:
