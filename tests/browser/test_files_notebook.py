@@ -128,6 +128,7 @@ async def test_an_office_document_shows_its_text_and_its_pdf(logged_in: Watched)
         await expect(text).to_contain_text("Region")
     await expect(page.locator("[data-testid=preview-document-pdf]")).to_have_count(1 if libreoffice else 0)
     if libreoffice:
+        assert converted is not None
         response = await converted.value
         assert response.status == 200 and response.headers["content-type"] == "application/pdf"
     await logged_in.shot("docx")

@@ -39,11 +39,11 @@ def markdown(source: str) -> dict[str, Any]:
     return {"cell_type": "markdown", "metadata": {}, "source": source}
 
 
-def code(source: str, outputs: list[dict[str, Any]] | None = None, count: int | None = None) -> dict[str, Any]:
+def code(source: str | list[str], outputs: list[dict[str, Any]] | None = None, count: int | None = None) -> dict[str, Any]:
     return {"cell_type": "code", "metadata": {}, "source": source, "execution_count": count, "outputs": outputs or []}
 
 
-def stream(text: str, name: str = "stdout") -> dict[str, Any]:
+def stream(text: str | list[str], name: str = "stdout") -> dict[str, Any]:
     return {"output_type": "stream", "name": name, "text": text}
 
 
