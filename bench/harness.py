@@ -9,11 +9,13 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -250,6 +252,13 @@ class Server:
 Daemon = Server
 
 
+def servers_for(scratch: Path, smoke: bool) -> list[Server]:
+    """A then B: the reference and opentermd, or (smoke) opentermd twice."""
+    if smoke:
+        return [Server(scratch, label="opentermd-A"), Server(scratch, label="opentermd-B")]
+    return [Server(scratch, "reference"), Server(scratch, "opentermd")]
+
+
 # --- the client -------------------------------------------------------------------------------------
 
 
@@ -379,6 +388,17 @@ def alternate(servers: Sequence[Server], measure: Measure, rounds: int = ROUNDS)
     return outcomes
 
 
+def measure_workload(servers: Sequence[Server], name: str, measure: Measure, report: Report) -> None:
+    """One workload alternating the servers (opentermd last), its rows added to the report; a workload
+    that breaks is reported as such and the others still run."""
+    try:
+        outcomes = alternate(servers, measure)
+        report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
+    except (BenchError, *WORKLOAD_ERRORS) as exc:
+        report.errors.append(f"{name}: {describe(exc)}")
+        report.rows.append(Row(name, "-", "error", "-", "-", "FAIL"))
+
+
 def check_alternation() -> None:
     """The alternation's own unit check (run by --smoke): order, rounds, medians and a failing side."""
     order: list[str] = []
@@ -488,6 +508,26 @@ def table_lines(table: list[Row], header: tuple[str, ...] = HEADER) -> list[str]
 def print_table(table: list[Row], header: tuple[str, ...] = HEADER) -> None:
     for line in table_lines(table, header):
         print(line)
+
+
+def run_alone(run: Callable[[list[Server], bool, Report], None], argv: Sequence[str], name: str) -> int:
+    """A benchmark module's workloads alone (its `main`): the reference and opentermd, or, with --smoke,
+    opentermd twice; the table on stdout, problems on stderr, and run.py's exit status."""
+    smoke = "--smoke" in argv
+    scratch = Path(tempfile.mkdtemp(prefix=f"opentermd-bench-{name}-"))
+    servers = servers_for(scratch, smoke)
+    report = Report()
+    try:
+        for server in servers:
+            print(f"bench: {server.label} is {server.start()}, on {server.base_url}", flush=True)
+        run(servers, smoke, report)
+    finally:
+        report.errors.extend(problem for problem in (server.stop() for server in servers) if problem)
+        shutil.rmtree(scratch, ignore_errors=True)
+    print_table(report.rows, (HEADER[0], *(server.label for server in servers), *HEADER[3:]))
+    for line in (*report.notes, *report.wrong, *report.errors):
+        print(f"bench: {line}", file=sys.stderr)
+    return 2 if report.errors else 1 if report.wrong_count else 0
 
 
 def markdown(table: list[Row], facts: str, notes: list[str], servers: list[str]) -> str:

@@ -21,7 +21,6 @@ import functools
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,19 +33,15 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 import aiohttp
 
 from bench.harness import (
-    WORKLOAD_ERRORS,
     BenchError,
     Latency,
     Report,
-    Row,
     Sample,
     Server,
-    alternate,
     call,
-    describe,
+    measure_workload,
     open_session,
-    print_table,
-    rows_of,
+    run_alone,
 )
 
 NOTEBOOK = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3",
@@ -153,31 +148,12 @@ def run(servers: list[Server], smoke: bool, report: Report) -> None:
     """Each notebook workload, alternating the servers (opentermd last); one that breaks is reported."""
     sizes = SMOKE if smoke else FULL
     for name, workload in WORKLOADS:
-        try:
-            outcomes = alternate(servers, functools.partial(_sized, workload=workload, sizes=sizes))
-            report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
-        except (BenchError, *WORKLOAD_ERRORS) as exc:
-            report.errors.append(f"{name}: {describe(exc)}")
-            report.rows.append(Row(name, "-", "error", "-", "-", "FAIL"))
+        measure_workload(servers, name, functools.partial(_sized, workload=workload, sizes=sizes), report)
 
 
 def main(argv: list[str]) -> int:
     """These workloads alone: the reference and opentermd (or, with --smoke, opentermd twice)."""
-    smoke = "--smoke" in argv
-    scratch = Path(tempfile.mkdtemp(prefix="opentermd-bench-notebooks-"))
-    servers = ([Server(scratch, label="opentermd-A"), Server(scratch, label="opentermd-B")] if smoke
-               else [Server(scratch, "reference"), Server(scratch, "opentermd")])
-    report = Report()
-    try:
-        for server in servers:
-            print(f"bench: {server.label} is {server.start()}, on {server.base_url}", flush=True)
-        run(servers, smoke, report)
-    finally:
-        report.errors.extend(problem for problem in (server.stop() for server in servers) if problem)
-    print_table(report.rows, ("workload", *(server.label for server in servers), "ratio", "target", "result"))
-    for line in (*report.notes, *report.wrong, *report.errors):
-        print(f"bench: {line}", file=sys.stderr)
-    return 2 if report.errors else 1 if report.wrong_count else 0
+    return run_alone(run, argv, "notebooks")
 
 
 if __name__ == "__main__":

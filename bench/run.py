@@ -84,6 +84,7 @@ from bench.harness import (
     open_session,
     print_table,
     rows_of,
+    servers_for,
 )
 
 #: Long-poll wait of one status request, in seconds (the API's `wait`).
@@ -283,13 +284,6 @@ def start_workload(servers: list[Server], smoke: bool, report: Report) -> None:
         report.rows.extend(rows_of(outcomes[0] if len(outcomes) > 1 else None, outcomes[-1], report))
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(f"start: {describe(exc)}")
-
-
-def servers_for(scratch: Path, smoke: bool) -> list[Server]:
-    """A then B: the reference and opentermd, or (smoke) opentermd twice."""
-    if smoke:
-        return [Server(scratch, label="opentermd-A"), Server(scratch, label="opentermd-B")]
-    return [Server(scratch, "reference"), Server(scratch, "opentermd")]
 
 
 def main(argv: list[str] | None = None) -> int:

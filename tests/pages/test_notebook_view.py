@@ -39,7 +39,8 @@ def markdown(source: str) -> dict[str, Any]:
     return {"cell_type": "markdown", "metadata": {}, "source": source}
 
 
-def code(source: str | list[str], outputs: list[dict[str, Any]] | None = None, count: int | None = None) -> dict[str, Any]:
+def code(source: str | list[str], outputs: list[dict[str, Any]] | None = None,
+         count: int | None = None) -> dict[str, Any]:
     return {"cell_type": "code", "metadata": {}, "source": source, "execution_count": count, "outputs": outputs or []}
 
 
