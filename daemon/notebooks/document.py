@@ -20,9 +20,9 @@ from daemon.files.beneath import Beneath
 MAX_REASON = 300
 
 
-def read_notebook(path: str, opener: Beneath, max_bytes: int) -> Any:
-    """The notebook at `path` as an nbformat v4 node: 404 when missing, 400 for a directory, FIFO or
-    device, 413 past `max_bytes`, 400 "Invalid notebook: ..." when it is not a valid notebook."""
+def read_notebook(path: str, opener: Beneath, max_bytes: int) -> tuple[Any, int]:
+    """The notebook at `path` as an nbformat v4 node, and its size in bytes: 404 when missing, 400 for a
+    directory, FIFO or device, 413 past `max_bytes`, 400 "Invalid notebook: ..." when it is not valid."""
     try:
         file = ops.open_file(path, opener)
     except ApiError as exc:
@@ -33,7 +33,7 @@ def read_notebook(path: str, opener: Beneath, max_bytes: int) -> Any:
         if file.info.st_size > max_bytes:
             raise ApiError(413, f"Notebook is larger than {max_bytes // (1024 * 1024)} MiB: {path}")
         data = _read_at_most(file.fd, max_bytes)
-    return parse_notebook(data)
+    return parse_notebook(data), len(data)
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:
@@ -67,11 +67,13 @@ def notebook_bytes(notebook: Any) -> bytes:
     return (text if text.endswith("\n") else text + "\n").encode("utf-8")
 
 
-def save_notebook(path: str, notebook: Any, opener: Beneath) -> None:
+def save_notebook(path: str, notebook: Any, opener: Beneath) -> int:
     """Replace the file atomically (temp file + rename, keeping its mode); raises ApiError on failure.
 
     Not fsync'ed: the notebook is saved after every cell, and a sync was a third of a `1+1` round trip.
     Readers still never see half a file; a crash may lose the last seconds of runs (the reference
-    writes in place, where a crash or a full disk leaves half a notebook).
+    writes in place, where a crash or a full disk leaves half a notebook). Returns the bytes written.
     """
-    ops.atomic_write(path, notebook_bytes(notebook), opener, durable=False)
+    data = notebook_bytes(notebook)
+    ops.atomic_write(path, data, opener, durable=False)
+    return len(data)

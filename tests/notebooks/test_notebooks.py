@@ -88,8 +88,25 @@ async def test_a_cell_past_the_time_limit_is_interrupted_and_says_so(
     assert plain(await run_cell(api, session, 2)) == "'still here'"  # interrupted, not restarted
 
 
-async def test_a_failed_save_is_reported_and_leaves_what_is_there(api: Api, scratch_environment: Path) -> None:
-    path = write_notebook(scratch_environment / "swap.ipynb", "1 + 1")
+#: Small notebooks are saved on the event loop, large ones in a worker thread (table.INLINE_SAVE_BYTES).
+SIZES = pytest.mark.parametrize("padding", [0, 200_000], ids=["small", "large"])
+
+
+@SIZES
+async def test_small_and_large_notebooks_are_saved_with_their_outputs(
+        api: Api, scratch_environment: Path, padding: int) -> None:
+    path = write_notebook(scratch_environment / "sized.ipynb", "6 * 7", markdown="x" * padding)
+    session = await open_notebook(api, path)
+    assert plain(await run_cell(api, session, 0)) == "42"
+    saved = nbformat.read(path, as_version=4)
+    nbformat.validate(saved)
+    assert saved.cells[0].outputs[0]["data"]["text/plain"] == "42" and len(saved.cells[1].source) == padding
+
+
+@SIZES
+async def test_a_failed_save_is_reported_and_leaves_what_is_there(
+        api: Api, scratch_environment: Path, padding: int) -> None:
+    path = write_notebook(scratch_environment / "swap.ipynb", "1 + 1", markdown="x" * padding)
     session = await open_notebook(api, path)
     path.unlink()
     os.mkfifo(path)  # never replaced by a write, never opened by one
