@@ -18,6 +18,8 @@ and whether it is met. The workloads:
   ``bench/terminals.py``.
 * **notebooks**: kernel create-to-ready time and a ``1+1`` cell's round trip, described in
   ``bench/notebooks.py``.
+* **compare**: ``POST /files/compare`` on two generated 10,000-line files (5% of lines changed,
+  inserted, deleted or changed by a word), p50 over the runs; in ``bench/compare.py``.
 * **start**: five fresh starts of each program, alternating (fresh HOME and TMPDIR, so the binary
   unpacks itself every time): time to the first 200 on ``/health``, idle RSS of the process tree,
   and the binary's size; in ``bench/binary.py``.
@@ -62,7 +64,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binary, files, notebooks, safety, terminals
+from bench import binary, compare, files, notebooks, safety, terminals
 from bench.harness import (
     HEADER,
     REPO,
@@ -308,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         files.run(servers, scratch, args.smoke, report)
         terminals.run(servers, args.smoke, report)
         notebooks.run(servers, args.smoke, report)
+        compare.run(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:
