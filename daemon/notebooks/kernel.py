@@ -139,7 +139,24 @@ class Kernel:
         self.pgid = getattr(provisioner, "pgid", None)
         self._client = self._manager.client(session=LeanSession.like(self._manager.session))
         self._client.start_channels()
-        await self._client.wait_for_ready(timeout=None)
+        await self._until_ready()
+
+    async def _until_ready(self) -> None:
+        """jupyter_client's `wait_for_ready` without its last step, which waits until IOPub has been quiet
+        for 0.2 s: half of a kernel's start here. Messages left over are harmless: a cell only takes
+        those whose parent is its own request. The caller bounds the wait (`start`'s timeout)."""
+        while True:
+            request = self._client.kernel_info()
+            with contextlib.suppress(queue.Empty):
+                reply = await self._client.get_shell_msg(timeout=1.0)
+                if reply["msg_type"] == "kernel_info_reply" and reply["parent_header"].get("msg_id") == request:
+                    # A SUB socket misses what was published before it joined: IOPub works once it carries
+                    # the status messages of this very request.
+                    await self._client.get_iopub_msg(timeout=0.2)
+                    self._client._handle_kernel_info_reply(reply)  # the protocol version, as wait_for_ready does
+                    return
+            if not await self.alive():
+                raise KernelStartError("the kernel exited before it answered")
 
     def _read_stderr(self) -> None:
         try:
@@ -194,7 +211,7 @@ class Kernel:
     async def _restart(self) -> None:
         await self._manager.restart_kernel(now=True)
         self.pgid = getattr(self._manager.provisioner, "pgid", None)
-        await self._client.wait_for_ready(timeout=None)
+        await self._until_ready()
 
     # --- cells ----------------------------------------------------------------------------------
 
