@@ -7,7 +7,6 @@ when the time is up or the request goes away. Every kind of worker runs through 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import os
@@ -47,6 +46,8 @@ async def run(command: str, args: Sequence[str], *, timeout: float, on_timeout: 
 
     `fds` are passed to the worker (as /dev/fd/N), so it reads the very files the server checked.
     """
+    import asyncio  # here, not at the top: the worker processes import this module and never need it
+
     process = await asyncio.create_subprocess_exec(
         *self_command(), command, *args,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
