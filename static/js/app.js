@@ -3,44 +3,8 @@
 "use strict";
 
 (() => {
-  const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
-
-  async function api(method, url, { json, body, headers } = {}) {
-    const options = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf(), ...headers } };
-    if (json !== undefined) {
-      options.body = JSON.stringify(json);
-      options.headers["Content-Type"] = "application/json";
-    } else if (body !== undefined) {
-      options.body = body;
-    }
-    const response = await fetch(url, options);
-    if (!response.ok) {
-      let detail = `${response.status} ${response.statusText}`;
-      try {
-        const payload = await response.json();
-        const reason = payload.detail ?? payload.error;  // terminal endpoints answer {"error"}
-        if (reason) detail = typeof reason === "string" ? reason : JSON.stringify(reason);
-      } catch (_) { /* not JSON: keep the status line */ }
-      const error = new Error(detail);
-      error.status = response.status;
-      throw error;
-    }
-    return response;
-  }
-
-  let toastTimer;
-  function toast(message, kind = "info") {
-    const box = document.getElementById("toast");
-    if (!box) return;
-    box.textContent = message;
-    box.className = kind;
-    box.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 8000 : 3000);
-  }
-
-  const reload = () => window.location.reload();
-  window.opentermd = { csrf, api, toast, reload };
+  // Requests, errors and the toast live in api.js (loaded first by base.html).
+  const { api, toast, reload } = window.opentermd;
 
   const browser = document.getElementById("browser");
   const directory = browser?.dataset.path || "";
@@ -174,7 +138,7 @@
     searchAbort = new AbortController();
     const signal = searchAbort.signal;
     const base = `path=${encodeURIComponent(directory)}&query=${encodeURIComponent(query)}`;
-    const response = await fetch(`/files/matches?${base}&limit=30`, { credentials: "same-origin", signal });
+    const response = await window.opentermd.request("GET", `/files/matches?${base}&limit=30`, { signal });
     if (!response.ok) return showResults([]);
     const payload = await response.json();
     showResults(payload.results.map((result) => ({

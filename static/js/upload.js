@@ -1,5 +1,5 @@
 // Uploads on the folder page: files and whole folders dropped anywhere on the page, or picked
-// with the Upload button. Each file is its own request (XMLHttpRequest, for progress events),
+// with the Upload button. Each file is its own request (api.js's upload: XMLHttpRequest, for progress),
 // a few at a time, streamed by the browser from disk (FormData with the File; never read here).
 (() => {
   "use strict";
@@ -8,7 +8,7 @@
   const list = document.getElementById("uploads");
   if (!browser || !list) return;
 
-  const app = window.opentermd || {};
+  const app = window.opentermd; // api.js, loaded first by base.html
   const directory = browser.dataset.path;
   const input = document.getElementById("upload-input");
   const dropzone = document.getElementById("dropzone");
@@ -22,14 +22,8 @@
     return { done: 0, failed: 0, cancelled: 0 };
   }
 
-  const csrf = () => (typeof app.csrf === "function" ? app.csrf()
-    : (document.querySelector("meta[name=csrf-token]") || {}).content || "");
-
-  const notify = (message, kind = "info") => {
-    if (typeof app.toast === "function") app.toast(message, kind);
-  };
-
-  const reload = () => (typeof app.reload === "function" ? app.reload() : location.reload());
+  const notify = (message, kind = "info") => app.toast(message, kind);
+  const reload = () => app.reload();
 
   /** `folder` (a/b, from a dropped folder) under the page's directory. */
   function targetDirectory(folder) {
@@ -108,7 +102,7 @@
       list.replaceChildren(...list.querySelectorAll(".upload[data-state=queued], .upload[data-state=uploading]"));
     }
     for (const { file, folder } of files) {
-      const job = { file, folder, xhr: null, state: "queued" };
+      const job = { file, folder, abort: null, state: "queued" };
       job.ui = makeRow(job);
       queue.push(job);
     }
@@ -125,41 +119,17 @@
     setState(job, "uploading");
     setProgress(job, 0);
     running.add(job);
-    const xhr = new XMLHttpRequest();
-    job.xhr = xhr;
-    xhr.open("POST", "/files/upload?directory=" + encodeURIComponent(targetDirectory(job.folder)));
-    xhr.setRequestHeader("X-CSRF-Token", csrf());
-    xhr.upload.addEventListener("progress", (event) => {
-      if (event.lengthComputable && event.total) setProgress(job, event.loaded / event.total);
-    });
-    xhr.addEventListener("load", () => {
-      if (xhr.status >= 200 && xhr.status < 300) finish(job, "done", "Uploaded");
-      else finish(job, "error", errorMessage(xhr));
-    });
-    xhr.addEventListener("error", () => finish(job, "error",
-      "The connection failed before the server answered (is the daemon running, or was the file too large?)"));
-    xhr.addEventListener("abort", () => finish(job, "cancelled", "Cancelled"));
+    job.abort = new AbortController();
     const form = new FormData();
     form.append("file", job.file, job.file.name);
-    xhr.send(form);
-  }
-
-  function errorMessage(xhr) {
-    let detail = "";
-    try {
-      const body = JSON.parse(xhr.responseText);
-      detail = typeof body.detail === "string" ? body.detail
-        : Array.isArray(body.detail) ? body.detail.map((item) => item.msg || String(item)).join("; ") : "";
-    } catch { /* not JSON */ }
-    const meaning = {
-      401: "Your session has ended: log in again",
-      403: "Not allowed here",
-      409: "Conflicts with something already there",
-      413: "Too large for this server",
-      507: "The disk is full",
-    }[xhr.status];
-    const parts = [meaning, detail].filter(Boolean);
-    return parts.length ? `${xhr.status}: ${parts.join(" \u2014 ")}` : `Failed (${xhr.status} ${xhr.statusText})`;
+    const url = "/files/upload?directory=" + encodeURIComponent(targetDirectory(job.folder));
+    app.upload(url, form, { signal: job.abort.signal, onProgress: (fraction) => setProgress(job, fraction) })
+      .then(({ status, message }) => {
+        if (status >= 200 && status < 300) finish(job, "done", "Uploaded");
+        else finish(job, "error", `${status}: ${message}`);
+      })
+      .catch((error) => finish(job, error.name === "AbortError" ? "cancelled" : "error",
+        error.name === "AbortError" ? "Cancelled" : error.message));
   }
 
   function cancelJob(job) {
@@ -170,7 +140,7 @@
       batch.cancelled += 1;
       pump();
     } else if (job.state === "uploading") {
-      job.xhr.abort(); // the server drops the partial file: nothing is left behind
+      job.abort.abort(); // the server drops the partial file: nothing is left behind
     }
   }
 
@@ -261,13 +231,7 @@
   async function makeFolder(folder) {
     // Files create their folders on the server; an empty folder needs asking for.
     try {
-      const response = await fetch("/files/mkdir", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-        body: JSON.stringify({ path: targetDirectory(folder) }),
-      });
-      if (!response.ok) throw new Error(`${response.status}`);
+      await app.api("POST", "/files/mkdir", { json: { path: targetDirectory(folder) } });
       batch.done += 1; // counts as something made, so the listing is reloaded to show it
     } catch (error) {
       notify(`Could not create the folder ${folder} (${error.message})`, "error");
