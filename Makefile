@@ -33,8 +33,10 @@ $(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)
 # (CodeMirror 6) is bundled by esbuild into one script that needs no eval. The terminal page's
 # xterm.js 6 and its fit, web-links and search addons are bundled from their ES modules into one
 # script that sets window.OpentermdXterm (a third smaller than the four UMD files), next to xterm.css.
-$(VENDOR_STAMP): package.json package-lock.json static/src/editor.js
+# The pages' icons (lucide-static) are one SVG sprite of the names daemon/pages/icons.py lists.
+$(VENDOR_STAMP): package.json package-lock.json static/src/editor.js daemon/pages/icons.py
 	npm ci --no-audit --no-fund --loglevel=error
+	$(PYTHON) daemon/pages/icons.py node_modules/lucide-static/icons static/vendor/icons/sprite.svg
 	mkdir -p static/vendor/swagger-ui static/vendor/xterm
 	cp node_modules/swagger-ui-dist/{swagger-ui.css,swagger-ui-bundle.js,favicon-32x32.png} \
 	   static/vendor/swagger-ui/

@@ -41,7 +41,7 @@ from daemon.keys import (
 from daemon.net import endpoints as net_endpoints
 from daemon.notebooks import endpoints as notebook_endpoints
 from daemon.notebooks.table import NotebookTable
-from daemon.pages import terminal_page
+from daemon.pages import icons, terminal_page
 from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.runner import SpawnGate
@@ -114,7 +114,7 @@ def create_app(config: Config) -> web.Application:
     register(app, endpoints, access)
     for route in app.router.add_static("/static", static_dir(), append_version=False):
         access[route] = Access.PUBLIC
-    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True)
+    icons.install(aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(templates_dir()), autoescape=True))
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
     app.cleanup_ctx.append(_notebook_lifetime)
