@@ -170,4 +170,15 @@ def rename_no_replace(source_dir: int, source: str, destination_dir: int, destin
             raise OSError(code, os.strerror(code), source, None, destination)
     elif exists():
         raise FileExistsError(errno.EEXIST, "File exists", destination)
+    if not stat.S_ISDIR(os.stat(source, dir_fd=source_dir, follow_symlinks=False).st_mode):
+        # link(2) never replaces either (EEXIST): still atomic for anything but a folder.
+        try:
+            os.link(source, destination, src_dir_fd=source_dir, dst_dir_fd=destination_dir, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # No hard links here (some FUSE): the checked rename below is all there is.
+        else:
+            os.unlink(source, dir_fd=source_dir)
+            return
     os.rename(source, destination, src_dir_fd=source_dir, dst_dir_fd=destination_dir)

@@ -21,6 +21,7 @@ import aiohttp
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import READ_FLAGS, Beneath
+from daemon.files.naming import Conflict, NewFile
 from daemon.files.ops import NOT_REGULAR, PSEUDO_FILE_CAP, UNCONFINED, PendingWrite
 from daemon.files.paths import check_path_text
 from daemon.tokens import digest
@@ -45,15 +46,21 @@ def upload_name(filename: str | None) -> str:
 
 
 async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
-                      opener: Beneath = UNCONFINED) -> int:
-    """Write chunks into a temp file beside `target` as they arrive, then rename it into place.
+                      opener: Beneath = UNCONFINED, conflict: Conflict = Conflict.REPLACE) -> tuple[int, str]:
+    """Write chunks into a temp file beside `target` as they arrive, then rename it into place;
+    returns the size and the path it was saved under.
 
     Nothing is held in memory beyond one block; a failure, an oversize body or a dropped
-    connection removes the temp file and leaves any existing target as it was. The same
-    PendingWrite as write_file: only a regular file is ever replaced, beneath the checked folder.
+    connection removes the temp file and leaves any existing target as it was. REPLACE is the same
+    PendingWrite as write_file: only a regular file is ever replaced, beneath the checked folder;
+    REFUSE and KEEP_BOTH place the file with RENAME_NOREPLACE (409, or the next free `name (n)`).
     """
+    pending: PendingWrite | NewFile
     try:
-        pending = await asyncio.to_thread(PendingWrite, target, opener, directory_status=409)
+        if conflict is Conflict.REPLACE:
+            pending = await asyncio.to_thread(PendingWrite, target, opener, directory_status=409)
+        else:
+            pending = await asyncio.to_thread(NewFile, target, conflict, opener)
     except OSError as exc:
         raise from_os_error(exc) from None
     size = 0
@@ -76,7 +83,9 @@ async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
         raise from_os_error(exc) from None
     finally:
         await asyncio.to_thread(pending.close)
-    return size
+    if isinstance(pending, NewFile):
+        return size, os.path.join(os.path.dirname(target), pending.placed)
+    return size, target
 
 
 # --- fetching a URL -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import mimetypes
 import os
 import weakref
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from daemon.errors import ApiError, bad_request, validation_failed
 from daemon.files import ops, skills, transfer
 from daemon.files.locate import from_home
+from daemon.files.naming import Conflict
 from daemon.files.transfer import Link, LinkKind
 from daemon.http.endpoints import Access, Call, hidden
 from daemon.http.inputs import NoInput
@@ -37,6 +38,13 @@ class UploadQuery(Struct, kw_only=True):
     directory: Annotated[str, Meta(description="Destination directory for the file.")]
     url: Annotated[str | None, Meta(
         description="An http(s) URL to fetch into the directory instead of a form upload.")] = None
+    conflict: Annotated[Literal["replace", "refuse", "keep-both"], Meta(
+        description="When the name is taken: replace it (the reference's way), refuse (409), "
+        "or keep both (saved as `name (1).ext`, the next free number).")] = "replace"
+    overwrite: Annotated[bool | None, Meta(description="`false` is `conflict=refuse`.")] = None
+
+    def conflict_rule(self) -> Conflict:
+        return Conflict.REFUSE if self.overwrite is False else Conflict(self.conflict)
 
 
 class ArchiveRequest(Struct, kw_only=True):
@@ -159,13 +167,15 @@ async def archive(call: Call[NoInput, ArchiveRequest]) -> web.StreamResponse:
 async def upload_file(call: Call[UploadQuery, NoInput]) -> dict[str, object]:
     directory = from_home(call, call.query.directory)
     limit = call.app[CONFIG].max_upload_size
+    conflict = call.query.conflict_rule()
     if call.query.url:
         async with transfer.fetch(call.query.url, call.app[CONFIG].upload_url_timeout, limit) as chunks:
-            return await _save(call, directory, transfer.url_file_name(call.query.url), chunks)
-    return await receive_form_upload(call, directory)
+            return await _save(call, directory, transfer.url_file_name(call.query.url), chunks, conflict)
+    return await receive_form_upload(call, directory, conflict)
 
 
-async def receive_form_upload(call: Call[Any, Any], directory: str) -> dict[str, object]:
+async def receive_form_upload(call: Call[Any, Any], directory: str,
+                              conflict: Conflict = Conflict.REPLACE) -> dict[str, object]:
     """Stream the multipart field `file` into `directory`; other fields are skipped."""
     limit = call.app[CONFIG].max_upload_size
     if (call.request.content_length or 0) > limit:
@@ -176,18 +186,20 @@ async def receive_form_upload(call: Call[Any, Any], directory: str) -> dict[str,
         reader = await call.request.multipart()
         while (part := await reader.next()) is not None:
             if isinstance(part, BodyPartReader) and part.name == "file":
-                return await _save(call, directory, transfer.upload_name(part.filename), _chunks(part))
+                return await _save(call, directory, transfer.upload_name(part.filename), _chunks(part), conflict)
             await part.release()
     except (ValueError, AssertionError) as exc:
         raise bad_request(f"Malformed multipart body: {exc}") from None
     raise _missing_file()
 
 
-async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIterator[bytes]) -> dict[str, object]:
+async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIterator[bytes],
+                conflict: Conflict) -> dict[str, object]:
     target = os.path.join(directory, name)
     call.app[SCOPE].check(target)
-    size = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size, call.app[SCOPE].beneath)
-    return {"path": target, "size": size}
+    size, saved = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size,
+                                             call.app[SCOPE].beneath, conflict)
+    return {"path": saved, "size": size}
 
 
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
