@@ -1,8 +1,10 @@
 """The one place errors become responses.
 
 API routes answer JSON `{"detail": ...}` with the right status (the terminal endpoints `{"error": ...}`);
-page routes (`Access.PAGE`), and unknown paths outside the API that a browser asked for as HTML,
-get the styled error page. Handlers raise; nothing else catches an ApiError to render it.
+the styled error page (templates/error.html) goes to page routes (`Access.PAGE`), to any GET a browser
+opened as a navigation (`Sec-Fetch-Dest: document`: a typed URL, a link, a bookmark), and to unknown
+paths outside the API whose `Accept` prefers HTML. fetch(), curl and the tools keep JSON.
+Handlers raise; nothing else catches an ApiError to render it.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]
 
     def wants_page(request: web.Request) -> bool:
         match = request.match_info
-        if match.http_exception is None:
-            return access.get(match.route) is Access.PAGE
+        if match.http_exception is None and access.get(match.route) is Access.PAGE:
+            return True
+        if request.method not in ("GET", "HEAD"):
+            return False
+        if is_navigation(request):
+            # A person opened the URL in a tab (typed, a link, a bookmark): a page, whatever the
+            # route; fetch(), curl and the tools never send Sec-Fetch-Dest: document.
+            return True
         first = request.path.lstrip("/").partition("/")[0]
-        return (request.method in ("GET", "HEAD") and first not in api_segments
-                and "text/html" in request.headers.get("Accept", ""))
+        return match.http_exception is not None and first not in api_segments and prefers_html(request)
 
     def respond(request: web.Request, status: int, body: dict[str, Any]) -> web.Response:
         if wants_page(request):
@@ -82,6 +89,35 @@ def error_middleware(access: Mapping[Any, Access], api_segments: Collection[str]
             return respond(request, 500, {"detail": "Internal Server Error"})
 
     return render_errors
+
+
+def is_navigation(request: web.Request) -> bool:
+    """A top-level browser navigation, by the Fetch Metadata header every current browser sends."""
+    return request.headers.get("Sec-Fetch-Dest") == "document"
+
+
+def prefers_html(request: web.Request) -> bool:
+    """`Accept` ranks text/html above JSON (a browser without Fetch Metadata; never `*/*` alone)."""
+    ranks = _accept_ranks(request.headers.get("Accept", ""))
+    html = max(ranks.get("text/html", 0.0), ranks.get("application/xhtml+xml", 0.0))
+    return html > 0 and html >= ranks.get("application/json", 0.0)
+
+
+def _accept_ranks(accept: str) -> dict[str, float]:
+    ranks: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            ranks[media.lower()] = max(ranks.get(media.lower(), 0.0), quality)
+    return ranks
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -24,7 +24,7 @@ ICON_NAMES = (
     "file-type", "link", "link-2-off", "notebook", "terminal", "upload", "download", "trash-2", "copy",
     "pencil", "share-2", "ellipsis", "search", "x", "chevron-left", "chevron-right", "chevron-up",
     "chevron-down", "zoom-in", "zoom-out", "sun", "moon", "eye", "eye-off", "plus", "check", "archive",
-    "house", "log-out", "git-compare", "layout-grid", "list", "refresh-cw", "external-link",
+    "house", "log-in", "log-out", "git-compare", "layout-grid", "list", "refresh-cw", "external-link",
     "circle-alert", "triangle-alert", "maximize-2", "settings", "keyboard",
 )
 #: Aliases the brief and other pages may use for the same drawing.

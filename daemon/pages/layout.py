@@ -37,10 +37,27 @@ def render(request: web.Request, template: str, context: dict[str, Any], status:
     return response
 
 
+#: The error page's heading, in words a person reads before the server's detail.
+STATUS_TITLES = {
+    400: "That request did not make sense",
+    401: "Please sign in",
+    403: "You cannot open this",
+    404: "Nothing here",
+    405: "Not something you can open",
+    409: "That changed meanwhile",
+    413: "Too large",
+    422: "That request did not make sense",
+    429: "Too many requests, try again shortly",
+    500: "Something went wrong on the server",
+    503: "Not available right now",
+}
+
+
 def error_page(request: web.Request, status: int, detail: Any) -> web.Response:
     """The styled error page; under /browse, for a signed-in visitor, with the breadcrumbs of the
     path asked for (a refused one learns nothing about the disk)."""
-    context: dict[str, Any] = {"status": status, "detail": detail}
+    context: dict[str, Any] = {"status": status, "title": STATUS_TITLES.get(status, "Something went wrong"),
+                               "detail": detail, "signed_in": request.get(SESSION_KEY) is not None}
     if request.path.startswith("/browse/") and request.get(SESSION_KEY) is not None:
         context["crumbs"] = breadcrumbs(request.match_info.get("path") or request.path[len("/browse"):])
     return render(request, "error.html", context, status=status)
