@@ -12,7 +12,15 @@ from aiohttp import web
 from msgspec import Meta, Struct, structs
 
 from daemon.errors import not_found
-from daemon.files import changes, compare_endpoints, ops, reading, search_endpoints, transfer_endpoints
+from daemon.files import (
+    changes,
+    compare_endpoints,
+    ops,
+    reading,
+    search_endpoints,
+    thumbnail_endpoints,
+    transfer_endpoints,
+)
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home, removable_from_home
 from daemon.files.ops import LineRange, OpenFile
@@ -250,4 +258,5 @@ CORE = [
 ]
 
 #: In the reference's order, so the OpenAPI document (and the LLM's tool list) reads the same.
-ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS, *compare_endpoints.ENDPOINTS]
+ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS, *compare_endpoints.ENDPOINTS,
+             *thumbnail_endpoints.ENDPOINTS]

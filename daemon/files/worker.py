@@ -19,8 +19,10 @@ from daemon.resources import self_command
 
 EXTRACT_TEXT = "__extract-text"
 COMPARE = "__compare"
+THUMBNAIL = "__thumbnail"
 #: Hidden command -> the module whose `worker_main(args)` runs it (imported only in the worker).
-COMMANDS = {EXTRACT_TEXT: "daemon.files.documents", COMPARE: "daemon.files.compare"}
+COMMANDS = {EXTRACT_TEXT: "daemon.files.documents", COMPARE: "daemon.files.compare",
+            THUMBNAIL: "daemon.files.thumbnails"}
 #: Exit status of a worker that refused its input with a status and a detail (JSON on stderr).
 REFUSED = 3
 
