@@ -8,7 +8,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 
-from daemon.http.auth import SESSION_KEY
+from daemon.http.auth import SESSION_KEY, identify
 from daemon.http.sessions import PageSession
 from daemon.keys import CONFIG
 
@@ -56,9 +56,16 @@ STATUS_TITLES = {
 def error_page(request: web.Request, status: int, detail: Any) -> web.Response:
     """The styled error page; under /browse, for a signed-in visitor, with the breadcrumbs of the
     path asked for (a refused one learns nothing about the disk)."""
+    if request.get(SESSION_KEY) is None and (session := identify(request).session) is not None:
+        # An unknown URL or a public route never went through the page check, yet the visitor is
+        # signed in (from our own origin): the page gets their header and a way back to their files.
+        request[SESSION_KEY] = session
+    signed_in = request.get(SESSION_KEY) is not None
+    if status == 404 and detail == "Not Found":  # the router's own word for an unknown URL
+        detail = f"There is no page at {request.path}."
     context: dict[str, Any] = {"status": status, "title": STATUS_TITLES.get(status, "Something went wrong"),
-                               "detail": detail, "signed_in": request.get(SESSION_KEY) is not None}
-    if request.path.startswith("/browse/") and request.get(SESSION_KEY) is not None:
+                               "detail": detail, "signed_in": signed_in}
+    if request.path.startswith("/browse/") and signed_in:
         context["crumbs"] = breadcrumbs(request.match_info.get("path") or request.path[len("/browse"):])
     return render(request, "error.html", context, status=status)
 
