@@ -399,7 +399,8 @@ class PendingWrite:
                     os.fsync(self.fd)
                 info = os.fstat(self.fd)
                 replaceable(self.parent, self.name, 400)  # Still nothing special there (one more stat).
-                os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+                with reported_as(self.name):
+                    os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
                 self.temporary = ""
             return info
         finally:
@@ -456,10 +457,24 @@ def _new_temporary(parent: int, name: str) -> tuple[int, str]:
         temporary = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(temporary, flags, 0o600, dir_fd=parent), temporary
+            with reported_as(name):
+                return os.open(temporary, flags, 0o600, dir_fd=parent), temporary
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "No free temporary name", name)
+
+
+@contextmanager
+def reported_as(name: str) -> Iterator[None]:
+    """An error on the temp file names the user's file: `.notes.txt.1a2b3c4d.tmp` means nothing to them."""
+    try:
+        yield
+    except FileExistsError:
+        raise  # _new_temporary tries another name
+    except OSError as exc:
+        if exc.filename in (None, name):
+            raise
+        raise type(exc)(exc.errno, exc.strerror, name) from None
 
 
 def adopt_metadata(fd: int, existing: os.stat_result | None) -> None:

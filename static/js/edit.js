@@ -23,37 +23,19 @@
   let saving = null; // the save under way, if any
   let leaving = false;
   let conflict = null;
+  let failure = null; // why the last save failed, until one succeeds
   const hiddenBefore = new Map(); // preview elements, and whether they were hidden already
 
   // --- talking to the server ----------------------------------------------------------------------
-
-  const csrf = () => (typeof app.csrf === "function" ? app.csrf()
-    : (document.querySelector("meta[name=csrf-token]") || {}).content || "");
 
   const notify = (message, kind = "info") => {
     if (typeof app.toast === "function") app.toast(message, kind);
   };
 
-  // Our own fetch rather than opentermd.api: a 409 must be told apart from other failures, and the
-  // reply's ETag header read, whatever the helper does with errors.
-  async function request(method, url, { json, headers = {}, signal } = {}) {
-    const init = { method, credentials: "same-origin", cache: "no-store", signal, headers: { ...headers } };
-    if (method !== "GET") init.headers["X-CSRF-Token"] = csrf();
-    if (json !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(json);
-    }
-    return fetch(url, init);
-  }
-
-  async function detail(response) {
-    try {
-      const body = await response.json();
-      if (typeof body.detail === "string") return body.detail;
-      if (Array.isArray(body.detail)) return body.detail.map((item) => item.msg || String(item)).join("; ");
-    } catch { /* not JSON */ }
-    return `${response.status} ${response.statusText}`.trim();
-  }
+  // api.js's request, not its api(): a 409 must be told apart from other failures, and the reply's
+  // ETag header read. no-store: the editor wants the file as on disk now, never a cached copy.
+  const request = (method, url, options = {}) => app.request(method, url, { cache: "no-store", ...options });
+  const detail = (response) => app.detail(response);
 
   const viewUrl = () => "/files/view?path=" + encodeURIComponent(path);
 
@@ -100,7 +82,9 @@
       const dirty = isDirty();
       if (dirty === shownDirty) return; // keep "Saved at ..." until there is something new to say
       showDirty(dirty);
-      if (!saving && !conflict) setStatus(dirty ? "Unsaved changes" : "No unsaved changes", dirty ? "dirty" : "info");
+      if (saving || conflict) return;
+      if (dirty && failure) setStatus(`Unsaved changes (the last save failed: ${failure})`, "error");
+      else setStatus(dirty ? "Unsaved changes" : "No unsaved changes", dirty ? "dirty" : "info");
     }, 120);
   }
 
@@ -216,6 +200,7 @@
         if (!response.ok) throw new Error(await detail(response));
         etag = response.headers.get("ETag");
         section.dataset.etag = etag || "";
+        failure = null;
         savedVersion = version;
         savedOnce = true;
         const time = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
@@ -223,6 +208,7 @@
         setStatus(dirty ? "Saved an earlier version; unsaved changes" : `Saved at ${time}`, dirty ? "dirty" : "saved");
         showDirty(dirty);
       } catch (error) {
+        failure = error.message;
         setStatus(`Not saved: ${error.message}`, "error");
         notify(`Not saved: ${error.message}`, "error");
       }
@@ -311,6 +297,9 @@
       open();
     }
   });
+
+  // A new (empty) file has nothing to preview: it opens straight in the editor.
+  if (section.dataset.openEditor === "true") open();
 
   window.addEventListener("beforeunload", (event) => {
     if (leaving || !isDirty()) return;
