@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 SortKey = Literal["name", "size", "modified"]
 PAGE_SIZE = 500
@@ -21,6 +24,13 @@ class View:
     hidden: bool = False
     filter: str = ""
     page: int = 1
+
+    def query(self, **changes: Any) -> str:
+        """This view's query string (with `changes`), for the page's own links: sort, order, hidden, filter, page."""
+        values = {"sort": self.sort, "order": "desc" if self.descending else "asc",
+                  "hidden": "true" if self.hidden else "false", "filter": self.filter, "page": self.page}
+        values.update(changes)
+        return urlencode({key: value for key, value in values.items() if value not in ("", None)})
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,47 @@ def arrange(entries: list[dict[str, Any]], view: View) -> Page:
     pages = max(1, math.ceil(len(chosen) / PAGE_SIZE))
     page = min(max(1, view.page), pages)
     return Page(chosen[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], len(chosen), page, pages)
+
+
+def mark_symlinks(directory: str, entries: list[dict[str, Any]],
+                  visible: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+    """The entries with symlinks marked (`symlink`, `target`), plus the broken symlinks, which the
+    listing API skips (it stats each entry through its link), so that the page can show and delete them.
+
+    One more scandir of the folder: d_type says which entries are links without a stat per entry.
+    """
+    links: dict[str, str] = {}
+    broken: list[dict[str, Any]] = []
+    listed = {entry["name"] for entry in entries}
+    try:
+        with os.scandir(directory) as found:
+            for item in found:
+                if not item.is_symlink():
+                    continue
+                try:
+                    links[item.name] = os.readlink(item.path)
+                except OSError:
+                    continue
+                # Not listed: broken, or left out by `visible` (a link out of --root), which stays out.
+                if item.name not in listed and not os.path.exists(item.path) \
+                        and (visible is None or visible(item.path)):
+                    broken.append(_broken_link(item, links[item.name]))
+    except OSError:
+        return entries  # the listing itself succeeded: show it without the marks
+    if not links:
+        return entries
+    marked = [{**entry, "symlink": True, "target": links[entry["name"]]} if entry["name"] in links else entry
+              for entry in entries]
+    return marked + broken
+
+
+def _broken_link(item: os.DirEntry[str], target: str) -> dict[str, Any]:
+    try:
+        modified = item.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        modified = 0.0
+    return {"name": item.name, "type": "file", "size": 0, "modified": modified, "writable": True,
+            "symlink": True, "broken": True, "target": target}
 
 
 def _order(entry: dict[str, Any], key: SortKey) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from msgspec import Meta, Struct
@@ -24,7 +24,7 @@ from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_or
 from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
 from daemon.pages import compare_view, files_view, previews
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
-from daemon.pages.listing import View, arrange, human_size, timestamp
+from daemon.pages.listing import View, arrange, human_size, mark_symlinks, timestamp
 
 
 class IndexQuery(Struct, kw_only=True):
@@ -38,9 +38,12 @@ class LoginQuery(Struct, kw_only=True):
 class BrowseQuery(Struct, kw_only=True):
     sort: Literal["name", "size", "modified"] = "name"
     order: Literal["asc", "desc"] = "asc"
-    hidden: bool = False
+    # Unset: as last chosen in this session, so "Show hidden" holds in subfolders and after a reload.
+    hidden: bool | None = None
     filter: str = ""
     page: Annotated[int, Meta(ge=1)] = 1
+    # A CSV/TSV file's page: the column its rows are sorted by (with `order`), 0 the first.
+    column: Annotated[int, Meta(ge=0)] | None = None
 
 
 def _safe_next(target: str) -> str:
@@ -119,19 +122,30 @@ async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.
     listing = await asyncio.to_thread(ops.list_directory, target, scope.contains if scope.root else None,
                                       call.app[LISTINGS])
     query = call.query
-    view = View(query.sort, query.order == "desc", query.hidden, query.filter, query.page)
-    page = arrange(listing["entries"], view)
     session: PageSession = call.request[SESSION_KEY]
+    hidden = bool(session.state.get("show_hidden")) if query.hidden is None else query.hidden
+    session.state["show_hidden"] = hidden
     session.state["last_dir"] = target
-    rows = [{**entry, "href": browse_url(os.path.join(target, entry["name"])),
-             "path": os.path.join(target, entry["name"]),
-             "size_text": "" if entry["type"] == "directory" else human_size(entry["size"]),
-             "modified_text": timestamp(entry["modified"])} for entry in page.entries]
+    view = View(query.sort, query.order == "desc", hidden, query.filter, query.page)
+    entries = await asyncio.to_thread(mark_symlinks, target, listing["entries"],
+                                      scope.contains if scope.root else None)
+    page = arrange(entries, view)
     return render(call.request, "browse.html", {
-        "path": target, "crumbs": breadcrumbs(target), "rows": rows, "page": page, "view": view,
-        "writable": listing["writable"], "parent": browse_url(os.path.dirname(target)) if target != "/" else None,
-        "home": call.app[DIRECTORIES].home,
+        "path": target, "crumbs": breadcrumbs(target), "rows": [_row(target, entry, view) for entry in page.entries],
+        "page": page, "view": view, "writable": listing["writable"],
+        "parent": browse_url(os.path.dirname(target)) if target != "/" else None,
+        "home": call.app[DIRECTORIES].home, "terminal_url": "/terminal?" + urlencode({"cwd": target}),
     })
+
+
+def _row(directory: str, entry: dict[str, Any], view: View) -> dict[str, Any]:
+    path = os.path.join(directory, entry["name"])
+    folder = entry["type"] == "directory"
+    # A folder link carries "hidden" so the choice is kept when it is opened in a new tab too.
+    href = browse_url(path) + ("?hidden=true" if folder and view.hidden else "")
+    return {**entry, "path": path, "href": href,
+            "size_text": "" if folder or entry.get("broken") else human_size(entry["size"]),
+            "modified_text": timestamp(entry["modified"]) if entry["modified"] else ""}
 
 
 async def code_css(call: Call[NoInput, NoInput]) -> web.Response:

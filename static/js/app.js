@@ -1,10 +1,11 @@
-// The file manager's behaviour: actions through the JSON API, keyboard shortcuts, filter, search.
-// Loaded by every page after the server-rendered HTML; no inline scripts (the CSP forbids them).
+// What every page of the file manager shares: the click dispatch on [data-action], the keyboard
+// shortcuts, and on a folder's page the filter and the search box. The folder page's actions
+// (dialogs, selection, moving, copying...) are in browse.js, which adds to `opentermd.page.actions`.
+// Loaded after the server-rendered HTML and api.js; no inline scripts (the CSP forbids them).
 "use strict";
 
 (() => {
-  // Requests, errors and the toast live in api.js (loaded first by base.html).
-  const { api, toast, reload } = window.opentermd;
+  const { toast } = window.opentermd;
 
   const browser = document.getElementById("browser");
   const directory = browser?.dataset.path || "";
@@ -17,66 +18,18 @@
     try {
       await action();
     } catch (error) {
-      toast(error.message, "error");
+      if (error?.name !== "AbortError") toast(error.message, "error");
     }
   }
 
-  // --- actions --------------------------------------------------------------------------------
+  // --- actions (browse.js adds the folder page's) ---------------------------------------------------
 
   const actions = {
-    "new-file": () => attempt(async () => {
-      const name = prompt("New file name");
-      if (!name) return;
-      const exists = await (await api("GET", `/files/display?path=${encodeURIComponent(join(name))}`)).json();
-      if (exists.exists) throw new Error(`${name} already exists`);
-      await api("POST", "/files/write", { json: { path: join(name), content: "" } });
-      window.location.href = "/browse" + encodeURI(join(name));
-    }),
-    "new-folder": () => attempt(async () => {
-      const name = prompt("New folder name");
-      if (!name) return;
-      await api("POST", "/files/mkdir", { json: { path: join(name) } });
-      reload();
-    }),
-    rename: (row) => attempt(async () => {
-      const name = prompt("Rename to", row.dataset.name);
-      if (!name || name === row.dataset.name) return;
-      await api("POST", "/files/move", { json: { source: row.dataset.path, destination: join(name) } });
-      reload();
-    }),
-    move: (row) => attempt(async () => {
-      const destination = prompt("Move to (a full path)", row.dataset.path);
-      if (!destination || destination === row.dataset.path) return;
-      await api("POST", "/files/move", { json: { source: row.dataset.path, destination } });
-      reload();
-    }),
-    delete: (row) => attempt(async () => {
-      const targets = row ? [row] : selected();
-      if (!targets.length) return;
-      const names = targets.map((item) => item.dataset.name).join(", ");
-      if (!confirm(`Delete ${names}? This cannot be undone.`)) return;
-      for (const item of targets) {
-        await api("DELETE", `/files/delete?path=${encodeURIComponent(item.dataset.path)}`);
-      }
-      reload();
-    }),
     "copy-path": (row) => attempt(async () => {
       const path = row ? row.dataset.path : directory;
       await navigator.clipboard.writeText(path);
       toast(`Copied ${path}`);
     }),
-    zip: () => attempt(async () => {
-      const chosen = selected();
-      const paths = chosen.length ? chosen.map((row) => row.dataset.path) : [directory];
-      const response = await api("POST", "/files/archive", { json: { paths } });
-      const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(await response.blob());
-      link.download = match ? match[1] : "download.zip";
-      link.click();
-      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
-    }),
-    "select-all": (_, input) => rows().forEach((row) => { row.querySelector(".check input").checked = input.checked; }),
     help: () => document.getElementById("help")?.showModal(),
     "toggle-source": (_, button) => {
       const source = document.querySelector('[data-testid="preview-source"]');
@@ -92,10 +45,8 @@
   document.addEventListener("click", (event) => {
     const control = event.target.closest("[data-action]");
     if (!control || !(control.dataset.action in actions) || control.tagName === "A") return;
-    actions[control.dataset.action](control.closest("tr.entry"), control);
-  });
-  document.addEventListener("change", (event) => {
-    if (event.target.matches('[data-action="select-all"]')) actions["select-all"](null, event.target);
+    if (control.closest("dialog.app-dialog, [role=menu]")) return;  // their own handlers
+    actions[control.dataset.action](control.closest("tr.entry"), control, event);
   });
 
   // --- filter (as you type, on this page; Enter asks the server across every page) ---------------
@@ -106,6 +57,7 @@
     document.querySelectorAll("tr.entry").forEach((row) => {
       row.hidden = !row.dataset.name.toLowerCase().includes(needle);
     });
+    document.dispatchEvent(new CustomEvent("opentermd:rows"));
   });
 
   // --- search (names first, then contents) --------------------------------------------------------
@@ -167,8 +119,9 @@
   }
 
   const current = () => rows()[cursor] || null;
+  const run = (name, ...args) => actions[name]?.(...args);
   const keys = {
-    "?": actions.help,
+    "?": () => run("help"),
     "/": () => filter?.focus(),
     s: () => search?.focus(),
     j: () => moveCursor(1),
@@ -176,18 +129,24 @@
     k: () => moveCursor(-1),
     ArrowUp: () => moveCursor(-1),
     Enter: () => current()?.querySelector(".name a")?.click(),
-    x: () => { const box = current()?.querySelector(".check input"); if (box) box.checked = !box.checked; },
+    x: () => {
+      const box = current()?.querySelector(".check input");
+      if (!box) return;
+      box.checked = !box.checked;
+      box.dispatchEvent(new Event("change", { bubbles: true }));
+    },
     Backspace: () => document.querySelector('[data-testid="parent"]')?.click(),
-    n: () => actions["new-file"](),
-    N: () => actions["new-folder"](),
-    F2: () => current() && actions.rename(current()),
-    Delete: () => actions.delete(current()),
-    c: () => actions["copy-path"](current()),
+    n: () => run("new-file"),
+    N: () => run("new-folder"),
+    F2: () => current() && run("rename", current()),
+    Delete: () => run("delete", current()),
+    c: () => run("copy-path", current()),
     u: () => document.getElementById("upload-input")?.click(),
-    z: () => actions.zip(),
+    z: () => run("zip"),
   };
 
   document.addEventListener("keydown", (event) => {
+    if (document.querySelector("dialog[open]")) return;  // a dialog has the keyboard
     const typing = event.target.closest("input, textarea, select, [contenteditable], .cm-editor, .editor-host");
     if (typing || event.ctrlKey || event.metaKey || event.altKey) {
       if (event.key === "Escape" && typing) typing.blur?.();
@@ -195,7 +154,11 @@
     }
     const handler = keys[event.key];
     if (!handler || (!browser && event.key !== "?")) return;
+    // A focused control's own Enter (a button, a link) and the menu's keys are theirs.
+    if (event.target.closest("[role=menu]") || (event.key === "Enter" && event.target.closest("button, a, summary"))) return;
     event.preventDefault();
     handler();
   });
+
+  window.opentermd.page = { actions, keys, rows, selected, directory, join, attempt, current };
 })();

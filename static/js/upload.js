@@ -19,7 +19,8 @@
   let batch = newBatch();
 
   function newBatch() {
-    return { done: 0, failed: 0, cancelled: 0 };
+    // always: the answer "apply to all" gave for the rest of this round's conflicts.
+    return { done: 0, failed: 0, cancelled: 0, skipped: 0, always: null, existing: null };
   }
 
   const notify = (message, kind = "info") => app.toast(message, kind);
@@ -101,8 +102,13 @@
       // A new round starts: the previous one's rows and summary have been seen.
       list.replaceChildren(...list.querySelectorAll(".upload[data-state=queued], .upload[data-state=uploading]"));
     }
+    // The names already here, read once, so that a conflict is asked about before a large file is
+    // sent; the server's refusal (409) still decides, for a file that appears in the meantime.
+    batch.existing ??= app.json("GET", "/files/list?directory=" + encodeURIComponent(directory))
+      .then((listing) => new Set(listing.entries.map((entry) => entry.name)))
+      .catch(() => new Set());
     for (const { file, folder } of files) {
-      const job = { file, folder, abort: null, state: "queued" };
+      const job = { file, folder, abort: null, state: "queued", conflict: "refuse" };
       job.ui = makeRow(job);
       queue.push(job);
     }
@@ -114,22 +120,68 @@
     if (!running.size && !queue.length) finishBatch();
   }
 
-  function start(job) {
+  async function start(job) {
     job.state = "uploading";
     setState(job, "uploading");
     setProgress(job, 0);
     running.add(job);
     job.abort = new AbortController();
+    if (!job.folder && (await batch.existing).has(job.file.name)) {
+      job.conflict = await decide(job);
+      if (job.conflict === "skip") return finish(job, "skipped", "Skipped: a file of that name is there");
+    }
+    send(job);
+  }
+
+  function send(job) {
+    if (job.state !== "uploading") return;
     const form = new FormData();
     form.append("file", job.file, job.file.name);
-    const url = "/files/upload?directory=" + encodeURIComponent(targetDirectory(job.folder));
+    const url = "/files/upload?directory=" + encodeURIComponent(targetDirectory(job.folder))
+      + "&conflict=" + encodeURIComponent(job.conflict);
     app.upload(url, form, { signal: job.abort.signal, onProgress: (fraction) => setProgress(job, fraction) })
-      .then(({ status, message }) => {
-        if (status >= 200 && status < 300) finish(job, "done", "Uploaded");
-        else finish(job, "error", `${status}: ${message}`);
+      .then(async ({ status, body, message }) => {
+        if (status >= 200 && status < 300) {
+          const landed = body?.path ? body.path.split("/").pop() : job.file.name;
+          return finish(job, "done", landed === job.file.name ? "Uploaded" : `Uploaded as ${landed}`);
+        }
+        if (status === 409 && job.conflict === "refuse") {
+          job.conflict = await decide(job);
+          if (job.conflict === "skip") return finish(job, "skipped", "Skipped: a file of that name is there");
+          return send(job);
+        }
+        finish(job, "error", `${status}: ${message}`);
       })
       .catch((error) => finish(job, error.name === "AbortError" ? "cancelled" : "error",
         error.name === "AbortError" ? "Cancelled" : error.message));
+  }
+
+  // --- conflicts: Replace, Keep both, or Skip, one question at a time ---------------------------
+
+  let asking = Promise.resolve();
+
+  function decide(job) {
+    const answer = asking.then(() => batch.always || ask(job));
+    asking = answer.catch(() => {});
+    return answer;
+  }
+
+  async function ask(job) {
+    if (job.state !== "uploading") return "skip"; // cancelled while waiting for its turn
+    const name = job.folder ? `${job.folder}/${job.file.name}` : job.file.name;
+    const waiting = [...queue, ...running].filter((other) => other !== job).length;
+    const choice = await app.dialogs.choose({
+      title: `${name} already exists`,
+      message: `A file named ${job.file.name} is already in ${targetDirectory(job.folder)}. Replace it, keep both `
+        + "(the upload gets a numbered name), or skip this file?",
+      choices: [{ value: "skip", label: "Skip" }, { value: "replace", label: "Replace", danger: true },
+        { value: "keep-both", label: "Keep both" }],
+      applyToAll: waiting ? "Do the same for the other conflicts in this upload" : undefined,
+      testid: "upload-conflict",
+    });
+    if (!choice) return "skip";
+    if (choice.all) batch.always = choice.value;
+    return choice.value;
   }
 
   function cancelJob(job) {
@@ -141,6 +193,7 @@
       pump();
     } else if (job.state === "uploading") {
       job.abort.abort(); // the server drops the partial file: nothing is left behind
+      finish(job, "cancelled", "Cancelled"); // also when it was waiting for a conflict's answer
     }
   }
 
@@ -150,22 +203,24 @@
     running.delete(job);
     if (state === "done") batch.done += 1;
     else if (state === "error") batch.failed += 1;
+    else if (state === "skipped") batch.skipped += 1;
     else batch.cancelled += 1;
     setState(job, state, text);
     pump();
   }
 
   function finishBatch() {
-    const { done, failed, cancelled } = batch;
-    if (!done && !failed && !cancelled) return;
+    const { done, failed, cancelled, skipped } = batch;
+    if (!done && !failed && !cancelled && !skipped) return;
     batch = newBatch();
     if (!failed) {
       if (done) reload(); // the listing shows the new files
-      else summarize(`Nothing uploaded (${cancelled} cancelled).`, false);
+      else summarize(`Nothing uploaded (${[cancelled && `${cancelled} cancelled`, skipped && `${skipped} skipped`].filter(Boolean).join(", ")}).`, false);
       return;
     }
     const counts = [`${done} uploaded`, `${failed} failed`];
     if (cancelled) counts.push(`${cancelled} cancelled`);
+    if (skipped) counts.push(`${skipped} skipped`);
     summarize(counts.join(", ") + ".", done > 0);
     notify(`Upload: ${counts.join(", ")}`, "error");
   }

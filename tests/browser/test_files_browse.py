@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from playwright.async_api import expect
 
 from tests.browser.conftest import Watched
 
@@ -153,37 +154,42 @@ async def test_new_folder_rename_and_delete_change_the_disk(logged_in: Watched) 
     (home / "old.txt").write_text("going away\n")
     await page.reload()
 
-    asked = await logged_in.answer_next_dialog("reports")
+    await page.click("[data-testid=new-folder]")
+    dialog = page.locator("dialog[data-testid=new-folder-dialog]")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_label("Folder name")).to_be_focused()
+    await dialog.get_by_label("Folder name").fill("reports")
     async with page.expect_navigation():
-        await page.click("[data-testid=new-folder]")
-    assert asked == ["New folder name"]
+        await dialog.get_by_label("Folder name").press("Enter")
     assert (home / "reports").is_dir()
     assert "reports" in await names(logged_in)
     await logged_in.shot("1-new-folder")
 
-    asked = await logged_in.answer_next_dialog("final.txt")
+    await page.click(f"{ROWS}[data-name='draft.txt'] [data-action=rename]")
+    dialog = page.locator("dialog[data-testid=rename-dialog]")
+    field = dialog.get_by_label("New name")
+    await expect(field).to_have_value("draft.txt")
+    assert await field.evaluate("input => input.value.slice(input.selectionStart, input.selectionEnd)") == "draft"
+    await field.fill("../escape.txt")
+    await expect(dialog.get_by_test_id("dialog-error")).to_contain_text('cannot contain "/"')
+    await field.fill("final.txt")
     async with page.expect_navigation():
-        await page.click(f"{ROWS}[data-name='draft.txt'] [data-action=rename]")
-    assert asked == ["Rename to"]
+        await dialog.get_by_test_id("dialog-confirm").click()
     assert not (home / "draft.txt").exists()
     assert (home / "final.txt").read_text() == "draft\n"
     assert "final.txt" in await names(logged_in) and "draft.txt" not in await names(logged_in)
     await logged_in.shot("2-renamed")
 
-    asked = await logged_in.answer_next_dialog(accept=False)
     await page.click(f"{ROWS}[data-name='old.txt'] [data-action=delete]")
-    for _ in range(50):
-        if asked:
-            break
-        await asyncio.sleep(0.1)
-    await page.wait_for_timeout(200)  # Had the dismissal been ignored, the delete would be on its way.
-    assert asked and "old.txt" in asked[0]
+    dialog = page.locator("dialog[data-testid=delete-dialog]")
+    await expect(dialog).to_contain_text("old.txt")
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
     assert (home / "old.txt").exists(), "dismissing the confirmation deletes nothing"
 
-    asked = await logged_in.answer_next_dialog()
+    await page.click(f"{ROWS}[data-name='old.txt'] [data-action=delete]")
     async with page.expect_navigation():
-        await page.click(f"{ROWS}[data-name='old.txt'] [data-action=delete]")
-    assert asked and "old.txt" in asked[0]
+        await page.locator("dialog[data-testid=delete-dialog]").get_by_test_id("dialog-confirm").click()
     assert not (home / "old.txt").exists()
     assert "old.txt" not in await names(logged_in)
     await logged_in.shot("3-deleted")
