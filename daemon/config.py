@@ -136,6 +136,12 @@ class Config:
     max_upload_size: int = 64 * GIB
     upload_url_timeout: float = 300.0
     link_ttl: float = 300.0
+    #: Bytes one copy (a file or a whole folder) may write; past it the copy is 413 and removed.
+    copy_max_size: int = 64 * GIB
+    #: Bytes an archive may extract to (counted as written, not as declared); past it 413.
+    extract_max_size: int = GIB
+    #: Seconds one copy or extraction may run; then it stops, removes what it made and answers 408.
+    file_task_timeout: float = 600.0
     document_timeout: float = 30.0
     #: A search (grep, glob, search, matches) stops after this many seconds; ripgrep is killed.
     search_timeout: float = 60.0
@@ -236,6 +242,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_upload_size", _parse_non_negative(int)),
     Setting("upload_url_timeout", _parse_non_negative(float)),
     Setting("link_ttl", _parse_non_negative(float)),
+    Setting("copy_max_size", _parse_non_negative(int)),
+    Setting("extract_max_size", _parse_non_negative(int)),
+    Setting("file_task_timeout", _parse_non_negative(float)),
     Setting("document_timeout", _parse_non_negative(float)),
     Setting("search_timeout", _parse_non_negative(float)),
     Setting("libreoffice", str),

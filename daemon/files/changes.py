@@ -64,6 +64,22 @@ def move(source: str, destination: str, opener: Beneath = UNCONFINED) -> None:
         os.close(source_parent)
 
 
+def rename(path: str, name: str, opener: Beneath = UNCONFINED) -> str:
+    """Give an entry a new name in the same folder; never over an existing one (409). The name is
+    checked first (no `/`, `..`, NUL...), so a rename cannot move the entry anywhere else."""
+    from daemon.files.naming import check_name, exists  # naming places files with rename_no_replace below
+
+    check_name(name)
+    destination = os.path.join(os.path.dirname(path), name)
+    try:
+        move(path, destination, opener)
+    except ApiError as error:
+        if error.status == 409:
+            raise exists(name) from None
+        raise
+    return destination
+
+
 At = tuple[int, str]
 
 

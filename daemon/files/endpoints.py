@@ -15,6 +15,7 @@ from daemon.errors import not_found
 from daemon.files import (
     changes,
     compare_endpoints,
+    manage_endpoints,
     ops,
     reading,
     search_endpoints,
@@ -259,4 +260,4 @@ CORE = [
 
 #: In the reference's order, so the OpenAPI document (and the LLM's tool list) reads the same.
 ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS, *compare_endpoints.ENDPOINTS,
-             *thumbnail_endpoints.ENDPOINTS]
+             *thumbnail_endpoints.ENDPOINTS, *manage_endpoints.ENDPOINTS]

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import suppress
 
-from daemon.errors import ApiError, bad_request
+from daemon.errors import ApiError, bad_request, from_os_error
 from daemon.files.beneath import Beneath
 from daemon.files.changes import rename_no_replace
 from daemon.files.ops import UNCONFINED, adopt_metadata
@@ -190,3 +190,32 @@ class NewFile:
             if self.parent >= 0:
                 os.close(self.parent)
                 self.parent = -1
+
+
+def create(directory: str, name: str, *, folder: bool, conflict: Conflict = Conflict.REFUSE,
+           opener: Beneath = UNCONFINED) -> str:
+    """Make an empty file or folder named `name` in `directory` (which must exist); never over
+    anything (O_EXCL, mkdirat: 409, or the next free name). Returns the name it got."""
+    check_name(name)
+    try:
+        parent = opener.directory(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, f"Directory not found: {directory}") from None
+    except OSError as exc:
+        raise from_os_error(exc) from None
+    try:
+        for candidate in candidates(name, conflict, folder=folder):
+            try:
+                if folder:
+                    os.mkdir(candidate, 0o777, dir_fd=parent)
+                else:
+                    os.close(os.open(candidate, NEW_FILE_FLAGS, 0o666, dir_fd=parent))
+                return candidate
+            except FileExistsError:
+                if conflict is not Conflict.KEEP_BOTH:
+                    raise exists(name) from None
+            except OSError as exc:
+                raise from_os_error(exc) from None
+        raise ApiError(409, f"No free name left for {name}")
+    finally:
+        os.close(parent)

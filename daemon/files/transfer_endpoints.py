@@ -120,14 +120,14 @@ async def _preview(call: Call[Any, Any], target: str) -> web.FileResponse:
     """An office document as the PDF LibreOffice renders (files/preview.py); else the original bytes."""
     request = call.request
     with await asyncio.to_thread(ops.open_file, target, call.app[SCOPE].beneath) as file:
-        pdf = await call.app[PREVIEWS].render(file, target, gone=lambda: _client_gone(request))
+        pdf = await call.app[PREVIEWS].render(file, target, gone=lambda: client_gone(request))
         if pdf is None:
             return file_response(file, target)
     with pdf:
         return file_response(pdf, target, "application/pdf")
 
 
-def _client_gone(request: web.Request) -> bool:
+def client_gone(request: web.Request) -> bool:
     # aiohttp does not cancel a handler whose client left: a conversion asks this while it runs.
     return request.transport is None or request.transport.is_closing()
 
