@@ -37,7 +37,8 @@ BLOCKING = ("serious", "critical")
 AXE_RUN = """async () => {
     const results = await axe.run(document, {iframes: false, resultTypes: ["violations"]});
     return results.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-        nodes: v.nodes.slice(0, 6).map(n => n.target.join(" ") + " :: " + (n.failureSummary || "").replace(/\\s+/g, " "))}));
+        nodes: v.nodes.slice(0, 6).map(n =>
+            n.target.join(" ") + " :: " + (n.failureSummary || "").replace(/\\s+/g, " "))}));
 }"""
 
 
@@ -189,12 +190,13 @@ async def test_no_page_has_a_serious_accessibility_violation(open_page: OpenPage
 TAGGED = """() => {
     const visible = el => { const box = el.getBoundingClientRect(); const style = getComputedStyle(el);
         return box.width > 0 && box.height > 0 && style.visibility !== "hidden" && !el.closest("[hidden], [inert]"); };
-    const actions = [...document.querySelectorAll(
-        "main a[href], main button, main input:not([type=hidden]), main select, main textarea, main [tabindex], header a[href], header button")]
-        .filter(el => !el.disabled && el.tabIndex >= 0 && (visible(el) || (el.type === "file" && visible(el.closest("label") || el))));
+    const actions = [...document.querySelectorAll("main a[href], main button, main input:not([type=hidden]), "
+        + "main select, main textarea, main [tabindex], header a[href], header button")]
+        .filter(el => !el.disabled && el.tabIndex >= 0
+                && (visible(el) || (el.type === "file" && visible(el.closest("label") || el))));
     actions.forEach((el, index) => el.dataset.kb = String(index));
-    return actions.map(el => (el.getAttribute("aria-label") || el.textContent || el.name || el.type || "").trim().replace(/\\s+/g, " ")
-                               + " <" + el.tagName.toLowerCase() + ">");
+    const name = el => (el.getAttribute("aria-label") || el.textContent || el.name || el.type || "");
+    return actions.map(el => name(el).trim().replace(/\\s+/g, " ") + " <" + el.tagName.toLowerCase() + ">");
 }"""
 FOCUSED = """() => {
     const el = document.activeElement;
@@ -203,7 +205,8 @@ FOCUSED = """() => {
     const shown = el.type === "file" && el.closest("label") ? el.closest("label") : el;
     const style = getComputedStyle(shown);
     const ring = (style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0) || style.boxShadow !== "none";
-    return {kb: el.dataset.kb ?? null, ring, label: (el.getAttribute("aria-label") || el.textContent || el.type || "").trim()};
+    const label = (el.getAttribute("aria-label") || el.textContent || el.type || "").trim();
+    return {kb: el.dataset.kb ?? null, ring, label};
 }"""
 
 
