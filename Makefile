@@ -31,8 +31,9 @@ $(TEST_STAMP): pyproject.toml $(RUNTIME_STAMP)
 # Front-end libraries come from npm (pinned in package-lock.json) and are copied into
 # static/vendor/, which git ignores; nothing is loaded from a CDN. The file page's editor
 # (CodeMirror 6) is bundled by esbuild into one script that needs no eval. The terminal page's
-# xterm.js 6 and its fit, web-links and search addons are bundled from their ES modules into one
-# script that sets window.OpentermdXterm (a third smaller than the four UMD files), next to xterm.css.
+# xterm.js 6 and its fit, web-links, search, unicode11 (emoji and CJK widths) and clipboard (OSC 52)
+# addons are bundled from their ES modules into one script that sets window.OpentermdXterm (a third
+# smaller than the separate UMD files), next to xterm.css.
 # The pages' icons (lucide-static) are one SVG sprite of the names daemon/pages/icons.py lists.
 $(VENDOR_STAMP): package.json package-lock.json static/src/editor.js daemon/pages/icons.py
 	npm ci --no-audit --no-fund --loglevel=error
@@ -44,6 +45,7 @@ $(VENDOR_STAMP): package.json package-lock.json static/src/editor.js daemon/page
 	  --outfile=static/vendor/editor/editor.js
 	echo 'export { Terminal } from "@xterm/xterm"; export { FitAddon } from "@xterm/addon-fit";' \
 	     'export { WebLinksAddon } from "@xterm/addon-web-links"; export { SearchAddon } from "@xterm/addon-search";' \
+	     'export { Unicode11Addon } from "@xterm/addon-unicode11"; export { ClipboardAddon } from "@xterm/addon-clipboard";' \
 	  | node_modules/.bin/esbuild --bundle --minify --format=iife --global-name=OpentermdXterm \
 	    --log-level=warning --outfile=static/vendor/xterm/xterm.js
 	cp node_modules/@xterm/xterm/css/xterm.css static/vendor/xterm/

@@ -74,7 +74,10 @@ async def _create_body(request: web.Request) -> CreateRequest:
 
 
 async def list_terminals(call: Call[NoInput, NoInput]) -> list[dict[str, object]]:
-    return [session.summary() for session in call.app[TERMINALS].owned_by(call.owner)]
+    """Beyond the reference: whether a viewer is attached (the terminal page lists detached sessions to
+    re-attach, and says which are attached elsewhere) and the shell's working directory."""
+    return [{**session.summary(), "attached": session.attached, "cwd": session.current_directory()}
+            for session in call.app[TERMINALS].owned_by(call.owner)]
 
 
 async def get_or_attach(call: Call[NoInput, NoInput]) -> web.StreamResponse | dict[str, object]:

@@ -108,6 +108,13 @@ class TerminalSession:
     def summary(self) -> dict[str, object]:
         return {"id": self.id, "created_at": self.created_at, "pid": self.pid}
 
+    def current_directory(self) -> str | None:
+        """Where the shell is now (its /proc cwd link), or None when that cannot be read."""
+        try:
+            return os.readlink(f"/proc/{self.pid}/cwd")
+        except (OSError, ValueError):
+            return None
+
     def start(self, shell: str, env: dict[str, str]) -> None:
         command = self.options.command or f"exec {shlex.quote(shell)}"
         self.pty.start(command, self.options.cwd, env, rows=self.options.rows, cols=self.options.cols)

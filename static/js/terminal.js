@@ -1,75 +1,43 @@
-// The terminal page (/terminal, and /terminal/embed#token=...): xterm.js on a session of /api/terminals.
+// The terminal page (/terminal, and /terminal/embed#token=...): tabs of xterm.js terminals, each on a
+// session of /api/terminals (terminal-tab.js), with the page's keys, clipboard, settings and the list
+// of sessions to re-attach.
 //
-// It creates a detachable session, or re-attaches to the one this tab had (its id is kept in
-// sessionStorage, so a reload finds it and the server replays the recent output), follows the window's
-// size, reconnects with backoff after a drop, and shows the connection state. Protocol: keystrokes go
-// as binary frames, text frames are only {"type":"resize"} and {"type":"ping"}; output comes as binary.
-// Close codes: 1000 the shell exited, 4001 bad auth, 4004 unknown or ended session, 4009 attached
-// elsewhere; anything else is a drop, and the page reconnects.
+// The tabs' session ids are kept in sessionStorage, so a reload re-attaches every tab (the server
+// replays the recent output); a second browser tab starts its own. A session attached elsewhere is
+// never taken from there: the list says "attached elsewhere", and attaching is refused (4009).
+// Settings (font size, theme, copy on select) are kept in localStorage for every page.
 //
-// Needs /static/vendor/xterm/xterm.js (window.OpentermdXterm, bundled by the Makefile) and app.js.
+// Needs api.js, dialogs.js, /static/vendor/xterm/xterm.js, terminal-styles.js and terminal-tab.js.
 "use strict";
 
 (() => {
   const app = document.getElementById("terminal-app");
-  const host = document.getElementById("terminal");
-  if (!app || !host || !window.OpentermdXterm) return;
-  const { Terminal, FitAddon, WebLinksAddon, SearchAddon } = window.OpentermdXterm;
+  const container = document.getElementById("terminal");
+  if (!app || !container || !window.OpentermdXterm || !window.opentermd?.TerminalTab) return;
+  const { TerminalTab, dialogs, toast } = window.opentermd;
   const embed = app.dataset.mode === "embed";
 
-  // --- CSP: xterm's run-time styles, through the CSSOM ------------------------------------------
-  //
-  // The page allows styles from 'self' only. xterm 6 creates <style> elements at run time (the
-  // scrollbar's colours, the DOM renderer's theme and cell size) and sets `style` attributes on
-  // cells drawn in 24-bit colour (setAttribute), which that policy blocks. The CSSOM is not subject
-  // to it: each <style> xterm asks for is an inert <template> whose text goes to a constructable
-  // stylesheet adopted by the document, and a style attribute set from script goes to `style.cssText`,
-  // which means exactly the same. No 'unsafe-inline' needed.
-  function routeStylesThroughCssom() {
-    if (!("adoptedStyleSheets" in document) || typeof CSSStyleSheet.prototype.replaceSync !== "function") return;
-    const createElement = document.createElement;
-    document.createElement = function (tagName, options) {
-      if (String(tagName).toLowerCase() !== "style") return createElement.call(this, tagName, options);
-      // Even an empty <style> in the document is a violation: an inert <template> stands in for it.
-      const standIn = createElement.call(this, "template");
-      standIn.dataset.adoptedStyle = "";
-      adoptText(standIn);
-      return standIn;
-    };
-    const setAttribute = Element.prototype.setAttribute;
-    Element.prototype.setAttribute = function (name, value) {
-      if (String(name).toLowerCase() === "style" && this.style instanceof CSSStyleDeclaration) {
-        this.style.cssText = String(value);
-        return;
-      }
-      setAttribute.call(this, name, value);
-    };
-  }
+  // --- settings: font size, theme, copy on select ------------------------------------------------
 
-  function adoptText(element) {
-    const sheet = new CSSStyleSheet();
-    let text = "";
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-    Object.defineProperty(element, "textContent", {
-      configurable: true,
-      get: () => text,
-      set: (value) => {
-        text = value == null ? "" : String(value);
-        sheet.replaceSync(text);
-      },
-    });
-    const remove = element.remove;
-    element.remove = function () {
-      document.adoptedStyleSheets = document.adoptedStyleSheets.filter((item) => item !== sheet);
-      remove.call(this);
-    };
-  }
-
-  routeStylesThroughCssom();
-
-  // --- the terminal ---------------------------------------------------------------------------------
-
+  const SETTINGS_KEY = "opentermd.terminal.settings";
+  const FONT_MIN = 8;
+  const FONT_MAX = 32;
   const darkQuery = matchMedia("(prefers-color-scheme: dark)");
+  const defaults = () => ({ fontSize: matchMedia("(max-width: 640px)").matches ? 13 : 14, theme: "system", copyOnSelect: false });
+
+  function loadSettings() {
+    let saved = {};
+    try { saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}") || {}; } catch (_) { /* unreadable: defaults */ }
+    const settings = { ...defaults(), ...saved };
+    settings.fontSize = clampFont(settings.fontSize);
+    if (!["system", "light", "dark"].includes(settings.theme)) settings.theme = "system";
+    settings.copyOnSelect = settings.copyOnSelect === true;
+    return settings;
+  }
+
+  const clampFont = (size) => Math.min(FONT_MAX, Math.max(FONT_MIN, Math.round(Number(size)) || defaults().fontSize));
+  const settings = loadSettings();
+
   const PALETTES = {
     light: {
       black: "#24292f", red: "#cf222e", green: "#116329", yellow: "#4d2d00", blue: "#0969da", magenta: "#8250df",
@@ -85,82 +53,236 @@
     },
   };
 
-  /** The page's own background and text colours (app.css), with an ANSI palette readable on them. */
-  function theme() {
-    const dark = darkQuery.matches;
+  const isDark = () => settings.theme === "dark" || (settings.theme === "system" && darkQuery.matches);
+
+  /** The page's own background and text colours (app.css, terminal.css), with an ANSI palette readable on them. */
+  function xtermTheme() {
+    const dark = isDark();
     const css = getComputedStyle(document.documentElement);
     const background = css.getPropertyValue("--bg").trim() || (dark ? "#0d1117" : "#ffffff");
     const foreground = css.getPropertyValue("--fg").trim() || (dark ? "#e6edf3" : "#1f2328");
     return { ...PALETTES[dark ? "dark" : "light"], background, foreground, cursor: foreground, cursorAccent: background };
   }
 
-  const narrow = matchMedia("(max-width: 640px)").matches;
-  const term = new Terminal({
-    cursorBlink: true,
-    fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, 'Liberation Mono', 'DejaVu Sans Mono', monospace",
-    fontSize: narrow ? 13 : 14,
-    scrollback: 10000,
-    theme: theme(),
-    allowProposedApi: true,  // The search addon highlights every match with decorations, a proposed API.
-  });
-  const fit = new FitAddon();
-  const search = new SearchAddon();
-  term.loadAddon(fit);
-  term.loadAddon(search);
-  term.loadAddon(new WebLinksAddon());
-  term.open(host);
-  fit.fit();
-  darkQuery.addEventListener("change", () => { term.options.theme = theme(); });
-  // Keys typed in the terminal are the shell's: the page's shortcuts (app.js blurs a text field on
-  // Escape, which would leave vim without its keyboard) must not see them.
-  host.addEventListener("keydown", (event) => event.stopPropagation());
-  term.onTitleChange((title) => { document.title = title ? `${title} · opentermd` : "Terminal · opentermd"; });
-  window.__opentermdTerminal = term;  // For the browser tests (and the console).
+  /** The page follows the chosen theme (terminal.css), then every terminal takes its colours. */
+  function applySettings() {
+    if (settings.theme === "system") delete document.documentElement.dataset.theme;
+    else document.documentElement.dataset.theme = settings.theme;
+    const view = { fontSize: settings.fontSize, theme: xtermTheme() };
+    tabs.forEach((tab) => tab.applySettings(view));
+    settingsForm.elements.fontSize.value = String(settings.fontSize);
+    settingsForm.elements.theme.value = settings.theme;
+    settingsForm.elements.copyOnSelect.checked = settings.copyOnSelect;
+  }
 
-  // --- where the session lives, and how to reach it ---------------------------------------------
+  function changeSettings(change) {
+    Object.assign(settings, change);
+    settings.fontSize = clampFont(settings.fontSize);
+    try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings)); } catch (_) { /* private mode */ }
+    applySettings();
+  }
 
-  const STORAGE_KEY = embed ? "opentermd.terminal.embed" : "opentermd.terminal";
+  const settingsForm = document.getElementById("terminal-settings-form");
+  settingsForm.addEventListener("input", () => changeSettings({
+    fontSize: settingsForm.elements.fontSize.value,
+    theme: settingsForm.elements.theme.value,
+    copyOnSelect: settingsForm.elements.copyOnSelect.checked,
+  }));
+  settingsForm.addEventListener("submit", (event) => event.preventDefault());
+  darkQuery.addEventListener("change", applySettings);
+
+  // --- the clipboard --------------------------------------------------------------------------------
+
+  /** Put text on the clipboard: the Clipboard API where the page is a secure context, else the copy command. */
+  async function writeClipboard(text) {
+    try {
+      if (navigator.clipboard && window.isSecureContext) {
+        await navigator.clipboard.writeText(text);
+        return;
+      }
+    } catch (_) { /* refused (no focus, no permission): the copy command may still work */ }
+    const copied = (event) => {
+      event.clipboardData.setData("text/plain", text);
+      event.preventDefault();
+    };
+    document.addEventListener("copy", copied, { once: true, capture: true });
+    const done = document.execCommand("copy");
+    document.removeEventListener("copy", copied, { capture: true });
+    if (!done) toast("The browser did not allow copying to the clipboard.", "error");
+  }
+
+  function copySelection(tab) {
+    const text = tab.term.getSelection();
+    if (text) writeClipboard(text);
+  }
+
+  /**
+   * Ctrl+Shift+V: the browser's own paste (a paste event on xterm's text area, which xterm sends as a
+   * bracketed paste) needs no permission; where the browser has no such key, the Clipboard API reads it.
+   */
+  let awaitingPaste = null;
+  function pasteSoon(tab) {
+    awaitingPaste = tab;
+    setTimeout(async () => {
+      if (awaitingPaste !== tab) return;
+      awaitingPaste = null;
+      try {
+        const text = await navigator.clipboard.readText();
+        if (text) tab.term.paste(text);
+      } catch (_) {
+        toast("The browser did not allow reading the clipboard: use Shift+Insert.", "error");
+      }
+    }, 0);
+  }
+  document.addEventListener("paste", () => { awaitingPaste = null; }, true);
+
+  // --- connections ----------------------------------------------------------------------------------
+
   const token = embed ? new URLSearchParams(location.hash.slice(1)).get("token")?.trim() || "" : "";
   // A token travels as a WebSocket subprotocol only if it is an HTTP token; otherwise in an auth frame.
   const subprotocolSafe = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(token);
   const authHeaders = embed ? { Authorization: `Bearer ${token}` } : {};
 
-  const stored = () => { try { return sessionStorage.getItem(STORAGE_KEY); } catch (_) { return null; } };
-  const store = (id) => { try { sessionStorage.setItem(STORAGE_KEY, id); } catch (_) { /* private mode */ } };
-  const forget = () => { try { sessionStorage.removeItem(STORAGE_KEY); } catch (_) { /* private mode */ } };
+  const connection = {
+    embed,
+    token,
+    api: (method, url, options = {}) => window.opentermd.api(method, url,
+      { ...options, headers: { ...authHeaders, ...(options.headers || {}) } }),
+    openSocket(id) {
+      const url = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/api/terminals/${encodeURIComponent(id)}`;
+      if (embed && subprotocolSafe) {
+        try {
+          return { socket: new WebSocket(url, ["opentermd", `opentermd.token.${token}`]), authFrame: false };
+        } catch (_) { /* the browser refused the protocol: fall back to the auth frame */ }
+      }
+      return { socket: new WebSocket(url), authFrame: embed };
+    },
+  };
 
-  const api = (method, url, options = {}) => window.opentermd.api(method, url,
-    { ...options, headers: { ...authHeaders, ...(options.headers || {}) } });
+  // --- tabs -------------------------------------------------------------------------------------------
 
-  async function exists(id) {
+  const STORAGE_KEY = embed ? "opentermd.terminal.embed" : "opentermd.terminal";
+  const tabs = [];
+  let active = null;
+
+  /** This browser tab's sessions, in tab order (an older page kept one id as plain text). */
+  function storedIds() {
+    let raw = null;
+    try { raw = sessionStorage.getItem(STORAGE_KEY); } catch (_) { return []; }
+    if (!raw) return [];
     try {
-      await api("GET", `/api/terminals/${encodeURIComponent(id)}`);
-      return true;
-    } catch (error) {
-      if (error.status === 404) return false;
-      throw error;
+      const ids = JSON.parse(raw);
+      return Array.isArray(ids) ? ids.filter((id) => typeof id === "string" && id) : [];
+    } catch (_) {
+      return [raw];
     }
   }
 
-  async function create() {
-    const reply = await api("POST", "/api/terminals", { json: { cols: term.cols, rows: term.rows, detach: true } });
-    return (await reply.json()).id;
+  function persist() {
+    const ids = tabs.map((tab) => tab.sessionId).filter(Boolean);
+    try {
+      if (ids.length) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(ids));
+      else sessionStorage.removeItem(STORAGE_KEY);
+      if (active?.sessionId) sessionStorage.setItem(`${STORAGE_KEY}.active`, active.sessionId);
+    } catch (_) { /* private mode */ }
   }
 
-  const socketUrl = (id) =>
-    `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/api/terminals/${encodeURIComponent(id)}`;
+  function openTab({ sessionId = null, cwd = "", activate = true } = {}) {
+    const tab = new TerminalTab(container, {
+      sessionId, cwd, connection, writeClipboard,
+      settings: { fontSize: settings.fontSize, theme: xtermTheme() },
+      onChange: tabChanged,
+      onExit: tabChanged,
+      onOpen: (opened) => { if (opened === active && (!embed || document.hasFocus())) opened.term.focus(); },
+      onKey,
+      onSelection: (selected) => { if (settings.copyOnSelect && selected === active) copySelection(selected); },
+    });
+    tabs.push(tab);
+    if (activate || !active) activate_(tab);
+    else tab.host.hidden = true;
+    tab.start();
+    return tab;
+  }
 
-  function openSocket(id) {
-    const url = socketUrl(id);
-    if (embed && subprotocolSafe) {
-      try {
-        return { socket: new WebSocket(url, ["opentermd", `opentermd.token.${token}`]), authFrame: false };
-      } catch (_) { /* the browser refused the protocol: fall back to the auth frame */ }
+  function activate_(tab) {
+    active = tab;
+    for (const other of tabs) other.host.hidden = other !== tab;
+    renderTabs();
+    showState();
+    tab.refit();
+    tab.term.focus();
+    persist();
+  }
+
+  function tabChanged(tab) {
+    persist();
+    renderTabs();
+    if (tab === active) showState();
+  }
+
+  const tabList = document.getElementById("terminal-tabs");
+
+  function tabName(tab) {
+    const number = tabs.indexOf(tab) + 1;
+    return tab.title ? `${number}: ${tab.title}` : `Shell ${number}`;
+  }
+
+  function renderTabs() {
+    const buttons = tabs.map((tab) => {
+      const item = document.createElement("span");
+      item.className = "terminal-tab";
+      item.dataset.state = tab.state.status;
+      const select = document.createElement("button");
+      select.type = "button";
+      select.setAttribute("role", "tab");
+      select.setAttribute("aria-selected", String(tab === active));
+      select.dataset.testid = "terminal-tab";
+      select.className = "select";
+      select.textContent = tabName(tab);
+      select.title = tab.sessionId ? `Session ${tab.sessionId}` : "";
+      select.addEventListener("click", () => activate_(tab));
+      const close = document.createElement("button");
+      close.type = "button";
+      close.className = "close";
+      close.dataset.testid = "terminal-tab-close";
+      close.setAttribute("aria-label", `Close ${tabName(tab)}`);
+      close.textContent = "×";
+      close.addEventListener("click", () => closeTab(tab));
+      item.append(select, close);
+      return item;
+    });
+    tabList.replaceChildren(...buttons);
+  }
+
+  /** Closing a tab whose shell still runs asks: keep it running (detached, in the sessions list) or end it. */
+  async function closeTab(tab) {
+    let choice = "detach";
+    if (tab.sessionId && !tab.ended && dialogs) {
+      const answer = await dialogs.choose({
+        title: "Close this tab?",
+        message: "Its shell can keep running (re-attach it later from Sessions), or end now.",
+        testid: "terminal-close-dialog",
+        choices: [{ value: "end", label: "End the shell", danger: true }, { value: "detach", label: "Keep running" }],
+      });
+      if (!answer) return;
+      choice = answer.value;
     }
-    return { socket: new WebSocket(url), authFrame: embed };
+    if (choice === "end") await tab.end();
+    else tab.detach();
+    const index = tabs.indexOf(tab);
+    tabs.splice(index, 1);
+    tab.dispose();
+    if (tab === active) {
+      active = null;
+      const next = tabs[Math.min(index, tabs.length - 1)];
+      if (next) activate_(next);
+    }
+    persist();
+    renderTabs();
+    showState();
   }
 
-  // --- the status bar and the notice ------------------------------------------------------------
+  // --- the status bar and the notice (of the active tab) ---------------------------------------------
 
   const status = document.getElementById("terminal-status");
   const statusLabel = status.querySelector(".label");
@@ -168,262 +290,52 @@
   const notice = document.getElementById("terminal-notice");
   const noticeMessage = document.getElementById("terminal-notice-message");
 
-  function setStatus(state, label) {
-    status.dataset.state = state;
-    statusLabel.textContent = label;
-  }
-
-  /** A message over the terminal with some of its buttons: "retry", "new", "login". */
-  function showNotice(message, buttons = []) {
-    noticeMessage.textContent = message;
-    notice.querySelector('[data-terminal-action="retry"]').hidden = !buttons.includes("retry");
-    notice.querySelector('[data-terminal-action="new"]').hidden = !buttons.includes("new");
-    notice.querySelector('[data-testid="terminal-login"]').hidden = !buttons.includes("login");
-    notice.hidden = false;
-    fitSoon();
-  }
-
-  function hideNotice() {
-    if (notice.hidden) return;
-    notice.hidden = true;
-    fitSoon();
-  }
-
-  const grey = (text) => term.write(`\r\n\x1b[2m${text}\x1b[0m\r\n`);
-
-  // --- connecting, attaching, reconnecting --------------------------------------------------------
-
-  const encoder = new TextEncoder();
-  const PING_MS = 25000;
-  const MAX_BACKOFF_S = 15;
-  // Reports xterm answers to queries in the output (device attributes, cursor position, modes,
-  // colours). Replayed output holds old queries: their answers must not be typed into today's shell.
-  const REPORT = /^\x1b(\[[?>=]?[\d;]*(\$y|[cnRt])|\][\d;]+rgb:[^\x07\x1b]*(\x07|\x1b\\)|P[^\x1b]*\x1b\\)$/;
-  const REPLAY_WINDOW_MS = 1000;
-
-  let socket = null;
-  let sessionId = null;
-  let failures = 0;           // Consecutive drops: the backoff is 1, 2, 4 ... 15 s.
-  let busyRetries = 0;        // 4009 right after a reload: the old page's socket may not be closed yet.
-  let retryTimer = null;
-  let countdownTimer = null;
-  let pingTimer = null;
-  let pendingNote = "";       // Written once the next attach has reset the screen.
-  let replaying = 0;          // Replayed frames still being parsed.
-
-  function send(data) {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(data);
-  }
-
-  function cancelRetry() {
-    clearTimeout(retryTimer);
-    clearInterval(countdownTimer);
-    retryTimer = countdownTimer = null;
-  }
-
-  /** Attach to this tab's session, or to a new one when it has none (or it has ended). */
-  async function start({ fresh = false } = {}) {
-    cancelRetry();
-    setStatus(failures ? "reconnecting" : "connecting", failures ? "Reconnecting…" : "Connecting…");
-    if (embed && !token) {
-      setStatus("disconnected", "No token");
-      showNotice("Open this page as /terminal/embed#token=<API key>.");
+  function showState() {
+    if (!active) {
+      status.dataset.state = "disconnected";
+      statusLabel.textContent = "No terminal";
+      sessionLabel.textContent = "";
+      setNotice({ message: "No terminal is open in this page.", buttons: ["open"] });
+      document.title = "Terminal · opentermd";
       return;
     }
-    try {
-      let id = fresh ? null : stored();
-      if (id && !(await exists(id))) {
-        pendingNote = "[The previous session has ended; this is a new one]";
-        id = null;
+    status.dataset.state = active.state.status;
+    statusLabel.textContent = active.state.label;
+    sessionLabel.textContent = active.sessionId || "";
+    sessionLabel.title = active.sessionId ? `Session ${active.sessionId}` : "";
+    setNotice(active.state.notice);
+    document.title = active.title ? `${active.title} · opentermd` : "Terminal · opentermd";
+  }
+
+  function setNotice(state) {
+    const wasHidden = notice.hidden;
+    notice.hidden = !state;
+    if (state) {
+      noticeMessage.textContent = state.message;
+      for (const button of notice.querySelectorAll("[data-notice-button]")) {
+        button.hidden = !state.buttons.includes(button.dataset.noticeButton);
       }
-      if (!id) {
-        id = await create();
-        store(id);
-      }
-      attach(id);
-    } catch (error) {
-      failed(error);
     }
+    if (wasHidden !== notice.hidden) fitSoon();
   }
 
-  function failed(error) {
-    if (error.status === 401 || error.status === 403) {
-      setStatus("disconnected", "Not authorized");
-      if (embed) showNotice("The token was refused.", ["retry"]);
-      else showNotice("Your login has expired.", ["login"]);
-    } else if (error.status === 429) {
-      setStatus("disconnected", "Too many sessions");
-      showNotice("The daemon's limit of terminal sessions is reached: end one (type exit there) and retry.", ["retry"]);
-    } else if (error.status && error.status < 500) {
-      setStatus("disconnected", "Error");
-      showNotice(`Could not start a terminal: ${error.message}`, ["retry"]);
-    } else if (error.status === 503) {
-      setStatus("disconnected", "Unavailable");
-      showNotice("No terminal is available on the server right now (out of PTYs?).", ["retry"]);
-    } else {
-      reconnectLater();  // The server is unreachable or restarting: keep trying.
-    }
-  }
-
-  function attach(id) {
-    const { socket: ws, authFrame } = openSocket(id);
-    ws.binaryType = "arraybuffer";
-    socket = ws;
-    sessionId = id;
-    let openedAt = 0;
-    let attached = false;  // The first frame came: the server took us (it refuses with a close after the open).
-
-    ws.onopen = () => {
-      if (ws !== socket) return;
-      openedAt = performance.now();
-      if (authFrame) ws.send(JSON.stringify({ type: "auth", token }));
-      setStatus("connected", "Connected");
-      sessionLabel.textContent = id;
-      sessionLabel.title = `Session ${id}`;
-      hideNotice();
-      fit.fit();
-      sendResize();
-      clearInterval(pingTimer);
-      pingTimer = setInterval(() => send(JSON.stringify({ type: "ping" })), PING_MS);
-      if (!embed || document.hasFocus()) term.focus();
-    };
-
-    ws.onmessage = (event) => {
-      if (ws !== socket) return;
-      if (!attached) {
-        attached = true;
-        failures = busyRetries = 0;
-        term.reset();  // The server replays the recent output first: it redraws the screen from scratch.
-        if (pendingNote) grey(pendingNote);
-        pendingNote = "";
-      }
-      if (typeof event.data === "string") {
-        if (!event.data.startsWith("{")) term.write(event.data);  // No control messages come this way yet.
-        return;
-      }
-      const bytes = new Uint8Array(event.data);
-      if (performance.now() - openedAt < REPLAY_WINDOW_MS) {
-        replaying += 1;
-        term.write(bytes, () => { replaying -= 1; });
-      } else {
-        term.write(bytes);
-      }
-    };
-
-    ws.onclose = (event) => {
-      if (ws !== socket) return;
-      socket = null;
-      clearInterval(pingTimer);
-      closed(event.code);
-    };
-  }
-
-  function closed(code) {
-    if (code === 1000) {
-      forget();
-      grey("[Process exited]");
-      setStatus("disconnected", "Process exited");
-      showNotice("The shell has exited.", ["new"]);
-    } else if (code === 4001) {
-      setStatus("disconnected", "Not authorized");
-      if (embed) showNotice("The token was refused.", ["retry"]);
-      else showNotice("Your login has expired.", ["login"]);
-    } else if (code === 4004) {
-      forget();
-      setStatus("disconnected", "Session ended");
-      showNotice("This terminal session has ended or does not exist.", ["new"]);
-    } else if (code === 4009 && busyRetries < 4) {
-      // Likely this tab's previous page (a reload), whose socket the server has not seen close yet.
-      busyRetries += 1;
-      setStatus("connecting", "Connecting…");
-      retryTimer = setTimeout(() => attach(sessionId), 250 * busyRetries);
-    } else if (code === 4009) {
-      busyRetries = 0;
-      setStatus("disconnected", "Open elsewhere");
-      showNotice("This session is open in another tab or window. Close it there, then retry, or start a new session here.",
-        ["retry", "new"]);
-    } else {
-      reconnectLater();
-    }
-  }
-
-  function reconnectLater() {
-    cancelRetry();
-    let remaining = Math.min(MAX_BACKOFF_S, 2 ** failures);
-    failures += 1;
-    const show = () => setStatus("reconnecting", `Reconnecting in ${remaining} s`);
-    show();
-    showNotice("The connection dropped.", ["retry"]);
-    countdownTimer = setInterval(() => {
-      remaining -= 1;
-      if (remaining > 0) show();
-    }, 1000);
-    retryTimer = setTimeout(() => start(), remaining * 1000);
-  }
-
-  /** Stop using the current socket without any of its close handling (we chose to leave it). */
-  function abandon() {
-    cancelRetry();
-    clearInterval(pingTimer);
-    if (socket) {
-      const old = socket;
-      socket = null;
-      old.close(1000);
-    }
-  }
-
-  async function newSession() {
-    const connected = socket && socket.readyState === WebSocket.OPEN;
-    if (connected && !confirm("End this shell and start a new one?")) return;
-    const old = connected ? sessionId : null;
-    abandon();
-    forget();
-    failures = busyRetries = 0;
-    if (old) await api("DELETE", `/api/terminals/${encodeURIComponent(old)}`).catch(() => {});
-    term.reset();
-    start({ fresh: true });
-  }
-
-  function retry() {
-    abandon();
-    failures = busyRetries = 0;
-    start();
-  }
-
-  window.addEventListener("online", () => { if (retryTimer && failures) start(); });
-
-  // --- keystrokes and size --------------------------------------------------------------------------
-
-  term.onData((data) => {
-    if (replaying && REPORT.test(data)) return;
-    send(encoder.encode(data));
-  });
-  term.onBinary((data) => send(Uint8Array.from(data, (char) => char.charCodeAt(0) & 0xff)));
-
-  let lastSize = "";
-  function sendResize() {
-    lastSize = `${term.cols}x${term.rows}`;
-    send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
-  }
-  term.onResize(() => { if (`${term.cols}x${term.rows}` !== lastSize) sendResize(); });
+  // --- size -------------------------------------------------------------------------------------------
 
   let fitTimer = null;
   function fitSoon() {
     clearTimeout(fitTimer);
-    fitTimer = setTimeout(() => {
-      if (host.clientWidth > 0 && host.clientHeight > 0) fit.fit();
-    }, 100);
+    fitTimer = setTimeout(() => active?.refit(), 100);
   }
-  new ResizeObserver(fitSoon).observe(host);
+  new ResizeObserver(fitSoon).observe(container);
   window.addEventListener("resize", fitSoon);
 
-  // --- search (Ctrl+Shift+F) --------------------------------------------------------------------
+  // --- search (Ctrl+Shift+F) ----------------------------------------------------------------------------
 
   const searchForm = document.getElementById("terminal-search");
   const searchInput = document.getElementById("terminal-search-input");
   const searchCount = document.getElementById("terminal-search-count");
   const searchOptions = () => {
-    const dark = darkQuery.matches;
+    const dark = isDark();
     return {
       decorations: {
         matchBackground: dark ? "#5a4a00" : "#fff1a8",
@@ -433,35 +345,42 @@
       },
     };
   };
+  const searched = new WeakSet();  // Tabs whose search add-on reports to the count.
 
   function openSearch() {
-    const selection = term.getSelection();
+    if (!active) return;
+    const tab = active;
+    if (!searched.has(tab)) {
+      searched.add(tab);
+      tab.search.onDidChangeResults(({ resultIndex, resultCount }) => {
+        if (tab !== active) return;
+        if (!searchInput.value) searchCount.textContent = "";
+        else if (!resultCount) searchCount.textContent = "No matches";
+        else if (resultIndex < 0) searchCount.textContent = `${resultCount}+ matches`;
+        else searchCount.textContent = `${resultIndex + 1} of ${resultCount}`;
+      });
+    }
+    const selection = tab.term.getSelection();
     if (selection && !selection.includes("\n")) searchInput.value = selection;
     searchForm.hidden = false;
     fitSoon();
     searchInput.focus();
     searchInput.select();
-    if (searchInput.value) search.findNext(searchInput.value, { ...searchOptions(), incremental: true });
+    if (searchInput.value) tab.search.findNext(searchInput.value, { ...searchOptions(), incremental: true });
   }
 
   function closeSearch() {
-    search.clearDecorations();
+    tabs.forEach((tab) => tab.search.clearDecorations());
     searchForm.hidden = true;
     searchCount.textContent = "";
     fitSoon();
-    term.focus();
+    active?.term.focus();
   }
 
-  search.onDidChangeResults(({ resultIndex, resultCount }) => {
-    if (!searchInput.value) searchCount.textContent = "";
-    else if (!resultCount) searchCount.textContent = "No matches";
-    else if (resultIndex < 0) searchCount.textContent = `${resultCount}+ matches`;
-    else searchCount.textContent = `${resultIndex + 1} of ${resultCount}`;
-  });
-
   searchInput.addEventListener("input", () => {
-    if (searchInput.value) search.findNext(searchInput.value, { ...searchOptions(), incremental: true });
-    else { search.clearDecorations(); searchCount.textContent = ""; }
+    if (!active) return;
+    if (searchInput.value) active.search.findNext(searchInput.value, { ...searchOptions(), incremental: true });
+    else { active.search.clearDecorations(); searchCount.textContent = ""; }
   });
   searchInput.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
@@ -469,40 +388,130 @@
       closeSearch();
     } else if (event.key === "Enter" && event.shiftKey) {
       event.preventDefault();
-      search.findPrevious(searchInput.value, searchOptions());
+      active?.search.findPrevious(searchInput.value, searchOptions());
     }
   });
   searchForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    search.findNext(searchInput.value, searchOptions());
+    active?.search.findNext(searchInput.value, searchOptions());
   });
 
-  const isFindKey = (event) => event.ctrlKey && event.shiftKey && !event.altKey && event.code === "KeyF";
-  term.attachCustomKeyEventHandler((event) => {
-    if (!isFindKey(event)) return true;
-    if (event.type === "keydown") {
-      event.preventDefault();
-      openSearch();
+  // --- the page's keys ------------------------------------------------------------------------------------
+
+  const ctrlShift = (event, code) => event.ctrlKey && event.shiftKey && !event.altKey && !event.metaKey && event.code === code;
+  const ctrlOnly = (event) => event.ctrlKey && !event.altKey && !event.metaKey;
+  const FONT_KEYS = { Equal: 1, NumpadAdd: 1, Minus: -1, NumpadSubtract: -1, Digit0: 0, Numpad0: 0 };
+
+  /** A page key, or null: Ctrl+Shift+F/C/V, Ctrl+= Ctrl+- Ctrl+0 (Ctrl+Insert and Shift+Insert stay the browser's). */
+  function pageKey(event) {
+    if (ctrlShift(event, "KeyF")) return "find";
+    if (ctrlShift(event, "KeyC")) return "copy";
+    if (ctrlShift(event, "KeyV")) return "paste";
+    if (ctrlOnly(event) && event.code in FONT_KEYS && (event.code.startsWith("Numpad") || !event.shiftKey || event.code === "Equal")) {
+      return "font";
     }
+    return null;
+  }
+
+  function runKey(name, event, tab) {
+    if (name === "paste") {
+      pasteSoon(tab);  // No preventDefault: the browser's paste comes first.
+      return;
+    }
+    event.preventDefault();
+    if (name === "find") openSearch();
+    else if (name === "copy") copySelection(tab);
+    else if (name === "font") {
+      const step = FONT_KEYS[event.code];
+      changeSettings({ fontSize: step === 0 ? defaults().fontSize : settings.fontSize + step });
+    }
+  }
+
+  /** xterm asks before sending a key to the shell: false keeps it from there. */
+  function onKey(event, tab) {
+    const name = pageKey(event);
+    if (!name) return true;
+    if (event.type === "keydown") runKey(name, event, tab);
     return false;
-  });
+  }
+
+  // Keys typed in a terminal are the shell's: the page's shortcuts (api.js/app.js blur a text field on
+  // Escape, which would leave vim without its keyboard) must not see them.
+  container.addEventListener("keydown", (event) => event.stopPropagation());
   document.addEventListener("keydown", (event) => {
-    if (isFindKey(event) && !event.defaultPrevented) {
-      event.preventDefault();
-      openSearch();
-    }
+    const name = pageKey(event);
+    if ((name === "find" || name === "font") && !event.defaultPrevented && active) runKey(name, event, active);
   });
 
-  // --- buttons, and the keys a phone keyboard lacks ---------------------------------------------
+  // --- the sessions list -------------------------------------------------------------------------------------
+
+  function sessionRow(session, close) {
+    const { element } = dialogs;
+    const row = element("li", { className: "terminal-session-row", "data-testid": "terminal-session-row",
+      "data-session": session.id });
+    const mine = tabs.find((tab) => tab.sessionId === session.id);
+    const where = mine ? "in this page" : session.attached ? "attached elsewhere" : "detached";
+    const started = new Date(session.created_at).toLocaleString();
+    row.append(element("span", { className: "id" }, session.id),
+      element("span", { className: "cwd", title: session.cwd || "" }, session.cwd || ""),
+      element("span", { className: "where", "data-testid": "terminal-session-where" }, where),
+      element("span", { className: "started" }, `started ${started}`));
+    const button = (label, testid, run, danger = false) => {
+      const control = element("button", { type: "button", "data-testid": testid, className: danger ? "danger" : undefined }, label);
+      control.addEventListener("click", run);
+      row.append(control);
+    };
+    if (mine) button("Show", "terminal-session-show", () => { close(null); activate_(mine); });
+    else if (!session.attached) {
+      button("Attach", "terminal-session-attach", () => { close(null); openTab({ sessionId: session.id }); });
+      button("End", "terminal-session-end", async () => {
+        await connection.api("DELETE", `/api/terminals/${encodeURIComponent(session.id)}`).catch(() => {});
+        row.remove();
+      }, true);
+    }
+    return row;
+  }
+
+  async function showSessions() {
+    let sessions;
+    try {
+      sessions = await (await connection.api("GET", "/api/terminals")).json();
+    } catch (error) {
+      toast(`Could not list the sessions: ${error.message}`, "error");
+      return;
+    }
+    await dialogs.open({
+      title: "Terminal sessions",
+      testid: "terminal-sessions",
+      wide: true,
+      build(body, { close }) {
+        if (!sessions.length) {
+          body.append(dialogs.element("p", { "data-testid": "terminal-sessions-empty" }, "No terminal sessions are running."));
+          return;
+        }
+        const list = dialogs.element("ul", { className: "terminal-sessions" });
+        list.append(...sessions.map((session) => sessionRow(session, close)));
+        body.append(list);
+      },
+      buttons: [{ label: "Close", value: null, primary: true, testid: "dialog-close" }],
+    });
+  }
+
+  // --- buttons, and the keys a phone keyboard lacks -----------------------------------------------------
 
   const KEYS = { esc: "\x1b", tab: "\t", "ctrl-c": "\x03", "ctrl-d": "\x04" };
   const ARROWS = { up: "A", down: "B", right: "C", left: "D" };
   const actions = {
     search: openSearch,
-    "search-previous": () => search.findPrevious(searchInput.value, searchOptions()),
+    "search-previous": () => active?.search.findPrevious(searchInput.value, searchOptions()),
     "search-close": closeSearch,
-    new: newSession,
-    retry,
+    "new-tab": () => openTab(),
+    new: () => (active ? active.restart() : openTab()),
+    open: () => openTab(),
+    retry: () => active?.retry(),
+    sessions: showSessions,
+    "font-smaller": () => changeSettings({ fontSize: settings.fontSize - 1 }),
+    "font-larger": () => changeSettings({ fontSize: settings.fontSize + 1 }),
   };
 
   app.addEventListener("click", (event) => {
@@ -513,13 +522,28 @@
       return;
     }
     const key = control.dataset.key;
+    if (!active) return;
     const sequence = key in ARROWS
-      ? `\x1b${term.modes.applicationCursorKeysMode ? "O" : "["}${ARROWS[key]}`
+      ? `\x1b${active.term.modes.applicationCursorKeysMode ? "O" : "["}${ARROWS[key]}`
       : KEYS[key];
-    if (sequence) term.input(sequence, true);
+    if (sequence) active.term.input(sequence, true);
   });
   // Tapping those keys must not take the focus (and the phone's keyboard) away from the terminal.
   app.querySelector(".terminal-keys").addEventListener("pointerdown", (event) => event.preventDefault());
+  window.addEventListener("online", () => tabs.forEach((tab) => { if (tab.retryTimer && tab.failures) tab.start(); }));
 
-  start();
+  // For the browser tests (and the console): the active tab's xterm, and every tab's.
+  Object.defineProperty(window, "__opentermdTerminal", { get: () => active?.term });
+  Object.defineProperty(window, "__opentermdTabs", { get: () => tabs.map((tab) => ({ term: tab.term, sessionId: tab.sessionId })) });
+
+  // --- start: this browser tab's sessions again, and a new one in ?cwd= when asked ---------------------
+
+  applySettings();
+  const ids = storedIds();
+  let activeId = null;
+  try { activeId = sessionStorage.getItem(`${STORAGE_KEY}.active`); } catch (_) { /* private mode */ }
+  ids.forEach((sessionId) => openTab({ sessionId, activate: sessionId === activeId }));
+  const cwd = app.dataset.cwd || "";
+  if (cwd || !tabs.length) openTab({ cwd });
+  if (cwd) history.replaceState(null, "", location.pathname + location.hash);  // A reload re-attaches, not opens again.
 })();

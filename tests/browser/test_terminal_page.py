@@ -74,9 +74,17 @@ async def hover_until_underlined(page: Page, text: str) -> None:
     raise AssertionError(f"the link {text!r} was never underlined on hover")
 
 
-async def session_id(page: Page) -> str:
-    found: str = await page.evaluate("sessionStorage.getItem('opentermd.terminal')")
+async def session_ids(page: Page) -> list[str]:
+    """The sessions of this browser tab's terminal tabs, as the page keeps them for a reload."""
+    found: list[str] = await page.evaluate("JSON.parse(sessionStorage.getItem('opentermd.terminal') || '[]')")
     return found
+
+
+async def session_id(page: Page) -> str | None:
+    """The one tab's session (None once its shell has ended)."""
+    ids = await session_ids(page)
+    assert len(ids) <= 1, ids
+    return ids[0] if ids else None
 
 
 async def finish(watched: Watched) -> None:

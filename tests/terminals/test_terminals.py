@@ -85,7 +85,8 @@ async def test_create_list_get_delete(api: Api) -> None:
     created = await create(api)
     assert set(created) == {"id", "created_at", "pid"} and len(created["id"]) == 8
     assert created["created_at"].endswith("Z")
-    assert await api.json("GET", "/api/terminals") == [created]
+    listed = await api.json("GET", "/api/terminals")
+    assert listed == [{**created, "attached": False, "cwd": listed[0]["cwd"]}]
     assert await api.json("GET", f"/api/terminals/{created['id']}") == created
     assert await api.json("DELETE", f"/api/terminals/{created['id']}") == {"status": "deleted"}
     assert await api.json("GET", f"/api/terminals/{created['id']}", status=404) == {"error": "Session not found"}
@@ -278,6 +279,27 @@ async def test_reattach_replays_what_happened_meanwhile(api: Api, tmp_path: Path
     await read_until(second, b"live-25")
     await second.close()
     assert process_group_members(session["pid"]), "a detachable shell outlives its socket"
+
+
+async def test_the_list_says_which_sessions_are_attached_and_where_their_shells_are(api: Api, tmp_path: Path) -> None:
+    """What the terminal page's sessions list shows: a detached session to re-attach, one attached elsewhere."""
+    session = await create(api, detach=True, cwd=str(tmp_path))
+
+    async def listed() -> dict[str, Any]:
+        entries = await api.json("GET", "/api/terminals")
+        return next(entry for entry in entries if entry["id"] == session["id"])
+
+    assert await listed() == {**session, "attached": False, "cwd": str(tmp_path)}
+    socket = await attach(api, session["id"])
+    (tmp_path / "inner").mkdir()
+    await socket.send_bytes(b"cd inner && echo moved-$((2*3))\n")
+    await read_until(socket, b"moved-6")
+    assert await listed() == {**session, "attached": True, "cwd": str(tmp_path / "inner")}
+    await socket.close()
+    live = api.client.app[TERMINALS].find(session["id"])
+    assert live is not None
+    await eventually(lambda: not live.attached)
+    assert (await listed())["attached"] is False
 
 
 async def test_detached_sessions_are_reaped_after_the_timeout(api_with: ApiFactory, clock: FakeClock) -> None:
