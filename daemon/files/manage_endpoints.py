@@ -15,6 +15,7 @@ from msgspec import Meta, Struct
 from daemon.files import changes, copying, extract, naming
 from daemon.files.copying import Job
 from daemon.files.locate import from_home, removable_from_home
+from daemon.files.paths import require_named
 from daemon.files.transfer_endpoints import client_gone
 from daemon.http.endpoints import Call, hidden
 from daemon.http.inputs import NoInput
@@ -89,8 +90,9 @@ def _existing(directory: str, names: list[str], call: Call[Any, Any]) -> list[st
 
 
 async def copy_entry(call: Call[NoInput, CopyRequest]) -> dict[str, object]:
+    require_named(call.body.source)
     source = from_home(call, call.body.source)
-    destination = from_home(call, call.body.destination) if call.body.destination is not None else None
+    destination = _named_from_home(call, call.body.destination)
     config, beneath = call.app[CONFIG], call.app[SCOPE].beneath
     budget = copying.Budget(config.copy_max_size)
 
@@ -105,7 +107,7 @@ async def copy_entry(call: Call[NoInput, CopyRequest]) -> dict[str, object]:
 
 async def extract_archive(call: Call[NoInput, ExtractRequest]) -> dict[str, object]:
     archive = from_home(call, call.body.path)
-    destination = from_home(call, call.body.destination) if call.body.destination is not None else None
+    destination = _named_from_home(call, call.body.destination)
     config, beneath = call.app[CONFIG], call.app[SCOPE].beneath
     limits = extract.Limits(max_size=config.extract_max_size)
 
@@ -114,6 +116,13 @@ async def extract_archive(call: Call[NoInput, ExtractRequest]) -> dict[str, obje
 
     done = await run_job(call.request, work, config.file_task_timeout)
     return {"path": done.path, "entries": done.entries, "size": done.size, "skipped": done.skipped}
+
+
+def _named_from_home(call: Call[Any, Any], path: str | None) -> str | None:
+    if path is None:
+        return None
+    require_named(path)
+    return from_home(call, path)
 
 
 async def run_job(request: web.Request, work: Callable[[Job], T], timeout: float) -> T:
