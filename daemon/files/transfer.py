@@ -320,14 +320,16 @@ class LinkStore:
     Only a SHA-256 of each token is kept, so a memory dump reveals no usable link.
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
+        self._clock = clock
         self._links: dict[str, Link] = {}
 
-    def create(self, kind: LinkKind, path: str) -> str:
+    def create(self, kind: LinkKind, path: str, ttl: float | None = None) -> str:
+        """A new link's token; it works for `ttl` seconds (the store's default when None)."""
         self._expire()
         token = secrets.token_urlsafe(32)
-        self._links[digest(token)] = Link(kind, path, time.monotonic() + self.ttl)
+        self._links[digest(token)] = Link(kind, path, self._clock() + (self.ttl if ttl is None else ttl))
         return token
 
     def find(self, kind: LinkKind, token: str) -> Link:
@@ -349,7 +351,7 @@ class LinkStore:
         self._links[digest(token)] = link
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for stored in [stored for stored, link in self._links.items() if link.expires <= now]:
             del self._links[stored]
 

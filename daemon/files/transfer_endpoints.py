@@ -7,6 +7,7 @@ import mimetypes
 import os
 import weakref
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -53,6 +54,20 @@ class ArchiveRequest(Struct, kw_only=True):
 
 class PathQuery(Struct, kw_only=True):
     path: Annotated[str, Meta(description="Path of the file.")]
+
+
+#: A share link lives from one minute to a week; the reference's default (OPEN_TERMINAL_LINK_TTL) otherwise.
+MIN_LINK_LIFETIME, MAX_LINK_LIFETIME = 60, 7 * 24 * 3600
+
+
+class LinkQuery(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Path of the file.")]
+    lifetime: Annotated[Annotated[int, Meta(ge=MIN_LINK_LIFETIME, le=MAX_LINK_LIFETIME)] | None, Meta(description=(
+        "Seconds the link works (60 to 604800); the reply then says when it expires."))] = None
+
+
+class ArchiveQuery(Struct, kw_only=True):
+    paths: Annotated[list[str], Meta(description="Files and folders to put in the zip.")] = []
 
 
 class DirectoryQuery(Struct, kw_only=True):
@@ -143,9 +158,31 @@ async def _view(call: Call[Any, Any], target: str, *, attachment: bool = False) 
 
 
 async def archive(call: Call[NoInput, ArchiveRequest]) -> web.StreamResponse:
-    if not call.body.paths:
+    return await stream_archive(call, call.body.paths)
+
+
+async def download_archive(call: Call[ArchiveQuery, NoInput]) -> web.StreamResponse:
+    """A browser-managed zip download: `<a download href="...?paths=a&paths=b">` (GET), or a plain
+    form POST of `paths` fields with `csrf_token` (too many paths for a URL). The reply streams as it
+    is built, so the browser shows progress at once and neither side holds the archive."""
+    paths = list(call.query.paths)
+    if call.request.method == "POST":
+        if call.request.content_type != "application/x-www-form-urlencoded":
+            raise ApiError(415, "Send the paths as a form (application/x-www-form-urlencoded)")
+        form = await call.request.post()  # already read (and cached) by the CSRF check
+        paths += [value for value in form.getall("paths", []) if isinstance(value, str)]
+    return await stream_archive(call, paths)
+
+
+async def download_file(call: Call[PathQuery, NoInput]) -> web.FileResponse:
+    """One file as a browser-managed download (`<a download href="/files/download?path=...">`)."""
+    return await _view(call, from_home(call, call.query.path), attachment=True)
+
+
+async def stream_archive(call: Call[Any, Any], paths: list[str]) -> web.StreamResponse:
+    if not paths:
         raise bad_request("No paths provided")
-    named = [(from_home(call, path), path) for path in call.body.paths]
+    named = [(from_home(call, path), path) for path in paths]
     beneath = call.app[SCOPE].beneath
     opened = await asyncio.to_thread(transfer.open_targets, named, beneath)
     try:
@@ -218,10 +255,16 @@ def _link_url(request: web.Request, kind: LinkKind, token: str) -> dict[str, str
     return {"url": str(request.url.with_path(f"/files/{kind}/{token}").with_query(None))}
 
 
-async def create_download_link(call: Call[PathQuery, NoInput]) -> dict[str, str]:
+async def create_download_link(call: Call[LinkQuery, NoInput]) -> dict[str, object]:
     target = from_home(call, call.query.path)
     await asyncio.to_thread(ops.require_file, target, call.app[SCOPE].beneath)
-    return _link_url(call.request, "download", call.app[LINKS].create("download", target))
+    lifetime = call.query.lifetime
+    reply: dict[str, object] = {**_link_url(call.request, "download",
+                                            call.app[LINKS].create("download", target, lifetime))}
+    if lifetime is not None:  # Without one the reply stays the reference's `{url}`.
+        expires = datetime.now(UTC) + timedelta(seconds=lifetime)
+        reply.update(expires_in=lifetime, expires_at=expires.isoformat(timespec="seconds").replace("+00:00", "Z"))
+    return reply
 
 
 async def create_upload_link(call: Call[DirectoryQuery, NoInput]) -> dict[str, str]:
@@ -274,7 +317,10 @@ ENDPOINTS = [
     hidden("POST", "/files/upload/{token}", upload_by_link, access=Access.PUBLIC),
     hidden("POST", "/files/upload", upload_file, query=UploadQuery),
     hidden("POST", "/files/archive", archive, body=ArchiveRequest),
-    hidden("GET", "/files/download/link", create_download_link, query=PathQuery),
+    hidden("GET", "/files/download/link", create_download_link, query=LinkQuery),
+    hidden("GET", "/files/download", download_file, query=PathQuery),
+    hidden("GET", "/files/archive/download", download_archive, query=ArchiveQuery),
+    hidden("POST", "/files/archive/download", download_archive, query=ArchiveQuery),
     hidden("GET", "/files/download/{token}", download_by_link, access=Access.PUBLIC),
     hidden("GET", "/skills", list_skills),
     hidden("GET", "/skills/read", read_skill, query=SkillQuery),
