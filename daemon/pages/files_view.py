@@ -15,9 +15,10 @@ from aiohttp import web
 from daemon.errors import ApiError
 from daemon.files import documents, ops, preview, reading
 from daemon.http.endpoints import Call
-from daemon.keys import CONFIG, SCOPE
-from daemon.pages import notebook_view, previews
+from daemon.keys import CONFIG, LISTINGS, SCOPE
+from daemon.pages import notebook_view, previews, tables
 from daemon.pages.layout import breadcrumbs, browse_url, render
+from daemon.pages.listing import human_size
 
 #: Larger text files are offered for download and raw view instead of being put into the page.
 MAX_PAGE_TEXT = 4 * 1024 * 1024
@@ -31,16 +32,70 @@ def view_url(path: str) -> str:
     return "/files/view?path=" + quote(path)
 
 
+def serve_url(path: str) -> str:
+    """The file at a URL ending in its name: Chromium titles a PDF's tab by the URL's last segment
+    (/files/view?path=... made every PDF "view")."""
+    return "/files/serve" + quote(path)
+
+
 async def file_page(call: Call[Any, Any], target: str) -> web.Response:
     info = await asyncio.to_thread(ops.require_file, target)
     mime = mimetypes.guess_type(target)[0] or "application/octet-stream"
     context: dict[str, Any] = {
         "path": target, "name": os.path.basename(target), "crumbs": breadcrumbs(target), "mime": mime,
-        "size": info.st_size, "etag": ops.etag(info), "view_url": view_url(target),
-        "parent": browse_url(os.path.dirname(target)), "kind": "binary",
+        "size": info.st_size, "size_text": human_size(info.st_size), "etag": ops.etag(info),
+        "view_url": view_url(target), "parent": browse_url(os.path.dirname(target)), "kind": "binary",
     }
     context.update(await _preview(call, target, mime, info.st_size))
+    context["type_name"] = type_name(target, mime, context["kind"])
+    if context["kind"] == "image":
+        context["images"] = await asyncio.to_thread(sibling_images, call, target, info)
+    elif context["kind"] == "pdf":
+        context["raw_url"] = serve_url(target)
     return render(call.request, "file.html", context)
+
+
+#: Kinds whose file is text, so Pygments' name for its language is the right label.
+TEXT_KINDS = ("text", "markdown", "table", "frame", "notebook")
+
+
+def type_name(path: str, mime: str, kind: str) -> str:
+    """What the file is, in words: Pygments' language name for text ("TypeScript", "Go", "YAML"),
+    else the MIME type (`.ts` is TypeScript here, not the Qt translation file mimetypes says)."""
+    if kind in TEXT_KINDS:
+        from pygments.lexers import get_lexer_for_filename
+        from pygments.util import ClassNotFound
+
+        with contextlib.suppress(ClassNotFound):
+            name: str = get_lexer_for_filename(os.path.basename(path)).name
+            return "Text" if name == "Text only" else name
+        return "Text" if mime == "application/octet-stream" else mime
+    return mime
+
+
+def is_image(name: str) -> bool:
+    mime = mimetypes.guess_type(name)[0] or ""
+    # SVG may carry scripts: it is shown in a sandboxed frame, not the viewer (see SOURCE_AND_FRAME).
+    return mime.startswith("image/") and mime != "image/svg+xml"
+
+
+def sibling_images(call: Call[Any, Any], target: str, info: os.stat_result) -> list[dict[str, str]]:
+    """The folder's images in the browse page's order (by name), for the viewer's previous/next."""
+    folder, scope = os.path.dirname(target), call.app[SCOPE]
+    try:
+        listing = ops.list_directory(folder, scope.contains if scope.root else None, call.app[LISTINGS],
+                                     scope.beneath)
+        entries = [entry for entry in listing["entries"] if entry["type"] == "file" and is_image(entry["name"])]
+    except ApiError:  # an unreadable folder: the image alone
+        entries = [{"name": os.path.basename(target), "size": info.st_size}]
+    entries.sort(key=lambda entry: (entry["name"].casefold(), entry["name"]))
+    return [_image(os.path.join(folder, entry["name"]), entry["size"]) for entry in entries]
+
+
+def _image(path: str, size: int) -> dict[str, str]:
+    return {"name": os.path.basename(path), "path": path, "href": browse_url(path), "src": view_url(path),
+            "size": human_size(size), "bytes": f"{size:,} bytes",
+            "type": mimetypes.guess_type(path)[0] or "application/octet-stream"}
 
 
 async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> dict[str, Any]:
@@ -57,21 +112,22 @@ async def _preview(call: Call[Any, Any], target: str, mime: str, size: int) -> d
         if "notebook" in shown:
             return shown
         # A broken notebook says why, and its raw text is shown below that as any text file's.
-        return {**await _text_preview(target, mime, size), **shown}
-    return await _text_preview(target, mime, size)
+        return {**await _text_preview(call, target, mime, size), **shown}
+    return await _text_preview(call, target, mime, size)
 
 
-async def _text_preview(target: str, mime: str, size: int) -> dict[str, Any]:
+async def _text_preview(call: Call[Any, Any], target: str, mime: str, size: int) -> dict[str, Any]:
     text = await asyncio.to_thread(_text, target, size)
     if text is None:
         return {"kind": "binary"}
     lower = target.lower()
-    preview: dict[str, Any] = {"kind": "text", "text": text, "editable": True,
+    # A new (empty) file has nothing to preview: it opens in the editor.
+    preview: dict[str, Any] = {"kind": "text", "text": text, "editable": True, "open_editor": size == 0,
                                "code": await asyncio.to_thread(previews.highlight, text, target)}
     if lower.endswith(TABLES):
         # A file the csv module cannot read (a giant field) keeps its source view.
         with contextlib.suppress(csv.Error):
-            preview.update(kind="table", table=await asyncio.to_thread(previews.csv_table, text, target))
+            preview.update(kind="table", table=await asyncio.to_thread(_table, call, text, target))
     elif lower.endswith(MARKDOWN):
         folder = os.path.dirname(target)
         # markdown_html hands over bare relative paths (no query or fragment) and keeps fragments itself.
@@ -81,6 +137,13 @@ async def _text_preview(target: str, mime: str, size: int) -> dict[str, Any]:
     elif mime in SOURCE_AND_FRAME:
         preview.update(kind="frame")
     return preview
+
+
+def _table(call: Call[Any, Any], text: str, target: str) -> tables.CsvTable:
+    """The page of rows the query asks for (`?page=N&column=C&order=desc`)."""
+    query = call.query
+    return tables.csv_table(text, target, page=getattr(query, "page", 1), column=getattr(query, "column", None),
+                            descending=getattr(query, "order", "asc") == "desc")
 
 
 def _text(target: str, size: int) -> str | None:

@@ -1,4 +1,4 @@
-"""Preview renderers for the file page: highlighted code, CSV/TSV tables and sanitized Markdown.
+"""Preview renderers for the file page: highlighted code and sanitized (GitHub-like) Markdown.
 
 Plain functions of text (no HTTP, no file access), so they run in a worker thread and are tested
 directly. Whatever they return as HTML is safe to insert unescaped: Pygments escapes the source and
@@ -8,12 +8,9 @@ template escapes.
 
 from __future__ import annotations
 
-import csv
 import functools
 import html
-import io
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,29 +28,73 @@ LIGHT_STYLE = "default"
 DARK_STYLE = "github-dark"
 CSS_SCOPE = ".code"
 
-# The sniffer needs a few rows, not the file; a bigger sample only slows it down.
-SNIFF_CHARS = 16 * 1024
-SNIFF_DELIMITERS = ",;\t|"
-TSV_SUFFIXES = (".tsv", ".tab")
-
 Resolver = Callable[[str], str]
 
 MARKDOWN_TAGS = {
     "h1", "h2", "h3", "h4", "h5", "h6", "p", "ul", "ol", "li", "code", "pre", "blockquote",
     "table", "thead", "tbody", "tr", "th", "td", "a", "img", "em", "strong", "del", "s", "hr", "br",
+    "input", "sup", "section", "span",
 }  # fmt: skip
-MARKDOWN_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"start"}}
+# `id` only where the plugins put one (headings, footnotes); nh3 prefixes every id with ID_PREFIX, so a
+# document cannot clobber the page's own elements (`<h1 id="editor">`) or globals (window.csrf).
+MARKDOWN_ATTRIBUTES = {
+    "a": {"href", "title", "id"}, "img": {"src", "alt", "title"}, "ol": {"start"}, "li": {"id"},
+    **{f"h{level}": {"id"} for level in range(1, 7)},
+}  # fmt: skip
+# A task list's box: a disabled checkbox, whatever the input said (nh3 sets these, it does not trust them).
+CHECKBOX_ATTRIBUTES = {"input": {"type": {"checkbox"}, "checked": {"checked"}}}
+FORCED_ATTRIBUTES = {"input": {"disabled": "disabled", "type": "checkbox"}}
+ID_PREFIX = "user-content-"
 URL_SCHEMES = {"http", "https", "mailto"}
 # Table alignment arrives as style="text-align:..."; styles never pass, so it becomes one of these.
 ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
+# The plugins' own classes, which the stylesheet draws (task lists, footnotes).
+PLUGIN_CLASSES = {
+    "li": {"task-list-item", "footnote-item"}, "ul": {"contains-task-list"}, "input": {"task-list-item-checkbox"},
+    "a": {"footnote-backref"}, "sup": {"footnote-ref"}, "section": {"footnotes"},
+    "ol": {"footnotes-list"}, "hr": {"footnotes-sep"}, "pre": {"code", "plain"},
+}  # fmt: skip
 
 
 @functools.cache
 def _markdown() -> MarkdownIt:
     from markdown_it import MarkdownIt
+    from mdit_py_plugins.anchors import anchors_plugin
+    from mdit_py_plugins.footnote import footnote_plugin
+    from mdit_py_plugins.tasklists import tasklists_plugin
 
     # html=False: raw HTML in the source is shown as text, never passed on (nh3 is the second fence).
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    markdown = MarkdownIt("commonmark", {"html": False, "highlight": _highlight_fence})
+    markdown.enable(["table", "strikethrough"]).use(tasklists_plugin).use(footnote_plugin)
+    # Ids only, no "¶" link inside the heading: its text stays the heading's (notebook outlines read it).
+    return markdown.use(anchors_plugin, min_level=1, max_level=6)
+
+
+def _highlight_fence(code: str, language: str, attrs: str) -> str:
+    """A fenced block, highlighted by its info string's language (GitHub's rule: no guessing)."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    if not language or len(code) > HIGHLIGHT_MAX_CHARS:
+        return f'<pre class="code plain"><code>{html.escape(code)}</code></pre>'
+    import pygments
+    from pygments.formatters import HtmlFormatter
+
+    try:
+        lexer = get_lexer_by_name(language, stripnl=False)
+    except ClassNotFound:
+        return f'<pre class="code plain"><code>{html.escape(code)}</code></pre>'
+    # nowrap: only the token spans; markdown-it takes a reply starting with "<pre" as the whole block.
+    spans = pygments.highlight(code, lexer, HtmlFormatter(nowrap=True))
+    return f'<pre class="code"><code>{spans}</code></pre>'
+
+
+@functools.cache
+def _token_classes() -> set[str]:
+    """Pygments' short class names (`k`, `s2`, ...): the only classes a highlighted span may carry."""
+    from pygments.token import STANDARD_TYPES
+
+    return {name for name in STANDARD_TYPES.values() if name}
 
 
 def highlight(text: str, filename: str) -> str:
@@ -104,78 +145,6 @@ def _scoped_css(style: str) -> str:
     return "\n".join(rules)
 
 
-@dataclass(frozen=True)
-class CsvTable:
-    """A CSV/TSV file as a table: every row as wide as the header; `rows` capped, `total_rows` not."""
-
-    header: list[str]
-    rows: list[list[str]]
-    total_rows: int  # data rows in the file (the header excluded)
-    shown_rows: int  # len(rows)
-    delimiter: str
-
-
-def csv_table(text: str, filename: str, max_rows: int = 1000) -> CsvTable:
-    """The table in `text`; raises `csv.Error` on input the csv module cannot read (e.g. a huge field)."""
-    sample = _sample(text)
-    delimiter = _delimiter(sample, filename)
-    records = (row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if row)
-    header = next(records, []) if _has_header(sample, delimiter) else []
-    # range first: zip stops on it without pulling (and losing) one more record.
-    rows = [row for _, row in zip(range(max_rows), records, strict=False)]
-    # The rest is only counted, so a million-row file costs time but not memory.
-    total = len(rows) + sum(1 for _ in records)
-    width = max([len(header), *map(len, rows)])
-    header = header + [str(n) for n in range(len(header) + 1, width + 1)]
-    rows = [row + [""] * (width - len(row)) for row in rows]
-    return CsvTable(header=header, rows=rows, total_rows=total, shown_rows=len(rows), delimiter=delimiter)
-
-
-def _sample(text: str) -> str:
-    if len(text) <= SNIFF_CHARS:
-        return text
-    # A row cut in half would look like a different column count and mislead the sniffer.
-    cut = text.rfind("\n", 0, SNIFF_CHARS)
-    return text[: cut if cut > 0 else SNIFF_CHARS]
-
-
-def _delimiter(sample: str, filename: str) -> str:
-    # A .tsv names its delimiter; sniffing it could still prefer a comma that appears once per row.
-    if filename.lower().endswith(TSV_SUFFIXES):
-        return "\t"
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=SNIFF_DELIMITERS).delimiter
-    except csv.Error:  # one column, or nothing consistent: the common case wins
-        return ","
-
-
-def _has_header(sample: str, delimiter: str) -> bool:
-    try:
-        return _ChosenDelimiter(delimiter).has_header(sample)
-    except (csv.Error, StopIteration):  # StopIteration: an empty sample has no first row
-        return False
-
-
-class _ChosenDelimiter(csv.Sniffer):
-    """A sniffer whose `has_header` reads the sample with the delimiter already chosen.
-
-    `Sniffer.has_header` sniffs the sample again, without our candidate list or the .tsv rule, and
-    would then judge the header on columns split differently from the table shown.
-    """
-
-    def __init__(self, delimiter: str) -> None:
-        super().__init__()
-        self.delimiter = delimiter
-
-    def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
-        chosen = self.delimiter
-
-        class Chosen(csv.excel):
-            delimiter = chosen
-
-        return Chosen
-
-
 def markdown_html(text: str, resolve_image: Resolver, resolve_link: Resolver) -> str:
     """Markdown rendered to sanitized HTML.
 
@@ -183,21 +152,37 @@ def markdown_html(text: str, resolve_image: Resolver, resolve_link: Resolver) ->
     each gets the percent-decoded path (no query, no fragment) and returns a URL; a link's #fragment
     is put back after it. URLs with a scheme or host are kept (http, https, mailto survive nh3).
     """
-    import nh3
-
     markdown = _markdown()
     env: dict[str, object] = {}
     tokens = markdown.parse(text, env)
     _rewrite(tokens, resolve_image, resolve_link)
     rendered = markdown.renderer.render(tokens, markdown.options, env)
+    return sanitize(rendered)
+
+
+def sanitize(rendered: str) -> str:
+    """What markdown-it made, reduced to the allow-list: the second fence behind html=False."""
+    import nh3
+
     return nh3.clean(
         rendered,
         tags=MARKDOWN_TAGS,
         attributes=MARKDOWN_ATTRIBUTES,
-        allowed_classes={"th": ALIGN_CLASSES, "td": ALIGN_CLASSES},
+        tag_attribute_values=CHECKBOX_ATTRIBUTES,
+        set_tag_attribute_values=FORCED_ATTRIBUTES,
+        attribute_filter=_prefixed_fragment,
+        allowed_classes={"th": ALIGN_CLASSES, "td": ALIGN_CLASSES, "span": _token_classes(), **PLUGIN_CLASSES},
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer",
+        id_prefix=ID_PREFIX,
     )
+
+
+def _prefixed_fragment(tag: str, attribute: str, value: str) -> str:
+    """An in-page link (`#usage`) points at the prefixed id nh3 gives its target."""
+    if tag == "a" and attribute == "href" and value.startswith("#") and not value.startswith("#" + ID_PREFIX):
+        return "#" + ID_PREFIX + value[1:]
+    return value
 
 
 def _rewrite(tokens: Sequence[Token], resolve_image: Resolver, resolve_link: Resolver) -> None:
@@ -226,7 +211,8 @@ def _resolve_attr(token: Token, name: str, resolve: Resolver) -> None:
     # Only paths are the file's neighbours; "#section" alone stays an in-page anchor.
     if parts.scheme or parts.netloc or not parts.path:
         return
-    fragment = "#" + parts.fragment if parts.fragment else ""
+    # Another document's heading carries the same prefix as this one's (see sanitize).
+    fragment = "#" + ID_PREFIX + parts.fragment if parts.fragment else ""
     # markdown-it percent-encodes destinations ("my pic.png" -> "my%20pic.png"); callers want the name.
     token.attrSet(name, resolve(unquote(parts.path)) + fragment)
 

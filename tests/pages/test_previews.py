@@ -5,7 +5,8 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 from daemon.pages import previews
-from daemon.pages.previews import MARKDOWN_TAGS, csv_table, highlight, markdown_html, pygments_css
+from daemon.pages.previews import MARKDOWN_TAGS, highlight, markdown_html, pygments_css, sanitize
+from daemon.pages.tables import csv_table, sort_key, sort_rows
 
 
 class _Elements(HTMLParser):
@@ -67,17 +68,51 @@ def test_numbers_only_get_numbered_columns() -> None:
     assert table.total_rows == 3
 
 
-def test_row_cap_counts_the_rest() -> None:
+def test_every_row_is_reachable_page_by_page() -> None:
     text = "n,square\n" + "".join(f"{n},{n * n}\n" for n in range(5000))
-    table = csv_table(text, "big.csv")
-    assert (table.shown_rows, table.total_rows) == (1000, 5000)
-    assert len(table.rows) == 1000
-    assert table.rows[-1] == ["999", "998001"]
+    first = csv_table(text, "big.csv")
+    assert (first.shown_rows, first.total_rows, first.pages, first.first_row) == (500, 5000, 10, 1)
+    assert first.rows[-1] == ["499", "249001"]
+    last = csv_table(text, "big.csv", page=10)
+    assert (last.page, last.first_row, last.rows[-1]) == (10, 4501, ["4999", "24990001"])
+    assert csv_table(text, "big.csv", page=99).page == 10  # past the end: the last page
+    seen = [row for page in range(1, 11) for row in csv_table(text, "big.csv", page=page).rows]
+    assert seen == [[str(n), str(n * n)] for n in range(5000)]
 
 
-def test_custom_row_cap() -> None:
-    table = csv_table("name,n\n" + "x,1\n" * 30, "c.csv", max_rows=10)
-    assert (table.shown_rows, table.total_rows) == (10, 30)
+def test_custom_page_size() -> None:
+    table = csv_table("name,n\n" + "x,1\n" * 30, "c.csv", page_rows=10, page=3)
+    assert (table.shown_rows, table.total_rows, table.pages) == (10, 30, 3)
+
+
+def test_sort_is_numeric_aware() -> None:
+    text = "name,size\nfile10,10\nfile2,9.5\nFile1,1000\nneg,-3\nbig,200\n"
+    by_size = csv_table(text, "s.csv", column=1)
+    assert by_size.header == ["name", "size"]
+    assert [row[1] for row in by_size.rows] == ["-3", "9.5", "10", "200", "1000"]
+    assert [row[1] for row in csv_table(text, "s.csv", column=1, descending=True).rows] == \
+        ["1000", "200", "10", "9.5", "-3"]
+    assert [row[0] for row in csv_table(text, "s.csv", column=0).rows] == ["big", "File1", "file2", "file10", "neg"]
+    assert (by_size.column, by_size.descending) == (1, False)
+
+
+def test_empty_cells_sort_last_either_way() -> None:
+    rows = [["b", "2"], ["a", ""], ["c", "1"], ["d"]]
+    assert sort_rows(rows, 1, descending=False) == [["c", "1"], ["b", "2"], ["a", ""], ["d"]]
+    assert sort_rows(rows, 1, descending=True) == [["b", "2"], ["c", "1"], ["a", ""], ["d"]]
+
+
+def test_sort_key_reads_numbers_as_people_write_them() -> None:
+    cells = ["1,024", "1e3", "-0.5", "n/a", "v2", "v10", "nan"]
+    assert sorted(cells, key=sort_key) == ["-0.5", "1e3", "1,024", "nan", "n/a", "v2", "v10"]
+
+
+def test_sort_applies_before_paging_and_bad_columns_sort_nothing() -> None:
+    text = "n\n" + "".join(f"{n}\n" for n in range(1200, 0, -1))
+    assert csv_table(text, "n.csv", column=0, page=1, page_rows=500).rows[0] == ["1"]
+    assert csv_table(text, "n.csv", column=0, page=3, page_rows=500).rows[-1] == ["1200"]
+    unsorted = csv_table(text, "n.csv", column=7)
+    assert unsorted.column is None and unsorted.rows[0] == ["1200"]
 
 
 def test_ragged_rows_are_padded_to_the_widest() -> None:
@@ -128,7 +163,8 @@ def test_markdown_absolute_image_is_kept() -> None:
 def test_markdown_links_resolve_and_get_rel() -> None:
     html = _md("[other](docs/other.md#usage) [web](https://example.com) [top](#top) [mail](mailto:a@b.c)")
     links = _elements(html, "a")
-    assert [a["href"] for a in links] == ["/browse/docs/other.md#usage", "https://example.com", "#top", "mailto:a@b.c"]
+    assert [a["href"] for a in links] == ["/browse/docs/other.md#user-content-usage", "https://example.com",
+                                          "#user-content-top", "mailto:a@b.c"]
     assert {a["rel"] for a in links} == {"noopener noreferrer"}
 
 
@@ -178,3 +214,57 @@ def test_pygments_css_light_and_dark() -> None:
     assert ".code .k " in light and ".code .k " in dark
     rules = [line.strip() for line in css.splitlines() if "{" in line and not line.startswith("@media")]
     assert all(rule.startswith(".code") for rule in rules)  # nothing restyles the rest of the page
+
+
+# GitHub-like Markdown
+
+
+def test_markdown_fenced_code_is_highlighted_by_its_language() -> None:
+    html = _md("```python\nimport os  # <b>\n```\n\n```\nplain <i>\n```\n")
+    assert '<pre class="code"><code><span class="kn">import</span>' in html
+    assert "&lt;b&gt;" in html and "<b>" not in html
+    assert '<pre class="code plain"><code>plain &lt;i&gt;' in html
+
+
+def test_markdown_task_lists_are_disabled_checkboxes() -> None:
+    html = _md("- [ ] todo\n- [x] done\n")
+    boxes = _elements(html, "input")
+    assert len(boxes) == 2
+    assert all(box["type"] == "checkbox" and box["disabled"] == "disabled" for box in boxes)
+    assert "checked" not in boxes[0] and boxes[1]["checked"] == "checked"
+
+
+def test_markdown_headings_get_prefixed_anchors_and_in_page_links_follow() -> None:
+    html = _md("# Getting started\n\nSee [usage](#usage).\n\n## Usage\n")
+    ids = [attrs["id"] for attrs in _elements(html, "h1") + _elements(html, "h2")]
+    assert ids == ["user-content-getting-started", "user-content-usage"]
+    hrefs = [attrs["href"] for attrs in _elements(html, "a")]
+    assert "#user-content-usage" in hrefs
+
+
+def test_markdown_footnotes_link_both_ways() -> None:
+    html = _md("Claim[^1].\n\n[^1]: Source.\n")
+    anchors = {attrs.get("id"): attrs["href"] for attrs in _elements(html, "a")}
+    assert anchors["user-content-fnref1"] == "#user-content-fn1"
+    assert _elements(html, "li")[0]["id"] == "user-content-fn1"
+    assert "#user-content-fnref1" in anchors.values()
+
+
+def test_markdown_heading_ids_cannot_clobber_the_page() -> None:
+    # `<h1 id="editor">` would shadow the page's own #editor (and window.editor) without the prefix.
+    html = _md("# editor\n\n# csrf-token\n")
+    assert [attrs["id"] for attrs in _elements(html, "h1")] == ["user-content-editor", "user-content-csrf-token"]
+
+
+def test_sanitize_keeps_a_smuggled_input_inert() -> None:
+    # html=False keeps raw HTML out of markdown-it's output; this is the second fence, tested alone.
+    html = sanitize('<input type="text" onclick="alert(1)" onfocus="alert(2)" autofocus value="x" name="csrf">'
+                    '<img src="x" onerror="alert(1)"><a href="javascript:alert(1)">x</a><script>alert(1)</script>'
+                    '<span class="k evil" style="color:red">k</span><h2 id="x" onmouseover="alert(1)">t</h2>')
+    (box,) = _elements(html, "input")
+    assert box == {"type": "checkbox", "disabled": "disabled"}
+    assert _elements(html, "img") == [{"src": "x"}]
+    assert "href" not in _elements(html, "a")[0]
+    assert "<script" not in html and "alert" not in html
+    assert _elements(html, "span") == [{"class": "k"}]
+    assert _elements(html, "h2") == [{"id": "user-content-x"}]
