@@ -3,18 +3,22 @@ folders with bounds; symlinks copied as symlinks, special files skipped; partial
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from daemon.errors import ApiError
 from daemon.files import copying
 from daemon.files.copying import Budget, Job
+from daemon.files.manage_endpoints import run_job
 from daemon.files.naming import Conflict
-from tests.conftest import Api, ApiFactory, FakeClock
+from tests.conftest import Api, ApiFactory, FakeClock, eventually
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -206,3 +210,39 @@ def test_conflict_rules_of_the_plain_function(home: Path) -> None:
         copying.copy(str(home / "a"), str(home / "b"), Budget(100), Job(0), conflict=Conflict.REFUSE)
     assert copying.copy(str(home / "a"), str(home / "b"), Budget(100), Job(0),
                         conflict=Conflict.KEEP_BOTH) == str(home / "b (1)")
+
+
+async def test_a_client_that_leaves_cancels_the_running_job(aiohttp_client: Any) -> None:
+    """The endpoints' wiring: run_job sees the connection close and sets the Job's cancel flag,
+    which the copy and the extraction check between blocks (tested above on the plain function)."""
+    started, seen = threading.Event(), threading.Event()
+
+    def work(job: Job) -> str:
+        started.set()
+        if job.cancelled.wait(timeout=60):
+            seen.set()
+        job.check()  # raises Cancelled, as a copy does at its next block
+        return "finished"
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=await run_job(request, work, timeout=120))
+
+    app = web.Application()
+    app.router.add_post("/work", handler)
+    client = await aiohttp_client(app)
+    request = asyncio.ensure_future(client.post("/work"))
+    await eventually(started.is_set)
+    request.cancel()  # the client goes away mid-request: its connection is closed
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await eventually(seen.is_set)
+
+
+def test_a_job_past_its_deadline_refuses_to_go_on() -> None:
+    clock = FakeClock()
+    job = Job(5, clock=clock)
+    job.check()
+    clock.advance(5)
+    with pytest.raises(ApiError) as late:
+        job.check()
+    assert late.value.status == 408
