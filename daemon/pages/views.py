@@ -123,8 +123,8 @@ async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.
                                       call.app[LISTINGS])
     query = call.query
     session: PageSession = call.request[SESSION_KEY]
-    hidden = bool(session.state.get("show_hidden")) if query.hidden is None else query.hidden
-    session.state["show_hidden"] = hidden
+    hidden = session.state.get("show_hidden") == "true" if query.hidden is None else query.hidden
+    session.state["show_hidden"] = "true" if hidden else "false"
     session.state["last_dir"] = target
     view = View(query.sort, query.order == "desc", hidden, query.filter, query.page)
     entries = await asyncio.to_thread(mark_symlinks, target, listing["entries"],

@@ -13,10 +13,13 @@
   const { actions, rows, selected, directory, join, attempt } = page;
   // The server's routes for what engineer A's brief names (hidden endpoints: not in /openapi.json).
   const ROUTES = {
-    copy: "/files/copy",          // POST {source, destination}: never clobbers (409)
-    extract: "/files/extract",    // POST {path}: into a new folder beside the archive
+    copy: "/files/copy",          // POST {source, destination?, conflict}: never clobbers
+    extract: "/files/extract",    // POST {path} -> {path}: into a new folder beside the archive
+    create: "/files/create",      // POST {directory, name, type, conflict}: 409 when taken, 400 for a bad name
+    rename: "/files/rename",      // POST {path, name}: same folder, never over an entry
     share: "/files/download/link", // GET ?path=&lifetime=<seconds> -> {url}
-    zip: "/files/archive",        // POST form: csrf_token, paths (repeated) -> streamed attachment
+    zip: "/files/archive/download", // POST form: csrf_token, paths (repeated) -> streamed attachment
+    download: "/files/download",  // GET ?path= -> the file as an attachment
   };
   const SHARE_LIFETIMES = [["15 minutes", 900], ["1 hour", 3600], ["1 day", 86400], ["7 days", 604800]];
   const ARCHIVE = /\.(zip|tar|tar\.gz|tgz|tar\.bz2|tbz2|tar\.xz|txz|tar\.zst)$/i;
@@ -161,31 +164,12 @@
 
   const askName = (options) => dialogs.prompt({ check: dialogs.nameProblem, ...options });
 
-  /** "report.txt" -> "report (copy).txt", "report (copy 2).txt", ... the first not in `taken`. */
-  function copyName(name, taken) {
-    const archive = /\.tar\.(gz|bz2|xz|zst)$/i.exec(name);
-    const dot = archive ? archive.index : name.lastIndexOf(".");
-    const [stem, extension] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ""];
-    for (let number = 1; ; number += 1) {
-      const candidate = `${stem} (copy${number > 1 ? " " + number : ""})${extension}`;
-      if (!taken.has(candidate)) return candidate;
-    }
-  }
-
-  /** Copy without ever overwriting: the server refuses an existing name (409), so try the next. */
-  async function duplicate(item, folder) {
-    const taken = new Set(folder === directory ? [...document.querySelectorAll("tr.entry")].map((row) => row.dataset.name) : []);
-    taken.add(item.name);
-    for (let attempts = 0; attempts < 20; attempts += 1) {
-      const name = folder === directory || attempts > 0 ? copyName(item.name, taken) : item.name;
-      try {
-        return await api("POST", ROUTES.copy, { json: { source: item.path, destination: inside(folder, name) }, timeout: 0 });
-      } catch (error) {
-        if (error.status !== 409) throw error;
-        taken.add(name);
-      }
-    }
-    throw new Error("No free name for the copy");
+  /** Copy `item` into `folder`, never overwriting: beside itself the server names it "name (copy).ext",
+   *  elsewhere a taken name gets the next free "name (1).ext". */
+  function duplicate(item, folder) {
+    const body = folder === parentOf(item.path) ? { source: item.path }
+      : { source: item.path, destination: inside(folder, item.name), conflict: "keep-both" };
+    return api("POST", ROUTES.copy, { json: body, timeout: 0 });
   }
 
   // --- downloads the browser manages ---------------------------------------------------------------------
@@ -201,7 +185,7 @@
   }
 
   function downloadFile(path) {
-    const link = dialogs.element("a", { href: `/files/view?path=${encodeURIComponent(path)}`, download: baseName(path), hidden: true });
+    const link = dialogs.element("a", { href: `${ROUTES.download}?path=${encodeURIComponent(path)}`, download: baseName(path), hidden: true });
     document.body.append(link);
     link.click();
     link.remove();
@@ -261,17 +245,13 @@
   Object.assign(actions, {
     "new-file": () => attempt(async () => {
       const name = await askName({ title: "New file", label: "File name", confirmLabel: "Create", testid: "new-file-dialog",
-        async submit(value) {
-          // create_new on the server side: an existing file is refused, never emptied.
-          const exists = await json("GET", `/files/display?path=${encodeURIComponent(join(value))}`);
-          if (exists.exists) throw new Error(`${value} already exists`);
-          await api("POST", "/files/write", { json: { path: join(value), content: "" } });
-        } });
-      if (name) window.location.href = browseUrl(join(name)) + "#edit"; // opens in the editor
+        // O_EXCL on the server: an existing file is refused (409, shown inline), never emptied.
+        submit: (value) => api("POST", ROUTES.create, { json: { directory, name: value, type: "file" } }) });
+      if (name) window.location.href = browseUrl(join(name)); // an empty file opens in the editor
     }),
     "new-folder": () => attempt(async () => {
       const name = await askName({ title: "New folder", label: "Folder name", confirmLabel: "Create", testid: "new-folder-dialog",
-        submit: (value) => api("POST", "/files/mkdir", { json: { path: join(value) } }) });
+        submit: (value) => api("POST", ROUTES.create, { json: { directory, name: value, type: "folder" } }) });
       if (name) reload();
     }),
     rename: (row) => attempt(async () => {
@@ -279,7 +259,7 @@
         confirmLabel: "Rename", selectStem: row.dataset.type !== "directory", testid: "rename-dialog",
         async submit(value) {
           if (value === row.dataset.name) return;
-          await api("POST", "/files/move", { json: { source: row.dataset.path, destination: join(value) } });
+          await api("POST", ROUTES.rename, { json: { path: row.dataset.path, name: value } });
         } });
       if (name && name !== row.dataset.name) reload();
     }),
@@ -300,7 +280,7 @@
     download: (row) => downloadFile(row.dataset.path),
     extract: (row) => attempt(async () => {
       const reply = await json("POST", ROUTES.extract, { json: { path: row.dataset.path }, timeout: 0 });
-      toast(`Extracted into ${baseName(reply.destination || reply.path || "")}`);
+      toast(`Extracted into ${baseName(reply.path)}`);
       reload();
     }),
     share: (row) => attempt(() => share(row)),

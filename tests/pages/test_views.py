@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -315,7 +315,7 @@ async def test_a_listing_row_has_the_details(browser: Browser, folder: Path) -> 
     assert within(big, "a")[0].attr("href") == browse(folder / "big.bin")
     download = next(a for a in within(big, "a") if a.attr("data-action") == "download")
     assert download.attr("download") == "big.bin"
-    assert urlsplit(download.attr("href")).path == "/files/view"
+    assert urlsplit(download.attr("href")).path == "/files/download"  # an attachment: a native download
     assert parse_qs(urlsplit(download.attr("href")).query) == {"path": [str(folder / "big.bin")]}
     assert rows["zdir"].attr("data-type") == "directory" and "KB" not in rows["zdir"].text
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", rows["A.txt"].text)
@@ -794,6 +794,9 @@ async def test_the_pages_link_to_the_terminal_only_when_it_is_enabled(
     (tmp_path / "home" / "notes.txt").write_text("hello\n")
     for url, status in [(browse(tmp_path / "home"), 200), (browse(tmp_path / "home" / "notes.txt"), 200),
                         (browse(tmp_path / "home" / "missing"), 404)]:
-        assert terminal_links(await browser.page(url, status)) == (["/terminal"] if enabled else []), url
+        links = terminal_links(await browser.page(url, status))
+        folder_page = status == 200 and url.endswith("/home")  # "Terminal here" on a folder's page
+        here = ["/terminal?" + urlencode({"cwd": str(tmp_path / "home")})] if folder_page else []
+        assert links == (["/terminal", *here] if enabled else []), url
     async with browser.client.get("/terminal", allow_redirects=False) as response:
         assert (response.status == 404) is not enabled
