@@ -20,6 +20,9 @@ and whether it is met. The workloads:
   ``bench/notebooks.py``.
 * **compare**: ``POST /files/compare`` on two generated 10,000-line files (5% of lines changed,
   inserted, deleted or changed by a word), p50 over the runs; in ``bench/compare.py``.
+* **pages** (opentermd only): the browse page of a 10,000-entry folder (time to first byte, target
+  <= 150 ms; time to usable in headless Chromium), a thumbnail per image, and the script sizes of the
+  editor's and the terminal's pages (raw and gzip); in ``bench/pages.py``.
 * **start**: five fresh starts of each program, alternating (fresh HOME and TMPDIR, so the binary
   unpacks itself every time): time to the first 200 on ``/health``, idle RSS of the process tree,
   and the binary's size; in ``bench/binary.py``.
@@ -64,7 +67,7 @@ from yarl import URL
 if __package__ in (None, ""):  # run as a script, `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import binary, compare, files, notebooks, safety, terminals
+from bench import binary, compare, files, notebooks, pages, safety, terminals
 from bench.harness import (
     HEADER,
     REPO,
@@ -311,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         terminals.run(servers, args.smoke, report)
         notebooks.run(servers, args.smoke, report)
         compare.run(servers, args.smoke, report)
+        pages.run(servers, args.smoke, report)
     except (BenchError, *WORKLOAD_ERRORS) as exc:
         report.errors.append(describe(exc))
     finally:

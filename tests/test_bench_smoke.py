@@ -21,6 +21,8 @@ def test_bench_smoke_runs_and_prints_the_table() -> None:
                 "terminal echo p50 (20x)", "terminal echo p95", "terminal echo wrong",
                 "notebook create to ready (median of 1)", "notebook cell `1+1` p50 (5x)",
                 "compare two 400-line files p50 (3x)", "compare two 400-line files max",
+                "browse 200-entry folder: time to first byte p50 (3x)", "thumbnail of a 1600x1200 JPEG",
+                "editor (file page) scripts", "terminal page scripts gzip",
                 "start to first 200 on /health (median of 1)", "idle RSS (launcher + server)",
                 # bench/safety.py, at tiny counts
                 "load: errors", "load: server fds after", "load: longest event-loop stall",
