@@ -46,6 +46,7 @@ from daemon.files.ops import UNCONFINED
 
 BLOCK = 1024 * 1024
 MAX_ENTRIES = 100_000
+MAX_DEPTH = 128
 #: An archive may not expand to more than this many times its own size...
 MAX_RATIO = 200
 #: ...once it has written this much (a small archive of zeros or text is fine).
@@ -99,6 +100,8 @@ def entry_parts(name: str, *, zip_entry: bool) -> list[str]:
         raise unsafe(name, "'..' leads out of the folder")
     if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in parts):
         raise unsafe(name, f"a name longer than {MAX_NAME_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:  # each entry is walked one folder at a time: bound the walk
+        raise unsafe(name, f"nested deeper than {MAX_DEPTH} folders")
     return parts
 
 
@@ -234,9 +237,16 @@ def _extract_zip(source: IO[bytes], root: int, counter: Counter) -> None:
                 counter.declared(info.file_size)
                 if info.flag_bits & 0x1:
                     raise unsafe(info.filename, "encrypted entries are not supported")
-                mtime = time.mktime((*info.date_time, 0, 0, -1))
+                mtime = _zip_time(info.date_time)
                 with archive.open(info) as data:
                     _write_file(root, parts, data, stat.S_IMODE(mode) or 0o644, mtime, counter)
+
+
+def _zip_time(date_time: tuple[int, int, int, int, int, int]) -> float:
+    try:
+        return time.mktime((*date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return 0.0
 
 
 # --- tar ------------------------------------------------------------------------------------------
@@ -305,7 +315,8 @@ def _write_file(root: int, parts: list[str], data: IO[bytes], mode: int, mtime: 
                     view = view[os.write(fd, view):]
                 counter.wrote(len(block))
             os.fchmod(fd, mode & 0o777)  # never setuid, setgid or sticky from an archive
-            os.utime(fd, (mtime, mtime))
+            with suppress(OverflowError, ValueError, OSError):  # a date no file system can hold
+                os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
     finally:

@@ -215,3 +215,14 @@ def test_too_many_entries(home: Path) -> None:
         extract.extract(str(home / "many.tar"), None, extract.Limits(max_size=10**9, max_entries=10), Job(0))
     assert refused.value.status == 413
     assert sorted(os.listdir(home)) == ["many.tar", "many.zip"]
+
+
+async def test_odd_dates_and_deep_nesting(api: Api, home: Path) -> None:
+    future = tar_member("future.txt", data=b"f")
+    future[0].mtime = 2**40
+    make_tar(home / "dates.tar", [future], "w")
+    assert (await api.json("POST", "/files/extract", json={"path": "dates.tar"}))["entries"] == 1
+    make_tar(home / "deep.tar", [tar_member("/".join(["d"] * (extract.MAX_DEPTH + 1)), data=b"x")], "w")
+    reply = await api.json("POST", "/files/extract", json={"path": "deep.tar"}, status=422)
+    assert reply["detail"].endswith(f"nested deeper than {extract.MAX_DEPTH} folders")
+    assert sorted(os.listdir(home)) == ["dates", "dates.tar", "deep.tar"]
