@@ -123,7 +123,7 @@ async def _text_preview(call: Call[Any, Any], target: str, mime: str, size: int)
     lower = target.lower()
     # A new (empty) file has nothing to preview: it opens in the editor.
     preview: dict[str, Any] = {"kind": "text", "text": text, "editable": True, "open_editor": size == 0,
-                               "code": await asyncio.to_thread(previews.highlight, text, target)}
+                               "code": await asyncio.to_thread(previews.highlight, text, target, anchors=True)}
     if lower.endswith(TABLES):
         # A file the csv module cannot read (a giant field) keeps its source view.
         with contextlib.suppress(csv.Error):

@@ -97,14 +97,15 @@ def _token_classes() -> set[str]:
     return {name for name in STANDARD_TYPES.values() if name}
 
 
-def highlight(text: str, filename: str) -> str:
+def highlight(text: str, filename: str, *, anchors: bool = False) -> str:
     """`text` as highlighted HTML (`<div class="code">` with a line-number table), lexer by file name."""
     if len(text) > HIGHLIGHT_MAX_CHARS:
         return f'<pre class="code plain">{html.escape(text)}</pre>'
     import pygments
     from pygments.formatters import HtmlFormatter
 
-    formatter = HtmlFormatter(cssclass="code", linenos="table")
+    # With `anchors` every line is an id (`#L-12`): a search result opens the file at its line.
+    formatter = HtmlFormatter(cssclass="code", linenos="table", lineanchors="L" if anchors else "")
     return pygments.highlight(text, _lexer_for(text, filename), formatter)
 
 

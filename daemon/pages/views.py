@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import os
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 from msgspec import Meta, Struct
 
 from daemon.errors import ApiError
-from daemon.files import ops
+from daemon.files import ops, thumbnails
 from daemon.http.auth import SESSION_KEY, identify
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
 from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
-from daemon.pages import compare_view, files_view, previews
+from daemon.pages import compare_view, files_view, previews, search_view
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, mark_symlinks, timestamp
 
@@ -143,7 +143,10 @@ def _row(directory: str, entry: dict[str, Any], view: View) -> dict[str, Any]:
     folder = entry["type"] == "directory"
     # A folder link carries "hidden" so the choice is kept when it is opened in a new tab too.
     href = browse_url(path) + ("?hidden=true" if folder and view.hidden else "")
-    return {**entry, "path": path, "href": href,
+    # The grid view's picture (previews.css shows it only there; loading=lazy fetches only what is seen).
+    wanted = not folder and not entry.get("broken") and thumbnails.wanted(path)
+    thumbnail = "/files/thumbnail?path=" + quote(path) if wanted else None
+    return {**entry, "path": path, "href": href, "thumbnail": thumbnail,
             "size_text": "" if folder or entry.get("broken") else human_size(entry["size"]),
             "modified_text": timestamp(entry["modified"]) if entry["modified"] else ""}
 
@@ -162,5 +165,7 @@ ENDPOINTS = [
     Endpoint("GET", "/browse{path:.*}", browse, query=BrowseQuery, access=Access.PAGE, in_schema=False),
     Endpoint("GET", "/pages/code.css", code_css, access=Access.PUBLIC, in_schema=False),
     Endpoint("GET", "/compare", compare_view.compare_page, query=compare_view.CompareQuery, access=Access.PAGE,
+             in_schema=False),
+    Endpoint("GET", "/search", search_view.search_page, query=search_view.SearchPageQuery, access=Access.PAGE,
              in_schema=False),
 ]
