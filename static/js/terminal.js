@@ -452,10 +452,12 @@
     const mine = tabs.find((tab) => tab.sessionId === session.id);
     const where = mine ? "in this page" : session.attached ? "attached elsewhere" : "detached";
     const started = new Date(session.created_at).toLocaleString();
+    // The folder is cut at its start when long (its end says most): <bdi> keeps its own direction.
+    const cwd = element("span", { className: "cwd", title: session.cwd || "" });
+    cwd.append(element("bdi", {}, session.cwd || ""));
     row.append(element("span", { className: "id" }, session.id),
-      element("span", { className: "cwd", title: session.cwd || "" }, session.cwd || ""),
       element("span", { className: "where", "data-testid": "terminal-session-where" }, where),
-      element("span", { className: "started" }, `started ${started}`));
+      cwd, element("span", { className: "started" }, `started ${started}`));
     const button = (label, testid, run, danger = false) => {
       const control = element("button", { type: "button", "data-testid": testid, className: danger ? "danger" : undefined }, label);
       control.addEventListener("click", run);

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from tests.browser.conftest import OpenPage, Watched
 from tests.conftest import KEY
@@ -276,3 +277,143 @@ async def test_the_terminal_fits_a_phone_in_the_dark(open_page: OpenPage) -> Non
                                  timeout=WAIT)
     await watched.shot("phone-dark", full_page=False)
     await finish(watched)
+
+
+# --- issue 13: wide characters, font size and theme, a session in a folder -------------------------------
+
+#: Where each character of the line that shows `text` starts, in cells, and xterm's width for it.
+CELLS = """(text) => {
+  const buffer = window.__opentermdTerminal.buffer.active;
+  for (let row = buffer.length - 1; row >= 0; row--) {
+    const line = buffer.getLine(row);
+    if (!line.translateToString(true).includes(text)) continue;
+    const cells = [];
+    for (let x = 0; x < line.length; x++) {
+      const cell = line.getCell(x);
+      if (cell.getWidth() > 0 && cell.getChars()) cells.push([x, cell.getChars(), cell.getWidth()]);
+    }
+    return cells;
+  }
+  return null;
+}"""
+
+#: The left edge, in pixels, of the first '|' drawn on the screen row that shows `text`.
+BAR_X = """(text) => {
+  for (const row of document.querySelectorAll('.terminal-pane:not([hidden]) .xterm-rows > div')) {
+    if (!row.textContent.includes(text)) continue;
+    const walker = document.createTreeWalker(row, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const at = node.data.indexOf('|');
+      if (at < 0) continue;
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + 1);
+      return range.getBoundingClientRect().left;
+    }
+  }
+  return null;
+}"""
+
+
+async def test_emoji_and_cjk_take_two_cells_and_what_follows_lines_up(logged_in: Watched) -> None:
+    """xterm's old Unicode 6 tables made an emoji one cell wide, so everything after it was drawn (and
+    edited) one cell off from where the shell put it; the unicode11 add-on makes it two."""
+    page = await open_terminal(logged_in)
+    await run(page, r"printf '\360\237\230\200\346\274\242\345\255\227|emoji\n123456|ascii\n'")
+    await wait_for_line(page, "123456|ascii")
+    cells = await page.evaluate(CELLS, "|emoji")
+    assert cells[:4] == [[0, "😀", 2], [2, "漢", 2], [4, "字", 2], [6, "|", 1]], cells
+    assert await page.evaluate("window.__opentermdTerminal.unicode.activeVersion") == "11"
+    assert await page.evaluate(CELLS, "|ascii") == [[i, c, 1] for i, c in enumerate("123456|ascii")]
+    # Drawn where the buffer says: the bars of both lines are one above the other.
+    emoji_x, ascii_x = await page.evaluate(BAR_X, "emoji"), await page.evaluate(BAR_X, "ascii")
+    assert emoji_x is not None and abs(emoji_x - ascii_x) < 1.5, (emoji_x, ascii_x)
+    await logged_in.shot("wide-characters")
+    await finish(logged_in)
+
+
+async def font_size(page: Page) -> int:
+    size: int = await page.evaluate("window.__opentermdTerminal.options.fontSize")
+    return size
+
+
+async def test_font_size_keys_and_setting_are_remembered_and_the_terminal_refits(logged_in: Watched) -> None:
+    page = await open_terminal(logged_in)
+    await run(page, "echo sized")
+    await wait_for_line(page, "sized")
+    assert await font_size(page) == 14
+    columns: int = await page.evaluate("window.__opentermdTerminal.cols")
+    await page.keyboard.press("Control+Equal")
+    await page.keyboard.press("Control+Equal")
+    assert await font_size(page) == 16
+    await page.wait_for_function(f"() => window.__opentermdTerminal.cols < {columns}", timeout=WAIT)
+    # The shell is told the new size (the PTY's, as `stty size` reads it).
+    await run(page, "stty size | tr ' ' x")
+    rows, cols = await page.evaluate("[window.__opentermdTerminal.rows, window.__opentermdTerminal.cols]")
+    await wait_for_line(page, f"{rows}x{cols}")
+    await logged_in.shot("font-16")
+
+    await page.reload()
+    await page.wait_for_selector(CONNECTED, timeout=WAIT)
+    assert await font_size(page) == 16, "remembered"
+    await page.click("[data-testid=terminal]")
+    await page.keyboard.press("Control+Minus")
+    assert await font_size(page) == 15
+    await page.click("[data-testid=terminal-settings] summary")
+    assert await page.input_value("[data-testid=terminal-font-size]") == "15"
+    await page.fill("[data-testid=terminal-font-size]", "20")
+    await page.wait_for_function("() => window.__opentermdTerminal.options.fontSize === 20", timeout=WAIT)
+    await page.fill("[data-testid=terminal-font-size]", "99")
+    await page.wait_for_function("() => window.__opentermdTerminal.options.fontSize === 32", timeout=WAIT)
+    saved = await page.evaluate("JSON.parse(localStorage.getItem('opentermd.terminal.settings'))")
+    assert saved["fontSize"] == 32
+    await page.click("[data-testid=terminal]")
+    await page.keyboard.press("Control+0")
+    assert await font_size(page) == 14
+    await finish(logged_in)
+
+
+async def test_the_theme_setting_overrides_the_system_and_is_remembered(open_page: OpenPage) -> None:
+    for system, chosen, background in (("light", "dark", "#0d1117"), ("dark", "light", "#ffffff")):
+        watched = await open_page(color_scheme=system)
+        await watched.login()
+        page = await open_terminal(watched)
+        await run(page, "ls -d / && echo themed")
+        await wait_for_line(page, "themed")
+        await page.click("[data-testid=terminal-settings] summary")
+        await page.select_option("[data-testid=terminal-theme]", chosen)
+        await watched.shot(f"theme-{chosen}-settings")
+        await page.click("[data-testid=terminal-settings] summary")
+        await page.wait_for_function(f"() => window.__opentermdTerminal.options.theme.background === '{background}'")
+        assert await page.evaluate("document.documentElement.dataset.theme") == chosen
+        assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == \
+            ("rgb(13, 17, 23)" if chosen == "dark" else "rgb(255, 255, 255)")
+        await page.reload()
+        await page.wait_for_selector(CONNECTED, timeout=WAIT)
+        await page.wait_for_function(f"() => window.__opentermdTerminal.options.theme.background === '{background}'")
+        await wait_for_line(page, "themed")
+        await watched.shot(f"theme-{chosen}-on-{system}", full_page=False)
+        await page.click("[data-testid=terminal-settings] summary")
+        await page.select_option("[data-testid=terminal-theme]", "system")
+        assert await page.evaluate("document.documentElement.dataset.theme") is None
+        await finish(watched)
+
+
+async def test_a_terminal_opened_in_a_folder_starts_there(logged_in: Watched) -> None:
+    folder = logged_in.site.home / "my project"
+    folder.mkdir()
+    page = await open_terminal(logged_in)  # One tab already; the link adds another.
+    await page.goto(logged_in.site.url(f"/terminal?cwd={quote(str(folder))}"))
+    await page.wait_for_selector(CONNECTED, timeout=WAIT)
+    assert page.url == logged_in.site.url("/terminal"), "a reload re-attaches instead of opening another"
+    await page.wait_for_function("() => document.querySelectorAll('[data-testid=terminal-tab]').length === 2")
+    await run(page, "pwd")
+    await wait_for_line(page, str(folder))
+    await page.reload()
+    await page.wait_for_selector(CONNECTED, timeout=WAIT)
+    assert await page.locator("[data-testid=terminal-tab]").count() == 2
+
+    await page.goto(logged_in.site.url(f"/terminal?cwd={quote(str(folder / 'missing'))}"))
+    assert (await page.locator("h1").first.text_content() or "").startswith("404")
+    logged_in.expect_status(404, "/terminal")
+    await finish(logged_in)
