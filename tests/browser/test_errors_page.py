@@ -8,7 +8,7 @@ import pytest
 
 from tests.browser.conftest import OpenPage, Watched
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "desktop-light": {"viewport": {"width": 1440, "height": 900}, "color_scheme": "light"},
     "phone-dark": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
                    "color_scheme": "dark"},
