@@ -537,7 +537,8 @@ async def test_an_html_file_is_source_and_a_sandboxed_frame(browser: Browser, ho
     assert frame.attr("src") == "/files/view?path=" + quote(str(home / "page.html"))
     assert "<h1" in page.one(testid="preview-source").text  # shown as text
     assert "fetch('/files/list')" in page.one(testid="preview-source").text
-    assert not page.all("h1")  # nothing of the file became an element of the page
+    # Nothing of the file became an element of the page: its only h1 is the page's own, the file's name.
+    assert [heading.text for heading in page.all("h1")] == ["page.html"]
 
 
 async def test_the_file_page_has_its_etag_and_links(browser: Browser, home: Path) -> None:
