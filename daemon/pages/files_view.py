@@ -11,10 +11,13 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from msgspec import Struct
 
 from daemon.errors import ApiError
 from daemon.files import documents, ops, preview, reading
+from daemon.files.locate import from_home
 from daemon.http.endpoints import Call
+from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG, LISTINGS, SCOPE
 from daemon.pages import notebook_view, previews, tables
 from daemon.pages.layout import breadcrumbs, browse_url, render
@@ -33,9 +36,24 @@ def view_url(path: str) -> str:
 
 
 def serve_url(path: str) -> str:
-    """The file at a URL ending in its name: Chromium titles a PDF's tab by the URL's last segment
-    (/files/view?path=... made every PDF "view")."""
+    """The file at a URL ending in its name, which PDF viewers offer as the name to save it under."""
     return "/files/serve" + quote(path)
+
+
+def pdf_url(path: str) -> str:
+    return "/pdf?path=" + quote(path)
+
+
+class PdfQuery(Struct, kw_only=True):
+    path: str
+
+
+async def pdf_page(call: Call[PdfQuery, NoInput]) -> web.Response:
+    """A PDF filling a page titled with its name: opened bare, Chromium titles the tab by the URL's
+    last segment ("view" for /files/view?path=...), or by the document's own metadata."""
+    target = from_home(call, call.query.path)
+    await asyncio.to_thread(ops.require_file, target, call.app[SCOPE].beneath)
+    return render(call.request, "pdf.html", {"name": os.path.basename(target), "src": serve_url(target)})
 
 
 async def file_page(call: Call[Any, Any], target: str) -> web.Response:
@@ -51,7 +69,7 @@ async def file_page(call: Call[Any, Any], target: str) -> web.Response:
     if context["kind"] == "image":
         context["images"] = await asyncio.to_thread(sibling_images, call, target, info)
     elif context["kind"] == "pdf":
-        context["raw_url"] = serve_url(target)
+        context.update(raw_url=pdf_url(target), pdf_src=serve_url(target))
     return render(call.request, "file.html", context)
 
 

@@ -168,4 +168,5 @@ ENDPOINTS = [
              in_schema=False),
     Endpoint("GET", "/search", search_view.search_page, query=search_view.SearchPageQuery, access=Access.PAGE,
              in_schema=False),
+    Endpoint("GET", "/pdf", files_view.pdf_page, query=files_view.PdfQuery, access=Access.PAGE, in_schema=False),
 ]

@@ -77,3 +77,12 @@ async def test_an_image_page_lists_the_folders_images_in_order(browser: Browser,
     assert [image["name"] for image in images] == ["A.jpg", "b.png", "c.gif"]
     assert images[1]["src"] == "/files/view?path=" + quote(str(home / "b.png"))
     assert images[1]["href"] == browse(home / "b.png")
+
+
+async def test_the_pdf_page_is_titled_with_the_name_and_confined(browser: Browser, home: Path) -> None:
+    (home / "My report.pdf").write_bytes(b"%PDF-1.4\n")
+    page = Document(await browser.page("/pdf?path=" + quote(str(home / "My report.pdf"))))
+    assert page.one("title").text == "My report.pdf"
+    assert page.one("iframe").attr("src") == "/files/serve" + quote(str(home / "My report.pdf"))
+    await browser.page("/pdf?path=" + quote(str(home / "missing.pdf")), status=404)  # the styled error page
+    await browser.page("/pdf?path=" + quote(str(home)), status=400)

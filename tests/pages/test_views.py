@@ -487,9 +487,9 @@ async def test_a_pdf_shows_the_viewer_and_its_text(browser: Browser, home: Path)
     (home / "report.pdf").write_bytes(make_pdf(PAGES))
     page = Document(await browser.page(browse(home / "report.pdf")))
     frame = page.one("iframe", testid="preview-pdf")
-    # A URL ending in the file's name: Chromium titles the PDF's tab by it (was "view").
+    # A URL ending in the file's name (the viewer's name to save it under); Raw opens a page titled with it.
     assert frame.attr("src") == "/files/serve" + quote(str(home / "report.pdf"))
-    assert page.one("a", testid="raw").attr("href") == "/files/serve" + quote(str(home / "report.pdf"))
+    assert page.one("a", testid="raw").attr("href") == "/pdf?path=" + quote(str(home / "report.pdf"))
     assert page.one("pre", testid="pdf-text").text.strip() == PDF_TEXT
     assert not page.all(testid="edit")
 
