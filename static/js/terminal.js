@@ -234,8 +234,8 @@
       item.dataset.state = tab.state.status;
       const select = document.createElement("button");
       select.type = "button";
-      select.setAttribute("role", "tab");
-      select.setAttribute("aria-selected", String(tab === active));
+      // A group of buttons, not an ARIA tablist: a tablist may hold only tabs, and each tab has a close button.
+      if (tab === active) select.setAttribute("aria-current", "true");
       select.dataset.testid = "terminal-tab";
       select.className = "select";
       select.textContent = tabName(tab);

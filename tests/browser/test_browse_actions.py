@@ -258,7 +258,7 @@ async def test_show_hidden_is_kept_in_a_subfolder(logged_in: Watched) -> None:
     assert await names(logged_in) == [".inner"]
     await page.goto(logged_in.site.browse_url(home))  # a plain address: remembered for the session
     assert ".dotfile" in await names(logged_in)
-    await expect(page.get_by_test_id("toggle-hidden")).to_have_attribute("aria-pressed", "true")
+    await expect(page.get_by_test_id("toggle-hidden")).to_have_attribute("data-active", "true")
     logged_in.assert_clean()
 
 

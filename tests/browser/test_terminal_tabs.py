@@ -56,7 +56,7 @@ async def test_tabs_hold_separate_shells_and_a_reload_reattaches_them_all(open_p
     await watched.shot(f"two-tabs-{scheme}")
     await page.locator(TAB).first.click()
     await wait_for_line(page, "first-2")
-    assert await page.locator(TAB).first.get_attribute("aria-selected") == "true"
+    assert await page.locator(TAB).first.get_attribute("aria-current") == "true"
 
     await page.reload()
     await tab_count(page, 2)
