@@ -94,3 +94,15 @@ async def test_needs_the_key(api: Api, home: Path) -> None:
     (home / "a.png").write_bytes(png(8, 8))
     async with api.request("GET", "/files/thumbnail", params={"path": str(home / "a.png")}, auth=False) as response:
         assert response.status == 401
+
+
+def test_the_cache_stays_within_its_bound_oldest_out(tmp_path: Path) -> None:
+    from daemon.files.thumbnails import ThumbnailCache
+
+    cache = ThumbnailCache(tmp_path / "thumbs", max_bytes=3000)
+    for n in range(5):
+        cache.put(f"k{n}", bytes(1000))
+        os.utime(tmp_path / "thumbs" / f"k{n}.webp", ns=(n * 10**9, n * 10**9))  # k0 oldest
+    cache.trim()
+    assert sorted(path.name for path in (tmp_path / "thumbs").iterdir()) == ["k2.webp", "k3.webp", "k4.webp"]
+    assert cache.get("k4") == bytes(1000) and cache.get("k0") is None
