@@ -80,6 +80,8 @@ TEXT_KINDS = ("text", "markdown", "table", "frame", "notebook")
 def type_name(path: str, mime: str, kind: str) -> str:
     """What the file is, in words: Pygments' language name for text ("TypeScript", "Go", "YAML"),
     else the MIME type (`.ts` is TypeScript here, not the Qt translation file mimetypes says)."""
+    if kind == "notebook":
+        return "Jupyter notebook"
     if kind in TEXT_KINDS:
         from pygments.lexers import get_lexer_for_filename
         from pygments.util import ClassNotFound

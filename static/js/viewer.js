@@ -1,5 +1,6 @@
 // The image viewer on an image's file page: fits the window, zooms (buttons, wheel, pinch, + − 0),
-// pans by dragging or scrolling, and steps through the folder's images with ← → (or the ‹ › buttons).
+// pans by dragging or scrolling, and steps through the folder's images with ← → (or the ‹ › buttons,
+// or a sideways swipe on a phone).
 // The server puts the folder's images, sorted as the browse page sorts them, in #viewer-images, so a
 // step costs only the next image's bytes (its neighbours are fetched ahead), never a listing.
 (() => {
@@ -65,10 +66,14 @@
 
   const pointers = new Map();
   let pinch = null;
+  let swipe = null; // a one-finger stroke on a fitted image: left/right steps through the folder
+  const SWIPE = 60; // CSS pixels
 
   stage.addEventListener("pointerdown", (event) => {
     pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     stage.setPointerCapture(event.pointerId);
+    swipe = pointers.size === 1 && scale === null && event.pointerType !== "mouse"
+      ? { x: event.clientX, y: event.clientY } : null;
     if (pointers.size === 2) pinch = { distance: spread(), scale: scale ?? fitScale() };
   });
 
@@ -77,6 +82,7 @@
     if (!last) return;
     const now = { x: event.clientX, y: event.clientY };
     pointers.set(event.pointerId, now);
+    if (pointers.size === 2) swipe = null;
     if (pinch && pointers.size === 2) {
       const box = stage.getBoundingClientRect();
       const [a, b] = [...pointers.values()];
@@ -90,6 +96,11 @@
   const release = (event) => {
     pointers.delete(event.pointerId);
     if (pointers.size < 2) pinch = null;
+    if (swipe && event.type === "pointerup" && pointers.size === 0) {
+      const dx = event.clientX - swipe.x;
+      if (Math.abs(dx) > SWIPE && Math.abs(dx) > 2 * Math.abs(event.clientY - swipe.y)) go(dx < 0 ? 1 : -1);
+    }
+    swipe = null;
   };
   stage.addEventListener("pointerup", release);
   stage.addEventListener("pointercancel", release);

@@ -119,3 +119,23 @@ async def test_the_grid_shows_thumbnails_and_is_remembered(open_page: OpenPage, 
     await page.keyboard.press("g")
     await expect(page.locator("[data-testid=listing]")).not_to_have_attribute("data-view", "grid")
     watched.assert_clean()
+
+
+async def test_a_swipe_on_a_phone_steps_to_the_next_image(open_page: OpenPage) -> None:
+    watched = await open_page(viewport=PHONE, has_touch=True, is_mobile=True)
+    photos(watched)
+    await watched.login()
+    page = watched.page
+    await page.goto(watched.site.browse_url(watched.site.home / "photos" / "a.png"))
+    box = await page.locator("[data-testid=viewer-stage]").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    touch = await page.context.new_cdp_session(page)
+    points = [box["x"] + box["width"] * 0.8, box["x"] + box["width"] * 0.5, box["x"] + box["width"] * 0.2]
+    await touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0], "y": y}]})
+    for x in points[1:]:
+        await touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    await touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    await expect(page.locator("[data-testid=viewer-count]")).to_have_text("2 / 3")
+    await expect(page).to_have_url(watched.site.browse_url(watched.site.home / "photos" / "B.png"))
+    watched.assert_clean()

@@ -24,6 +24,7 @@ from tests.pages.test_views import Browser, Document, browse, browser, browser_w
     ("README.md", "text/markdown", "markdown", "Markdown"),
     ("notes.txt", "text/plain", "text", "Text"),
     ("data.csv", "text/csv", "table", "text/csv"),
+    ("analysis.ipynb", "application/octet-stream", "notebook", "Jupyter notebook"),
     ("photo.png", "image/png", "image", "image/png"),
     ("blob.bin", "application/octet-stream", "binary", "application/octet-stream"),
 ])
