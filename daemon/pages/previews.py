@@ -43,7 +43,7 @@ MARKDOWN_ATTRIBUTES = {
 }  # fmt: skip
 # A task list's box: a disabled checkbox, whatever the input said (nh3 sets these, it does not trust them).
 CHECKBOX_ATTRIBUTES = {"input": {"type": {"checkbox"}, "checked": {"checked"}}}
-FORCED_ATTRIBUTES = {"input": {"disabled": "disabled", "type": "checkbox"}}
+FORCED_ATTRIBUTES = {"input": {"disabled": "disabled", "type": "checkbox", "aria-label": "Task"}}
 ID_PREFIX = "user-content-"
 URL_SCHEMES = {"http", "https", "mailto"}
 # Table alignment arrives as style="text-align:..."; styles never pass, so it becomes one of these.

@@ -163,9 +163,12 @@
     setStatus(`${editor.language || "Plain text"} \u00B7 Ctrl+S saves`);
   }
 
-  function close() {
+  async function close() {
     if (!editor) return hide();
-    if (isDirty() && !window.confirm("Discard the unsaved changes?")) return;
+    if (isDirty() && !(await app.dialogs.confirm({
+      title: "Discard the unsaved changes?", message: "The file keeps what was last saved.",
+      confirmLabel: "Discard", danger: true, testid: "discard-dialog",
+    }))) return;
     if (savedOnce) {
       // The preview was rendered from the old contents: show the new ones.
       leaving = true;

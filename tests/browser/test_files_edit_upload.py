@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from playwright.async_api import expect
+
 from tests.browser.conftest import Watched
 
 if TYPE_CHECKING:
@@ -43,6 +45,31 @@ async def test_edit_and_save_with_ctrl_s(watched: Watched) -> None:
     shown = await page.locator("[data-testid=preview-source]").inner_text()
     assert "fresh words" in shown and "second line" in shown and "old content" not in shown
     await watched.shot("3-preview-after-save")
+    watched.assert_clean()
+
+
+async def test_closing_with_unsaved_changes_asks_in_an_in_app_dialog(watched: Watched) -> None:
+    target = watched.site.home / "draft.txt"
+    target.write_text("kept words\n")
+    await watched.login()
+    page = watched.page
+    async with page.expect_navigation():
+        await page.locator("tr[data-testid=entry][data-name='draft.txt'] td.name a").click()
+    await page.click("[data-testid=edit]")
+    content = page.locator("[data-testid=editor] .cm-content")
+    await content.click()
+    await page.keyboard.type("unsaved ")
+    dialog = page.get_by_test_id("discard-dialog")
+    await page.click("[data-action=cancel-edit]")
+    await expect(dialog).to_be_visible()
+    await watched.shot("discard-dialog")
+    await page.keyboard.press("Escape")  # Cancel: still editing, the typing kept
+    await expect(dialog).to_be_hidden()
+    await expect(content).to_contain_text("unsaved")
+    await page.click("[data-action=cancel-edit]")
+    await dialog.get_by_test_id("dialog-confirm").click()
+    await expect(page.locator("[data-testid=editor]")).to_be_hidden()
+    assert target.read_text() == "kept words\n"
     watched.assert_clean()
 
 

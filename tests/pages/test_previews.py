@@ -262,7 +262,7 @@ def test_sanitize_keeps_a_smuggled_input_inert() -> None:
                     '<img src="x" onerror="alert(1)"><a href="javascript:alert(1)">x</a><script>alert(1)</script>'
                     '<span class="k evil" style="color:red">k</span><h2 id="x" onmouseover="alert(1)">t</h2>')
     (box,) = _elements(html, "input")
-    assert box == {"type": "checkbox", "disabled": "disabled"}
+    assert box == {"type": "checkbox", "disabled": "disabled", "aria-label": "Task"}
     assert _elements(html, "img") == [{"src": "x"}]
     assert "href" not in _elements(html, "a")[0]
     assert "<script" not in html and "alert" not in html
