@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import READ_FLAGS, Beneath
-from daemon.files.naming import NEW_FILE_FLAGS, Conflict, check_name, place, temporary_name
+from daemon.files.naming import NEW_FILE_FLAGS, Conflict, as_named, check_name, place, temporary_name
 from daemon.files.ops import UNCONFINED
 
 #: Bytes per copy_file_range call: the job is checked between calls.
@@ -109,6 +109,9 @@ def copy(source: str, destination: str | None, budget: Budget, job: Job, *,
                             durable=not stat.S_ISDIR(info.st_mode))
                 job.check()
                 placed = place(into, temporary, wanted, conflict, folder=stat.S_ISDIR(info.st_mode), label=label)
+            except OSError as exc:
+                remove_entry(into, temporary)
+                raise from_os_error(as_named(exc, temporary, wanted)) from None
             except BaseException:
                 remove_entry(into, temporary)
                 raise

@@ -36,6 +36,7 @@ from daemon.files.naming import (
     MAX_NAME_BYTES,
     NEW_FILE_FLAGS,
     Conflict,
+    as_named,
     check_name,
     existing_names,
     exists,
@@ -143,6 +144,7 @@ def extract(archive: str, destination: str | None, limits: Limits, job: Job, *,
         target = destination or os.path.join(os.path.dirname(archive), default_name)
         conflict = Conflict.REFUSE if destination else Conflict.KEEP_BOTH
         parent, wanted = _parent(target, opener)
+        staging = ""
         try:
             check_name(wanted)
             if conflict is Conflict.REFUSE and existing_names(parent, [wanted]):
@@ -158,7 +160,7 @@ def extract(archive: str, destination: str | None, limits: Limits, job: Job, *,
                 remove_entry(parent, staging)
                 raise
         except OSError as exc:
-            raise from_os_error(exc) from None
+            raise from_os_error(as_named(exc, staging, wanted) if staging else exc) from None
         finally:
             os.close(parent)
     done.path = os.path.join(os.path.dirname(target), placed)

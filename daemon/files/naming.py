@@ -105,10 +105,18 @@ def place(parent: int, temporary: str, name: str, conflict: Conflict, *,
                 raise exists(name) from None
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY:  # A folder's NOREPLACE may say ENOTEMPTY on some file systems.
-                raise
+                raise as_named(exc, temporary, name) from None
             if conflict is not Conflict.KEEP_BOTH and not label:
                 raise exists(name) from None
     raise ApiError(409, f"No free name left for {name}")
+
+
+def as_named(exc: OSError, temporary: str, name: str) -> OSError:
+    """The same error naming the user's entry where it named our temp one (`.a.txt.1a2b3c4d.tmp`
+    means nothing to them)."""
+    if exc.filename is None or temporary not in os.fsdecode(exc.filename):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, name)
 
 
 def exists(name: str) -> ApiError:
@@ -150,7 +158,10 @@ class NewFile:
             if conflict is Conflict.REFUSE and existing_names(self.parent, [self.name]):
                 raise exists(self.name)
             self.temporary = temporary_name(self.name, "tmp")
-            self.fd = os.open(self.temporary, NEW_FILE_FLAGS, 0o600, dir_fd=self.parent)
+            try:
+                self.fd = os.open(self.temporary, NEW_FILE_FLAGS, 0o600, dir_fd=self.parent)
+            except OSError as exc:
+                raise as_named(exc, self.temporary, self.name) from None
         except BaseException:
             os.close(self.parent)
             raise

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from daemon.files.copying import Budget, Job
 from daemon.files.manage_endpoints import run_job
 from daemon.files.naming import Conflict
 from tests.conftest import Api, ApiFactory, FakeClock, eventually
+from tests.files.test_upload_conflicts import form
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -246,3 +249,26 @@ def test_a_job_past_its_deadline_refuses_to_go_on() -> None:
     with pytest.raises(ApiError) as late:
         job.check()
     assert late.value.status == 408
+
+
+@pytest.fixture
+def locked(home: Path) -> Iterator[Path]:
+    """A real immutable folder (chattr +i: even root can make nothing in it)."""
+    folder = home / "locked"
+    folder.mkdir()
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+async def test_a_refused_copy_names_the_users_file_never_the_temp_one(api: Api, home: Path, locked: Path) -> None:
+    (home / "a.txt").write_text("a")
+    (home / "tree").mkdir()
+    for source in ("a.txt", "tree"):
+        reply = await api.json("POST", "/files/copy", json={"source": source, "destination": f"locked/{source}"},
+                               status=403)
+        assert reply == {"detail": f"Operation not permitted: {source}"}
+    reply = await api.json("POST", "/files/upload?directory=locked&conflict=keep-both", status=403,
+                           data=form(b"x", "up.txt"))
+    assert reply == {"detail": "Operation not permitted: up.txt"}
+    assert os.listdir(locked) == []

@@ -16,6 +16,7 @@ from daemon.errors import ApiError
 from daemon.files import extract
 from daemon.files.copying import Job
 from tests.conftest import Api, ApiFactory
+from tests.files.test_copy import locked  # noqa: F401 (a fixture)
 
 
 def make_zip(path: Path, entries: dict[str, bytes], *, links: dict[str, str] | None = None,
@@ -226,3 +227,11 @@ async def test_odd_dates_and_deep_nesting(api: Api, home: Path) -> None:
     reply = await api.json("POST", "/files/extract", json={"path": "deep.tar"}, status=422)
     assert reply["detail"].endswith(f"nested deeper than {extract.MAX_DEPTH} folders")
     assert sorted(os.listdir(home)) == ["dates", "dates.tar", "deep.tar"]
+
+
+@pytest.mark.usefixtures("locked")
+async def test_a_refused_extraction_names_the_folder_never_the_temp_one(api: Api, home: Path) -> None:
+    make_zip(home / "a.zip", {"f": b"1"})
+    reply = await api.json("POST", "/files/extract", json={"path": "a.zip", "destination": "locked/out"}, status=403)
+    assert reply == {"detail": "Operation not permitted: out"}
+    assert os.listdir(home / "locked") == []
