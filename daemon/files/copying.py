@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import READ_FLAGS, Beneath
 from daemon.files.naming import NEW_FILE_FLAGS, Conflict, as_named, check_name, place, temporary_name
-from daemon.files.ops import UNCONFINED
+from daemon.files.ops import UNCONFINED, os_errors
 
 #: Bytes per copy_file_range call: the job is checked between calls.
 COPY_BLOCK = 8 * 1024 * 1024
@@ -101,7 +101,9 @@ def copy(source: str, destination: str | None, budget: Budget, job: Job, *,
         target = destination or source
         with _parent(target, opener, not_found_detail="Destination parent directory not found") as (into, wanted):
             check_name(wanted)
-            if stat.S_ISDIR(info.st_mode) and _holds(source_dir, name, into):
+            with os_errors():
+                inside = stat.S_ISDIR(info.st_mode) and _holds(source_dir, name, into)
+            if inside:
                 raise bad_request("Cannot copy a folder into itself")
             temporary = temporary_name(wanted, "copy")
             try:
