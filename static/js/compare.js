@@ -24,7 +24,7 @@
     pending?.abort();
     pending = new AbortController();
     const url = `/files/matches?path=${encodeURIComponent(folder)}&query=${encodeURIComponent(query)}&limit=20`;
-    const response = await fetch(url, { credentials: "same-origin", signal: pending.signal });
+    const response = await window.opentermd.request("GET", url, { signal: pending.signal });
     if (!response.ok) return;
     const payload = await response.json();
     suggestions.replaceChildren(...payload.results.filter((result) => result.type !== "directory").map((result) => {

@@ -53,10 +53,8 @@
 
   function stopKernel() {
     if (!session) return;
-    session.then((id) => fetch(`/notebooks/${id}`, {
-      // sendBeacon can only POST: a keepalive fetch outlives the page and can DELETE.
-      method: "DELETE", keepalive: true, credentials: "same-origin", headers: { "X-CSRF-Token": app.csrf() },
-    })).catch(() => {});
+    // sendBeacon can only POST: a keepalive request outlives the page and can DELETE.
+    session.then((id) => app.request("DELETE", `/notebooks/${id}`, { keepalive: true })).catch(() => {});
     session = null;
   }
 
