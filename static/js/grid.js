@@ -12,8 +12,7 @@
   function show(view) {
     if (view === "grid") listing.dataset.view = "grid";
     else delete listing.dataset.view;
-    toggle.setAttribute("aria-pressed", String(view === "grid"));
-    toggle.textContent = view === "grid" ? "List" : "Grid";
+    toggle.setAttribute("aria-pressed", String(view === "grid"));  // the pressed "Grid" button says it is on
     toggle.title = view === "grid" ? "Show as a list (g)" : "Show as a grid with thumbnails (g)";
   }
 
