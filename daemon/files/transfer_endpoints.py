@@ -290,7 +290,8 @@ async def upload_by_link(call: Call[NoInput, NoInput]) -> dict[str, object]:
     links, token = call.app[LINKS], call.path("token")
     link: Link = links.take("upload", token)
     try:
-        return await receive_form_upload(call, link.path)
+        # Whoever holds the link has no key: they add a file, never replace one already there.
+        return await receive_form_upload(call, link.path, Conflict.KEEP_BOTH)
     except BaseException:
         links.give_back(token, link)
         raise

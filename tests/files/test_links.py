@@ -191,6 +191,17 @@ async def test_upload_link_works_once_without_the_key(api: Api, scratch_environm
     assert (await fetch(api, "GET", url))[0] == 404
 
 
+async def test_an_upload_by_link_never_replaces_a_file(api: Api, scratch_environment: Path) -> None:
+    folder = scratch_environment / "drop"
+    folder.mkdir()
+    (folder / "hello.txt").write_bytes(b"the owner's file\n")
+    status, body, _ = await fetch(api, "POST", await upload_link(api, "drop"), data=form(b"a stranger's file\n"))
+    assert status == 200, body
+    assert json.loads(body)["path"] == str(folder / "hello (1).txt")
+    assert (folder / "hello.txt").read_bytes() == b"the owner's file\n"
+    assert (folder / "hello (1).txt").read_bytes() == b"a stranger's file\n"
+
+
 async def test_a_failed_upload_does_not_use_up_the_link(api: Api, scratch_environment: Path) -> None:
     url = await upload_link(api, "drop")
     status, body, _ = await fetch(api, "POST", url, data=b"just bytes", headers={"Content-Type": "text/plain"})

@@ -47,6 +47,8 @@ HIDDEN = frozenset({
     "GET /files/view", "GET /files/download/link", "POST /files/upload/link", "POST /files/archive",
     "GET /skills", "GET /skills/read", "GET /processes/{process_id}/status", "GET /api/terminals",
     "GET /api/terminals/{session_id}/recording", "DELETE /api/terminals/{session_id}", "GET /ports", "GET /system",
+    "POST /files/rename", "POST /files/create", "POST /files/exists", "POST /files/copy", "POST /files/extract",
+    "GET /files/download", "GET /files/archive/download", "GET /files/thumbnail",
 }) if os.environ.get("OPENTERMD_FUZZ_HIDDEN") else frozenset()
 
 #: Statuses we answer that the reference's document leaves out (FastAPI lists only what a route declares,
