@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daemon.files import mounts
 from daemon.files.paths import check_removable, require_named
 from daemon.http.endpoints import Call
 from daemon.keys import DIRECTORIES, SCOPE
@@ -29,5 +30,7 @@ def removable_from_home(call: Call[Any, Any], path: str) -> str:
     require_named(path)
     target = from_home(call, path)
     directories, scope = call.app[DIRECTORIES], call.app[SCOPE]
-    check_removable(target, home=directories.home, cwd=directories.get(call.owner.session_id), root=scope.root)
+    removed = check_removable(target, home=directories.home, cwd=directories.get(call.owner.session_id),
+                              root=scope.root)
+    mounts.refuse_removing(removed)
     return target

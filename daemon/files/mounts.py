@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from daemon.errors import bad_request
+
 PSEUDO_TYPES = frozenset({
     "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
     "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "binfmt_misc", "autofs", "efivarfs",
@@ -25,16 +27,31 @@ RG_CWD = "/"
 def pseudo_mounts(mountinfo: str = MOUNTINFO) -> list[str]:
     """Mount points of pseudo file systems, plus /proc, /sys and /dev; sorted, no duplicates."""
     found = set(PSEUDO_NAMES)
+    found.update(mount_point for mount_point, fs_type in _mounts(mountinfo) if fs_type in PSEUDO_TYPES)
+    return sorted(found)
+
+
+def refuse_removing(removed: str, mountinfo: str = MOUNTINFO) -> None:
+    """400 for a delete or move that would take the machine's own files: anything in the kernel's
+    pseudo file systems (/dev/zero, a /proc entry), or a mount point or a folder holding one (a tree
+    removal would go on into the other file system, as removing /dev would empty devtmpfs)."""
+    table = _mounts(mountinfo)
+    pseudo = set(PSEUDO_NAMES) | {point for point, fs_type in table if fs_type in PSEUDO_TYPES}
+    if within(removed, pseudo):
+        raise bad_request(f"Refusing to remove the system's device and kernel files: {removed}")
+    held = sorted(point for point, _ in table if point != "/" and within(point, [removed]))
+    if held:
+        raise bad_request(f"Refusing to remove a mount point or a folder that holds one ({held[0]}): {removed}")
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """(mount point, type) of every mount; none when the table cannot be read."""
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as source:
             lines = source.read().splitlines()
     except OSError:
-        lines = []
-    for line in lines:
-        mount_point, fs_type = _fields(line)
-        if fs_type in PSEUDO_TYPES:
-            found.add(mount_point)
-    return sorted(found)
+        return []
+    return [fields for fields in map(_fields, lines) if fields[0]]
 
 
 def _fields(line: str) -> tuple[str, str]:

@@ -30,9 +30,9 @@ def require_named(path: str) -> None:
         raise bad_request("Path must name a file or folder; an empty path or '.' is refused")
 
 
-def check_removable(target: str, *, home: str, cwd: str, root: str | None) -> None:
+def check_removable(target: str, *, home: str, cwd: str, root: str | None) -> str:
     """400 for what a delete or a move must never take away: `/`, the home and its ancestors, the
-    chat's working directory and its ancestors, and the file root itself.
+    chat's working directory and its ancestors, and the file root itself. Returns the path removed.
 
     What would be removed is the final component itself (a symlink is removed, not followed), so
     it is compared as its real parent folder plus its name.
@@ -46,6 +46,7 @@ def check_removable(target: str, *, home: str, cwd: str, root: str | None) -> No
         for candidate in {kept, os.path.realpath(kept)}:
             if removed == candidate or candidate.startswith(removed.rstrip("/") + "/"):
                 raise bad_request(f"Refusing to remove {what} or a folder that holds it: {target}")
+    return removed
 
 
 def check_path_text(path: str) -> None:

@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from daemon.files import ops, transfer
+from daemon.errors import ApiError
+from daemon.files import mounts, ops, transfer
 from tests.conftest import Api, ApiFactory
 
 CHAT = {"X-Session-Id": "chat-safety"}
@@ -113,6 +114,43 @@ async def test_move_refuses_the_same_sources(api: Api, home: Path) -> None:
     assert (home / "work" / "f.txt").read_text() == "x" and not (home / "moved-away").exists()
 
 
+async def test_the_machines_device_and_kernel_files_are_never_removed(api: Api, home: Path) -> None:
+    """Found in this session: a DELETE of /dev/zero removed the machine's zero device (and one of /dev
+    would have emptied devtmpfs). /sys and /proc stand in for /dev here: if this check ever regresses,
+    the kernel refuses those removals by itself, where /dev's would succeed."""
+    for path in ("/sys/kernel", "/proc/1/environ", "/proc"):
+        reply = await api.json("DELETE", f"/files/delete?path={q(path)}", status=400)
+        assert reply["detail"] == f"Refusing to remove the system's device and kernel files: {path}"
+        body = {"source": path, "destination": str(home / "taken")}
+        assert "device and kernel files" in (await api.json("POST", "/files/move", json=body, status=400))["detail"]
+
+
+def test_a_file_in_a_devtmpfs_is_refused_wherever_it_is_mounted(tmp_path: Path) -> None:
+    devices = tmp_path / "devices"
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"22 1 0:5 / {devices} rw,nosuid - devtmpfs udev rw\n"
+                         "1 0 8:1 / / rw - ext4 /dev/vda rw\n")
+    with pytest.raises(ApiError, match="device and kernel files"):
+        mounts.refuse_removing(str(devices / "zero"), str(mountinfo))
+    mounts.refuse_removing(str(tmp_path / "elsewhere"), str(mountinfo))
+
+
+async def test_a_mount_point_or_a_folder_holding_one_is_never_removed(
+        api: Api, home: Path, small_disk: Path) -> None:
+    """A tree removal would go on into the mounted file system and empty it."""
+    (small_disk / "kept.txt").write_text("on the other file system")
+    for path in ("small", str(small_disk)):
+        detail = (await api.json("DELETE", f"/files/delete?path={q(path)}", status=400))["detail"]
+        assert detail.startswith(f"Refusing to remove a mount point or a folder that holds one ({small_disk})")
+    (home / "outer").mkdir()
+    body = {"source": str(home), "destination": str(home / "outer" / "all")}
+    assert (await api.json("POST", "/files/move", json=body, status=400))["detail"]
+    assert (small_disk / "kept.txt").exists()
+    # What is on the mounted file system stays the user's to delete.
+    assert await api.json("DELETE", "/files/delete?path=small/kept.txt") == {
+        "path": str(small_disk / "kept.txt"), "type": "file"}
+
+
 async def test_a_symlink_to_home_is_removed_as_a_link(api: Api, home: Path) -> None:
     (home / "f.txt").write_text("x")
     (home / "alias").symlink_to(home)
@@ -165,9 +203,10 @@ async def test_uploads_refuse_a_special_target(api: Api, home: Path, kind: str) 
     node = SPECIALS[kind](home / "up.bin")
     await api.json("POST", "/files/upload?directory=.", data=form(b"data", "up.bin"), status=400)
     link = await api.json("POST", "/files/upload/link?directory=.")
+    # A link's upload never replaces anything: it lands beside the special file, which stays as it was.
     async with api.request("POST", URL(link["url"]).path, auth=False, data=form(b"data", "up.bin")) as response:
-        assert response.status == 400, await response.text()
-    assert kind_of(node) == kind
+        assert response.status == 200, await response.text()
+    assert kind_of(node) == kind and (home / "up (1).bin").read_bytes() == b"data"
 
 
 async def test_a_fifo_as_upload_directory_is_400(api: Api, home: Path) -> None:

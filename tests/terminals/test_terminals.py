@@ -289,7 +289,11 @@ async def test_the_list_says_which_sessions_are_attached_and_where_their_shells_
         entries = await api.json("GET", "/api/terminals")
         return next(entry for entry in entries if entry["id"] == session["id"])
 
-    assert await listed() == {**session, "attached": False, "cwd": str(tmp_path)}
+    async def listed_is(expected: dict[str, Any]) -> bool:
+        return await listed() == expected
+
+    # The shell changes into its folder a moment after it is forked: until then /proc shows the daemon's.
+    await eventually(lambda: listed_is({**session, "attached": False, "cwd": str(tmp_path)}))
     socket = await attach(api, session["id"])
     (tmp_path / "inner").mkdir()
     await socket.send_bytes(b"cd inner && echo moved-$((2*3))\n")
