@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import service, watchdog
+from daemon import audit, service, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files.cwd import SessionDirectories
@@ -41,7 +41,7 @@ from daemon.keys import (
 from daemon.net import endpoints as net_endpoints
 from daemon.notebooks import endpoints as notebook_endpoints
 from daemon.notebooks.table import NotebookTable
-from daemon.pages import icons, terminal_page
+from daemon.pages import activity_view, icons, terminal_page
 from daemon.pages import views as page_views
 from daemon.processes import endpoints as process_endpoints
 from daemon.processes.runner import SpawnGate
@@ -66,6 +66,7 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
         *(terminal_endpoints.ENDPOINTS if terminals else ()),
         *net_endpoints.ENDPOINTS,
         *(notebook_endpoints.ENDPOINTS if config.enable_notebooks else ()),
+        *activity_view.API,
         *page_views.ENDPOINTS,
         *(terminal_page.ENDPOINTS if terminals else ()),
     ]
@@ -109,6 +110,7 @@ def create_app(config: Config) -> web.Application:
                               timeout=config.preview_timeout, cache_size=config.preview_cache_size)
     app[SESSIONS] = sessions
     app[GUARD] = guard
+    audit.install(app, config.state_dir)
     endpoints = tuple(declared_endpoints(config))
     app[ENDPOINTS] = endpoints
     register(app, endpoints, access)

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from msgspec import Meta, Struct, structs
 
+from daemon import audit
 from daemon.errors import not_found
 from daemon.files import (
     changes,
@@ -192,6 +193,7 @@ async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
         # An editor saving what it opened: refuse to overwrite a file someone else changed meanwhile.
         await asyncio.to_thread(ops.check_unchanged, target, expected, beneath)
     info = await asyncio.to_thread(ops.atomic_write, target, data, beneath)
+    audit.record(call.app, "write", call, path=target, size=len(data))
     response = json_response({"path": target, "size": len(data)})
     response.headers["ETag"] = ops.etag(info)
     return response
@@ -201,6 +203,7 @@ async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str,
     target = from_cwd(call, call.body.path)
     chunks = [ops.Replacement(**structs.asdict(chunk)) for chunk in call.body.replacements]
     size = await asyncio.to_thread(ops.replace_in_file, target, chunks, call.app[SCOPE].beneath)
+    audit.record(call.app, "replace", call, path=target, size=size)
     return {"path": target, "size": size}
 
 
@@ -208,12 +211,14 @@ async def make_directory(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
     require_named(call.body.path)
     target = from_home(call, call.body.path)
     await asyncio.to_thread(changes.make_directory, target, call.app[SCOPE].beneath)
+    audit.record(call.app, "create", call, path=target, type="folder")
     return {"path": target}
 
 
 async def delete_entry(call: Call[DeleteQuery, NoInput]) -> dict[str, str]:
     target = removable_from_home(call, call.query.path)
     kind = await asyncio.to_thread(changes.delete, target, call.app[SCOPE].beneath)
+    audit.record(call.app, "delete", call, path=target, type=kind)
     return {"path": target, "type": kind}
 
 
@@ -221,6 +226,7 @@ async def move_entry(call: Call[NoInput, MoveRequest]) -> dict[str, str]:
     require_named(call.body.destination)
     source, destination = removable_from_home(call, call.body.source), from_home(call, call.body.destination)
     await asyncio.to_thread(changes.move, source, destination, call.app[SCOPE].beneath)
+    audit.record(call.app, "move", call, source=source, destination=destination)
     return {"source": source, "destination": destination}
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from daemon import audit
 from daemon.files import changes, copying, extract, naming
 from daemon.files.copying import Job
 from daemon.files.locate import from_home, removable_from_home
@@ -62,6 +63,7 @@ async def rename_entry(call: Call[NoInput, RenameRequest]) -> dict[str, str]:
     source = removable_from_home(call, call.body.path)
     naming.check_name(call.body.name)
     destination = await asyncio.to_thread(changes.rename, source, call.body.name, call.app[SCOPE].beneath)
+    audit.record(call.app, "rename", call, source=source, destination=destination)
     return {"source": source, "destination": destination}
 
 
@@ -70,6 +72,7 @@ async def create_entry(call: Call[NoInput, CreateRequest]) -> dict[str, str]:
     body = call.body
     name = await asyncio.to_thread(naming.create, directory, body.name, folder=body.type == "folder",
                                    conflict=naming.Conflict(body.conflict), opener=call.app[SCOPE].beneath)
+    audit.record(call.app, "create", call, path=os.path.join(directory, name), type=body.type)
     return {"path": os.path.join(directory, name), "type": body.type}
 
 
@@ -101,6 +104,7 @@ async def copy_entry(call: Call[NoInput, CopyRequest]) -> dict[str, object]:
                             opener=beneath)
 
     copied = await run_job(call.request, work, config.file_task_timeout)
+    audit.record(call.app, "copy", call, source=source, destination=copied, size=budget.size)
     return {"source": source, "destination": copied, "entries": budget.entries, "size": budget.size,
             "skipped": budget.skipped}
 
@@ -115,6 +119,7 @@ async def extract_archive(call: Call[NoInput, ExtractRequest]) -> dict[str, obje
         return extract.extract(archive, destination, limits, job, opener=beneath)
 
     done = await run_job(call.request, work, config.file_task_timeout)
+    audit.record(call.app, "extract", call, source=archive, destination=done.path, size=done.size)
     return {"path": done.path, "entries": done.entries, "size": done.size, "skipped": done.skipped}
 
 

@@ -15,6 +15,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.abc import AbstractStreamWriter
 from msgspec import Meta, Struct
 
+from daemon import audit
 from daemon.errors import ApiError, bad_request, validation_failed
 from daemon.files import ops, skills, transfer
 from daemon.files.locate import from_home
@@ -236,6 +237,7 @@ async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIt
     call.app[SCOPE].check(target)
     size, saved = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size,
                                              call.app[SCOPE].beneath, conflict)
+    audit.record(call.app, "upload", call, path=saved, size=size)
     return {"path": saved, "size": size}
 
 

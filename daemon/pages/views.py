@@ -22,7 +22,7 @@ from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
 from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
-from daemon.pages import compare_view, files_view, previews, search_view
+from daemon.pages import activity_view, compare_view, files_view, previews, search_view
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, mark_symlinks, timestamp
 
@@ -169,4 +169,5 @@ ENDPOINTS = [
     Endpoint("GET", "/search", search_view.search_page, query=search_view.SearchPageQuery, access=Access.PAGE,
              in_schema=False),
     Endpoint("GET", "/pdf", files_view.pdf_page, query=files_view.PdfQuery, access=Access.PAGE, in_schema=False),
+    *activity_view.PAGES,
 ]

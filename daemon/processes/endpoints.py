@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from daemon import audit
 from daemon.config import Config
 from daemon.errors import bad_request, validation_failed
 from daemon.http.endpoints import UNAUTHORIZED, Call, Endpoint
@@ -110,6 +111,7 @@ async def run_command(call: Call[ExecQuery, ExecRequest]) -> web.StreamResponse:
     directories = call.app[DIRECTORIES]
     cwd = directories.resolve(call.body.cwd, call.owner.session_id)
     process = await call.app[PROCESSES].start(call.body.command, cwd, call.body.env, call.owner)
+    audit.record(call.app, "command", call, command=call.body.command, cwd=cwd, id=process.id)
     if call.query.stream:
         return await stream_output(call.request, process)
     await process.wait(_wait_seconds(call.query.wait, call))
