@@ -12,7 +12,9 @@ from aiohttp import web
 from daemon import audit, service, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
+from daemon.files import history_endpoints
 from daemon.files.cwd import SessionDirectories
+from daemon.files.history import HISTORY
 from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.preview import Previewer
@@ -108,6 +110,7 @@ def create_app(config: Config) -> web.Application:
     app[LISTINGS] = ListingCache()
     app[PREVIEWS] = Previewer(config.state_dir / "previews", libreoffice=config.libreoffice,
                               timeout=config.preview_timeout, cache_size=config.preview_cache_size)
+    app[HISTORY] = history_endpoints.from_config(config)
     app[SESSIONS] = sessions
     app[GUARD] = guard
     audit.install(app, config.state_dir)
@@ -120,6 +123,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
     app.cleanup_ctx.append(_notebook_lifetime)
+    app.cleanup_ctx.append(history_endpoints.sweeping)
     app.on_cleanup.append(_close_listings)
     app.on_cleanup.append(_close_previews)
     app.on_shutdown.append(terminal_endpoints.close_sockets)

@@ -177,6 +177,13 @@ class Config:
     notebook_start_timeout: float = 60.0
     #: Measure event-loop stalls into <state>/loop-stall.json (daemon/watchdog.py); off: it costs idle CPU.
     loop_watchdog: bool = False
+    #: Keep the bytes every overwrite replaces in <state>/history (daemon/files/history.py); off: none kept.
+    history: bool = True
+    #: History caps, oldest versions first: per file (count, bytes), in all (bytes), and age in seconds.
+    history_max_versions: int = 20
+    history_max_file_size: int = 100 * 1024 * 1024
+    history_max_size: int = GIB
+    history_max_age: float = 30 * 24 * 3600
 
     @property
     def home(self) -> str:
@@ -266,6 +273,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_notebooks", _parse_non_negative(int)),
     Setting("notebook_cell_timeout", _parse_optional_float),
     Setting("notebook_start_timeout", _parse_positive_float),
+    Setting("history", _parse_bool),
+    Setting("history_max_versions", _parse_positive_int),
+    Setting("history_max_file_size", _parse_non_negative(int)),
+    Setting("history_max_size", _parse_non_negative(int)),
+    Setting("history_max_age", _parse_non_negative(float)),
 )
 
 

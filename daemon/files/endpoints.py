@@ -16,6 +16,7 @@ from daemon.errors import not_found
 from daemon.files import (
     changes,
     compare_endpoints,
+    history_endpoints,
     manage_endpoints,
     ops,
     reading,
@@ -192,7 +193,8 @@ async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
     if expected is not None:
         # An editor saving what it opened: refuse to overwrite a file someone else changed meanwhile.
         await asyncio.to_thread(ops.check_unchanged, target, expected, beneath)
-    info = await asyncio.to_thread(ops.atomic_write, target, data, beneath)
+    keeper = history_endpoints.keeper(call.app, "write_file" if expected is None else "editor")
+    info = await asyncio.to_thread(ops.atomic_write, target, data, beneath, history=keeper)
     audit.record(call.app, "write", call, path=target, size=len(data))
     response = json_response({"path": target, "size": len(data)})
     response.headers["ETag"] = ops.etag(info)
@@ -202,7 +204,8 @@ async def write_file(call: Call[NoInput, WriteRequest]) -> web.Response:
 async def replace_file_content(call: Call[NoInput, ReplaceRequest]) -> dict[str, object]:
     target = from_cwd(call, call.body.path)
     chunks = [ops.Replacement(**structs.asdict(chunk)) for chunk in call.body.replacements]
-    size = await asyncio.to_thread(ops.replace_in_file, target, chunks, call.app[SCOPE].beneath)
+    size = await asyncio.to_thread(ops.replace_in_file, target, chunks, call.app[SCOPE].beneath,
+                                   history_endpoints.keeper(call.app, "replace_file_content"))
     audit.record(call.app, "replace", call, path=target, size=size)
     return {"path": target, "size": size}
 
@@ -266,4 +269,4 @@ CORE = [
 
 #: In the reference's order, so the OpenAPI document (and the LLM's tool list) reads the same.
 ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS, *compare_endpoints.ENDPOINTS,
-             *thumbnail_endpoints.ENDPOINTS, *manage_endpoints.ENDPOINTS]
+             *thumbnail_endpoints.ENDPOINTS, *manage_endpoints.ENDPOINTS, *history_endpoints.ENDPOINTS]

@@ -13,9 +13,9 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -360,6 +360,12 @@ def write_large_text_reply(file: OpenFile, display_path: str, lines: LineRange, 
 # --- writing --------------------------------------------------------------------------------------
 
 
+class Keeper(Protocol):
+    """Held around the rename that replaces `name` in the folder `parent` (history.Keeper)."""
+
+    def replacing(self, parent: int, name: str) -> AbstractContextManager[None]: ...
+
+
 class PendingWrite:
     """A new file being written beside its target, renamed over it only when complete.
 
@@ -370,9 +376,12 @@ class PendingWrite:
     only a regular file (or nothing) is ever replaced: never a device, a FIFO or a socket.
     """
 
-    def __init__(self, path: str, opener: Beneath = UNCONFINED, *, directory_status: int = 400) -> None:
+    def __init__(self, path: str, opener: Beneath = UNCONFINED, *, directory_status: int = 400,
+                 history: Keeper | None = None) -> None:
         #: An upload writes from one worker thread while a dropped connection closes from another.
         self._lock = threading.Lock()
+        #: Keeps the bytes being replaced (daemon/files/history.py), under the file's lock, just before the rename.
+        self.history = history
         self.parent, self.name = opener.parent(path, create=True)
         try:
             self.existing = replaceable(self.parent, self.name, directory_status)
@@ -398,9 +407,10 @@ class PendingWrite:
                 if durable:
                     os.fsync(self.fd)
                 info = os.fstat(self.fd)
-                replaceable(self.parent, self.name, 400)  # Still nothing special there (one more stat).
-                with reported_as(self.name):
-                    os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+                with self.history.replacing(self.parent, self.name) if self.history else nullcontext():
+                    replaceable(self.parent, self.name, 400)  # Still nothing special there (one more stat).
+                    with reported_as(self.name):
+                        os.rename(self.temporary, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
                 self.temporary = ""
             return info
         finally:
@@ -424,10 +434,11 @@ class PendingWrite:
             self.parent = -1
 
 
-def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED, *, durable: bool = True) -> os.stat_result:
+def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED, *, durable: bool = True,
+                 history: Keeper | None = None) -> os.stat_result:
     """Replace (or create) a regular file with `data`; returns the new file's stat (for its ETag)."""
     with os_errors():
-        pending = PendingWrite(path, opener)
+        pending = PendingWrite(path, opener, history=history)
         try:
             pending.write(data)
         except BaseException:
@@ -497,7 +508,8 @@ class Replacement:
     allow_multiple: bool = False
 
 
-def replace_in_file(path: str, replacements: list[Replacement], opener: Beneath = UNCONFINED) -> int:
+def replace_in_file(path: str, replacements: list[Replacement], opener: Beneath = UNCONFINED,
+                    history: Keeper | None = None) -> int:
     """Apply the replacements in order and write the result atomically; returns the new size.
 
     A file whose lines all end in CRLF is matched with LF (what models write) and keeps its CRLF.
@@ -513,7 +525,7 @@ def replace_in_file(path: str, replacements: list[Replacement], opener: Beneath 
     for chunk in replacements:
         content = _apply(content, chunk)
     encoded = (content.replace("\n", "\r\n") if crlf else content).encode()
-    atomic_write(path, encoded, opener)
+    atomic_write(path, encoded, opener, history=history)
     return len(encoded)
 
 

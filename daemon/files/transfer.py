@@ -22,7 +22,7 @@ import aiohttp
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import READ_FLAGS, Beneath
 from daemon.files.naming import Conflict, NewFile
-from daemon.files.ops import NOT_REGULAR, PSEUDO_FILE_CAP, UNCONFINED, PendingWrite
+from daemon.files.ops import NOT_REGULAR, PSEUDO_FILE_CAP, UNCONFINED, Keeper, PendingWrite
 from daemon.files.paths import check_path_text
 from daemon.tokens import digest
 
@@ -46,7 +46,8 @@ def upload_name(filename: str | None) -> str:
 
 
 async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
-                      opener: Beneath = UNCONFINED, conflict: Conflict = Conflict.REPLACE) -> tuple[int, str]:
+                      opener: Beneath = UNCONFINED, conflict: Conflict = Conflict.REPLACE,
+                      history: Keeper | None = None) -> tuple[int, str]:
     """Write chunks into a temp file beside `target` as they arrive, then rename it into place;
     returns the size and the path it was saved under.
 
@@ -58,7 +59,7 @@ async def save_stream(chunks: AsyncIterator[bytes], target: str, limit: int,
     pending: PendingWrite | NewFile
     try:
         if conflict is Conflict.REPLACE:
-            pending = await asyncio.to_thread(PendingWrite, target, opener, directory_status=409)
+            pending = await asyncio.to_thread(PendingWrite, target, opener, directory_status=409, history=history)
         else:
             pending = await asyncio.to_thread(NewFile, target, conflict, opener)
     except OSError as exc:

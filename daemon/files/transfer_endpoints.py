@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 from daemon import audit
 from daemon.errors import ApiError, bad_request, validation_failed
 from daemon.files import ops, skills, transfer
+from daemon.files.history import HISTORY
 from daemon.files.locate import from_home
 from daemon.files.naming import Conflict
 from daemon.files.transfer import Link, LinkKind
@@ -236,7 +237,7 @@ async def _save(call: Call[Any, Any], directory: str, name: str, chunks: AsyncIt
     target = os.path.join(directory, name)
     call.app[SCOPE].check(target)
     size, saved = await transfer.save_stream(chunks, target, call.app[CONFIG].max_upload_size,
-                                             call.app[SCOPE].beneath, conflict)
+                                             call.app[SCOPE].beneath, conflict, call.app[HISTORY].keeper("upload"))
     audit.record(call.app, "upload", call, path=saved, size=size)
     return {"path": saved, "size": size}
 
