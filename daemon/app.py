@@ -19,6 +19,8 @@ from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.preview import Previewer
 from daemon.files.transfer import LinkStore
+from daemon.git import endpoints as git_endpoints
+from daemon.git.repo import StatusCache
 from daemon.http import cors, docs, key_watch
 from daemon.http.auth import KeyGuard, auth_middleware
 from daemon.http.endpoints import Access, Endpoint, register
@@ -67,6 +69,7 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
         *process_endpoints.ENDPOINTS,
         *(terminal_endpoints.ENDPOINTS if terminals else ()),
         *net_endpoints.ENDPOINTS,
+        *git_endpoints.ENDPOINTS,
         *(notebook_endpoints.ENDPOINTS if config.enable_notebooks else ()),
         *activity_view.API,
         *page_views.ENDPOINTS,
@@ -108,6 +111,7 @@ def create_app(config: Config) -> web.Application:
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
+    app[git_endpoints.GIT_STATUS] = StatusCache()
     app[PREVIEWS] = Previewer(config.state_dir / "previews", libreoffice=config.libreoffice,
                               timeout=config.preview_timeout, cache_size=config.preview_cache_size)
     app[HISTORY] = history_endpoints.from_config(config)

@@ -9,6 +9,7 @@ import socket
 import sys
 
 from daemon.config import Config
+from daemon.git.runner import git_available
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.keys import CONFIG
@@ -57,7 +58,7 @@ async def features(call: Call[NoInput, NoInput]) -> dict[str, dict[str, bool]]:
     # What this daemon really serves: Open WebUI hides the shell pane when `terminal` is false and the
     # notebook Run buttons when `notebooks` is.
     return {"features": {"terminal": config.enable_terminal, "notebooks": config.enable_notebooks,
-                         "system": config.enable_system_prompt}}
+                         "system": config.enable_system_prompt, "git": git_available()}}
 
 
 async def get_system(call: Call[NoInput, NoInput]) -> dict[str, str]:

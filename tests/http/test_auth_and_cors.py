@@ -42,7 +42,7 @@ async def test_public_paths_need_no_key(api: Api, path: str) -> None:
 async def test_service_endpoints(api: Api) -> None:
     assert await api.json("GET", "/health", auth=False) == {"status": "ok"}
     assert await api.json("GET", "/api/config", auth=False) == {
-        "features": {"terminal": True, "notebooks": True, "system": True}}
+        "features": {"terminal": True, "notebooks": True, "system": True, "git": True}}
     prompt = (await api.json("GET", "/system"))["prompt"]
     assert prompt.startswith("You have access to a computer running ") and "Python " in prompt
     await api.json("GET", "/info", status=404)
