@@ -17,6 +17,10 @@ measures (a fast wrong answer is reported as wrong, not as fast) and removes its
   sampled and from VmHWM after resetting it, minus VmRSS before). The file on disk must hash right.
 * **view**: ``GET /files/view`` of a 500 MB file: MB/s; the body is hashed in a second thread as it
   arrives and must hash like the file.
+* **write_file history**: ``POST /files/write`` of 4 KB over one file, one at a time: p50 on two
+  opentermd servers of their own, ``OPEN_TERMINAL_HISTORY=false`` and ``true`` (each write then keeps
+  the replaced 4 KB); the target is on - off <= 1 ms. Each reply must be right, and the history of
+  the file must hold versions on the one server only.
 
 Each workload builds its corpus once, then measures one round on each server in turn (A B A B A B,
 `harness.alternate`); the table shows the medians of the rounds. Every loop is bounded in count and in time.
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import queue
 import random
@@ -685,6 +690,85 @@ async def _view(bench: Bench, server: Server, report: Report, path: Path, expect
     return speeds
 
 
+# --- 7. write_file with history on and off --------------------------------------------------------
+
+HISTORY_TARGET_MS = 1.0
+
+
+def history_workload(bench: Bench) -> Measure:
+    """``POST /files/write`` of 4 KB over the same file, one at a time: p50 (each write replaces the
+    last, so with history on each keeps a version, at its per-file cap after 20)."""
+    texts = [text_of_size(seed, SMALL_BYTES)[:SMALL_BYTES] for seed in (7, 8)]
+
+    def measure(server: Server, report: Report) -> list[Sample]:
+        path = bench.corpus / f"history-{server.label}.txt"
+        samples = asyncio.run(_write_loop(bench, server, report, path, texts))
+        return [Sample("write_file 4 KB p50", statistics.median(samples), "ms", "lower", digits=2)]
+
+    return measure
+
+
+async def _write_loop(bench: Bench, server: Server, report: Report, path: Path, texts: list[str]) -> list[float]:
+    url = url_of(server, "/files/write")
+    bodies = [write_body(str(path), text) for text in texts]
+    samples: list[float] = []
+    deadline = time.monotonic() + bench.sizes.budget
+    async with open_session(server.key) as session:
+        for index in range(bench.sizes.warmup + bench.sizes.small_requests // 4):
+            if time.monotonic() > deadline:
+                break
+            gc.collect()
+            gc.disable()
+            try:
+                started = time.perf_counter()
+                payload = await fetch(session, "POST", url, bodies[index % 2])
+                elapsed = (time.perf_counter() - started) * 1000
+            finally:
+                gc.enable()
+            if index >= bench.sizes.warmup:
+                samples.append(elapsed)
+            reply = parse_object(payload, "POST /files/write")
+            if reply != {"path": str(path), "size": len(texts[index % 2].encode())}:
+                report.wrong_answer(f"POST /files/write answered {reply!r}")
+        kept = parse_object(await fetch(session, "GET", url_of(server, "/files/history", path=str(path))),
+                            "GET /files/history")["versions"]
+    history_on = server.settings.get("OPEN_TERMINAL_HISTORY") != "false"
+    if history_on != bool(kept):
+        report.wrong_answer(f"{server.label}: {len(kept)} versions kept")
+    if not samples:
+        raise BenchError(f"no write completed within {bench.sizes.budget:.0f} s")
+    return samples
+
+
+def write_body(path: str, content: str) -> bytes:
+    return json.dumps({"path": path, "content": content}).encode()
+
+
+def history_rows(scratch: Path, bench: Bench, report: Report) -> list[Row]:
+    """Two opentermd servers, history off and on, alternating (off first); the cost is on - off."""
+    servers = [Server(scratch, label="history-off", settings={"OPEN_TERMINAL_HISTORY": "false"}),
+               Server(scratch, label="history-on", settings={"OPEN_TERMINAL_HISTORY": "true"})]
+    try:
+        for server in servers:
+            server.start()
+        off, on = alternate(servers, history_workload(bench))
+    finally:
+        for server in servers:
+            if problem := server.stop():
+                report.errors.append(problem)
+    for outcome in (off, on):
+        for problem in outcome.report.wrong:
+            report.wrong_answer(problem)
+        if outcome.error is not None:
+            raise BenchError(f"{outcome.label}: {outcome.error}")
+    label = "write_file 4 KB p50"
+    off_ms, on_ms = off.medians()[label], on.medians()[label]
+    cost = on_ms - off_ms
+    return [Row(f"{label}, history off", "n/a", f"{off_ms:.2f} ms", "-", "(report)", "-"),
+            Row(f"{label}, history on", "n/a", f"{on_ms:.2f} ms (+{cost:.2f})", "-",
+                f"on - off <= {HISTORY_TARGET_MS:g} ms", "PASS" if cost <= HISTORY_TARGET_MS else "FAIL")]
+
+
 # --- all of them ------------------------------------------------------------------------------------
 
 
@@ -715,6 +799,7 @@ def run(servers: list[Server], scratch: Path, smoke: bool, report: Report) -> No
 
     workloads = [(name, alternated(make)) for name, make in WORKLOADS]
     workloads.insert(3, ("grep", lambda bench: grep_rows(servers, bench, report)))
+    workloads.append(("write_file history", lambda bench: history_rows(scratch, bench, report)))
     for name, workload in workloads:
         corpus = scratch / "files-corpus"
         corpus.mkdir()
