@@ -19,6 +19,9 @@ from daemon.files.listing_cache import ListingCache
 from daemon.files.paths import FileScope
 from daemon.files.preview import Previewer
 from daemon.files.transfer import LinkStore
+from daemon.files.trash_endpoints import TRASH
+from daemon.files.trash_endpoints import from_config as trash_from_config
+from daemon.files.trash_endpoints import sweeping as trash_sweeping
 from daemon.git import endpoints as git_endpoints
 from daemon.git.repo import StatusCache
 from daemon.http import cors, docs, key_watch
@@ -111,6 +114,7 @@ def create_app(config: Config) -> web.Application:
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
+    app[TRASH] = trash_from_config(config, app[SCOPE].root)
     app[git_endpoints.GIT_STATUS] = StatusCache()
     app[PREVIEWS] = Previewer(config.state_dir / "previews", libreoffice=config.libreoffice,
                               timeout=config.preview_timeout, cache_size=config.preview_cache_size)
@@ -127,6 +131,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_process_lifetime)
     app.cleanup_ctx.append(_terminal_lifetime)
     app.cleanup_ctx.append(_notebook_lifetime)
+    app.cleanup_ctx.append(trash_sweeping)
     app.cleanup_ctx.append(history_endpoints.sweeping)
     app.on_cleanup.append(_close_listings)
     app.on_cleanup.append(_close_previews)

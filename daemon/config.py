@@ -142,6 +142,12 @@ class Config:
     extract_max_size: int = GIB
     #: Seconds one copy or extraction may run; then it stops, removes what it made and answers 408.
     file_task_timeout: float = 600.0
+    #: Deletes move to the freedesktop.org trash (files/trash.py); off: deleted for good.
+    trash: bool = True
+    #: Seconds an item stays in the trash (0: no limit); swept at start and hourly.
+    trash_max_age: float = 30 * 24 * 3600
+    #: Bytes the trash may hold (0: no limit); past it the oldest items are purged first.
+    trash_max_size: int = 10 * GIB
     document_timeout: float = 30.0
     #: A search (grep, glob, search, matches) stops after this many seconds; ripgrep is killed.
     search_timeout: float = 60.0
@@ -252,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("copy_max_size", _parse_non_negative(int)),
     Setting("extract_max_size", _parse_non_negative(int)),
     Setting("file_task_timeout", _parse_non_negative(float)),
+    Setting("trash", _parse_bool),
+    Setting("trash_max_age", _parse_non_negative(float)),
+    Setting("trash_max_size", _parse_non_negative(int)),
     Setting("document_timeout", _parse_non_negative(float)),
     Setting("search_timeout", _parse_non_negative(float)),
     Setting("libreoffice", str),

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import Beneath
@@ -25,16 +26,21 @@ def make_directory(path: str, opener: Beneath = UNCONFINED) -> None:
         os.close(opener.directory(path, create=True))
 
 
-def delete(path: str, opener: Beneath = UNCONFINED) -> str:
+def delete(path: str, opener: Beneath = UNCONFINED,
+           set_aside: Callable[[int, str, os.stat_result], None] | None = None) -> str:
     """Remove a file, a symlink (never its target) or a whole directory tree; returns its type.
 
     The tree is removed through directory descriptors (shutil.rmtree with dir_fd), which never
-    follows a symlink, not even one swapped in while it runs.
+    follows a symlink, not even one swapped in while it runs. With `set_aside` (the trash), the
+    entry is handed to it (its folder's descriptor, its name) instead of being removed.
     """
     parent, name = _parent_or_404(path, opener, "Path not found")
     try:
         info = _lstat_or_404(parent, name, "Path not found")
         kind = "directory" if stat.S_ISDIR(info.st_mode) or _is_directory_link(parent, name, info) else "file"
+        if set_aside is not None:
+            set_aside(parent, name, info)
+            return kind
         with os_errors():
             if stat.S_ISDIR(info.st_mode):
                 shutil.rmtree(name, dir_fd=parent)

@@ -23,6 +23,7 @@ from daemon.files import (
     search_endpoints,
     thumbnail_endpoints,
     transfer_endpoints,
+    trash_endpoints,
 )
 from daemon.files.cwd import browser_root
 from daemon.files.locate import from_cwd, from_home, removable_from_home
@@ -220,7 +221,7 @@ async def make_directory(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
 
 async def delete_entry(call: Call[DeleteQuery, NoInput]) -> dict[str, str]:
     target = removable_from_home(call, call.query.path)
-    kind = await asyncio.to_thread(changes.delete, target, call.app[SCOPE].beneath)
+    kind = await asyncio.to_thread(trash_endpoints.delete, call.app, target)
     audit.record(call.app, "delete", call, path=target, type=kind)
     return {"path": target, "type": kind}
 
@@ -269,4 +270,5 @@ CORE = [
 
 #: In the reference's order, so the OpenAPI document (and the LLM's tool list) reads the same.
 ENDPOINTS = [*CORE, *search_endpoints.ENDPOINTS, *transfer_endpoints.ENDPOINTS, *compare_endpoints.ENDPOINTS,
-             *thumbnail_endpoints.ENDPOINTS, *manage_endpoints.ENDPOINTS, *history_endpoints.ENDPOINTS]
+             *thumbnail_endpoints.ENDPOINTS, *manage_endpoints.ENDPOINTS, *trash_endpoints.ENDPOINTS,
+             *history_endpoints.ENDPOINTS]

@@ -1,0 +1,73 @@
+"""Thin declarations for the trash (hidden from /openapi.json): list, restore, remove one, empty.
+The logic is in files/trash.py; `DELETE /files/delete` moves items there through `set_aside`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from aiohttp import web
+from msgspec import Meta, Struct
+
+from daemon.config import Config
+from daemon.files import changes
+from daemon.files.trash import Limits, Trash, home_trash
+from daemon.http.endpoints import Call, hidden
+from daemon.http.inputs import NoInput
+from daemon.keys import SCOPE
+
+TRASH = web.AppKey("trash", Trash)
+
+
+class RestoreRequest(Struct, kw_only=True):
+    id: Annotated[str, Meta(description="The item's id, from GET /files/trash.")]
+    name: Annotated[str | None, Meta(
+        description="Restore under this name in the original folder (when the original path is taken).")] = None
+
+
+class EntryQuery(Struct, kw_only=True):
+    id: Annotated[str | None, Meta(description="The item to delete for good; omitted: empty the whole trash.")] = None
+
+
+def from_config(config: Config, root: str | None) -> Trash:
+    return Trash(home_trash(), root, Limits(config.trash_max_age, config.trash_max_size), enabled=config.trash)
+
+
+async def sweeping(app: web.Application) -> AsyncIterator[None]:
+    """The caps are applied at start and hourly."""
+    app[TRASH].start_sweeping()
+    yield
+    await app[TRASH].close()
+
+
+def delete(app: web.Application, path: str) -> str:
+    """`DELETE /files/delete`: into the trash (or for good: trash off, or already in a trash).
+    Synchronous: run it in a worker thread."""
+    return changes.delete(path, app[SCOPE].beneath, app[TRASH].set_aside(path))
+
+
+async def list_trash(call: Call[NoInput, NoInput]) -> dict[str, Any]:
+    entries = await asyncio.to_thread(call.app[TRASH].entries)
+    return {"entries": [entry.summary() for entry in reversed(entries)]}  # newest first
+
+
+async def restore(call: Call[NoInput, RestoreRequest]) -> dict[str, str]:
+    path, kind = await asyncio.to_thread(call.app[TRASH].restore, call.body.id, call.body.name,
+                                         call.app[SCOPE].beneath)
+    return {"path": path, "type": kind}
+
+
+async def remove(call: Call[EntryQuery, NoInput]) -> dict[str, Any]:
+    trash = call.app[TRASH]
+    if call.query.id is None:
+        return {"removed": await asyncio.to_thread(trash.empty)}
+    await asyncio.to_thread(trash.remove, call.query.id)
+    return {"removed": 1}
+
+
+ENDPOINTS = [
+    hidden("GET", "/files/trash", list_trash),
+    hidden("POST", "/files/trash/restore", restore, body=RestoreRequest),
+    hidden("DELETE", "/files/trash", remove, query=EntryQuery),
+]
