@@ -185,3 +185,21 @@ async def test_the_activity_page_lists_changes_escaped(aiohttp_client: Any, conf
     empty = Document(await browser.page("/activity?path=" + str(config.cwd / "elsewhere")))
     assert empty.one(testid="activity-empty")
     assert os.path.basename(str(evil)) not in "".join(el.text for el in empty.all(testid="activity-row"))
+
+
+async def test_restores_from_the_trash_and_the_history_are_recorded(api: Api, config: Config) -> None:
+    target = config.cwd / "twice.txt"
+    await api.json("POST", "/files/write", json={"path": str(target), "content": "one"})
+    await api.json("POST", "/files/write", json={"path": str(target), "content": "two"})
+    [version] = (await api.json("GET", "/files/history", params={"path": str(target)}))["versions"]
+    await api.json("POST", "/files/history/restore", json={"path": str(target), "id": version["id"]})
+    await api.json("DELETE", "/files/delete", params={"path": str(target)})
+    [item] = (await api.json("GET", "/files/trash"))["entries"]
+    await api.json("POST", "/files/trash/restore", json={"id": item["id"]})
+    await api.json("DELETE", "/files/trash")
+    found = await records(api, path=str(target))
+    assert [(entry["kind"], entry.get("origin")) for entry in found] == [
+        ("restore", "trash"), ("delete", None), ("restore", "history"), ("write", None), ("write", None)]
+    assert found[2]["version"] == version["id"]
+    [purge] = [entry for entry in await records(api) if entry["kind"] == "purge"]
+    assert purge["id"] == "the whole trash" and purge["removed"] == 0

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from msgspec import Struct
 
+from daemon import audit
 from daemon.config import Config
 from daemon.errors import ApiError, not_found
 from daemon.files import compare, compare_endpoints, ops
@@ -112,6 +113,7 @@ async def restore(call: Call[NoInput, RestoreRequest]) -> web.Response:
     target = from_cwd(call, call.body.path)
     size = await asyncio.to_thread(restore_version, call.app[HISTORY], target, call.body.id,
                                    call.app[SCOPE].beneath)
+    audit.record(call.app, "restore", call, path=target, size=size, version=call.body.id, origin="history")
     return json_response({"path": target, "size": size, "restored": call.body.id})
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from daemon import audit
 from daemon.config import Config
 from daemon.files import changes
 from daemon.files.trash import Limits, Trash, home_trash
@@ -55,15 +56,19 @@ async def list_trash(call: Call[NoInput, NoInput]) -> dict[str, Any]:
 async def restore(call: Call[NoInput, RestoreRequest]) -> dict[str, str]:
     path, kind = await asyncio.to_thread(call.app[TRASH].restore, call.body.id, call.body.name,
                                          call.app[SCOPE].beneath)
+    audit.record(call.app, "restore", call, path=path, type=kind, origin="trash")
     return {"path": path, "type": kind}
 
 
 async def remove(call: Call[EntryQuery, NoInput]) -> dict[str, Any]:
     trash = call.app[TRASH]
     if call.query.id is None:
-        return {"removed": await asyncio.to_thread(trash.empty)}
-    await asyncio.to_thread(trash.remove, call.query.id)
-    return {"removed": 1}
+        removed = await asyncio.to_thread(trash.empty)
+    else:
+        await asyncio.to_thread(trash.remove, call.query.id)
+        removed = 1
+    audit.record(call.app, "purge", call, id=call.query.id or "the whole trash", removed=removed)
+    return {"removed": removed}
 
 
 ENDPOINTS = [

@@ -6,6 +6,7 @@ repository, then call `git.actions`. The changes page calls the same functions.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from dataclasses import asdict
@@ -168,21 +169,21 @@ async def get_show(call: Call[ShowQuery, NoInput]) -> dict[str, Any]:
     return await actions.show(repository, call.query.commit)
 
 
-async def listing_marks(app: web.Application, folder: str) -> dict[str, str]:
-    """{name: letter} for the entries of `folder` that git reports changed; {} outside a repository,
-    without git, or when git is slow. A folder holding changes is marked by its own changes' letter
-    when all agree, else M."""
+async def listing_marks(app: web.Application, folder: str) -> dict[str, str] | None:
+    """{name: letter} for the entries of `folder` that git reports changed ({} when clean); None
+    outside a repository, without git, or when git is slow. A folder holding changes is marked by
+    its changes' letter when they all agree, else M."""
     if not git_available():
-        return {}
+        return None
     try:
         repository = await find_repository(folder, app[SCOPE])
         cache = app[GIT_STATUS]
         status = cache.get(repository.top)
         if status is None:
-            status = await actions.read_status(repository, counts=False)
+            status = await asyncio.wait_for(actions.read_status(repository, counts=False), MARKS_TIMEOUT)
             cache.put(repository.top, status)
-    except ApiError:
-        return {}
+    except (ApiError, TimeoutError):
+        return None
     return marks_in(repository, status, folder)
 
 

@@ -17,12 +17,14 @@ from msgspec import Meta, Struct
 
 from daemon.errors import ApiError
 from daemon.files import ops, thumbnails
+from daemon.git.endpoints import listing_marks
 from daemon.http.auth import SESSION_KEY, identify
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
 from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
-from daemon.pages import activity_view, compare_view, files_view, previews, search_view
+from daemon.pages import activity_view, compare_view, files_view, history_view, previews, search_view, trash_view
+from daemon.pages.changes_view import ChangesQuery, changes_page
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
 from daemon.pages.listing import View, arrange, human_size, mark_symlinks, timestamp
 
@@ -130,11 +132,13 @@ async def _directory_page(call: Call[BrowseQuery, NoInput], target: str) -> web.
     entries = await asyncio.to_thread(mark_symlinks, target, listing["entries"],
                                       scope.contains if scope.root else None)
     page = arrange(entries, view)
+    marks = await listing_marks(call.app, target)  # None: not in a git repository (or no git)
     return render(call.request, "browse.html", {
         "path": target, "crumbs": breadcrumbs(target), "rows": [_row(target, entry, view) for entry in page.entries],
         "page": page, "view": view, "writable": listing["writable"],
         "parent": browse_url(os.path.dirname(target)) if target != "/" else None,
         "home": call.app[DIRECTORIES].home, "terminal_url": "/terminal?" + urlencode({"cwd": target}),
+        "git_marks": marks or {}, "changes_url": None if marks is None else "/changes?" + urlencode({"path": target}),
     })
 
 
@@ -169,5 +173,8 @@ ENDPOINTS = [
     Endpoint("GET", "/search", search_view.search_page, query=search_view.SearchPageQuery, access=Access.PAGE,
              in_schema=False),
     Endpoint("GET", "/pdf", files_view.pdf_page, query=files_view.PdfQuery, access=Access.PAGE, in_schema=False),
+    Endpoint("GET", "/changes", changes_page, query=ChangesQuery, access=Access.PAGE, in_schema=False),
     *activity_view.PAGES,
+    *trash_view.PAGES,
+    *history_view.PAGES,
 ]

@@ -323,10 +323,11 @@
     if (!items.length) return;
     return attempt(async () => {
       const names = items.length <= 5 ? items.map((item) => item.name).join(", ") : plural(items.length, "entry", "entries");
-      const sure = await dialogs.confirm({ title: `Delete ${names}?`, message: "This cannot be undone.",
+      const sure = await dialogs.confirm({ title: `Delete ${names}?`, message: "It goes to the trash (unless the trash is turned off).",
         confirmLabel: "Delete", danger: true, testid: "delete-dialog" });
       if (!sure) return;
-      await forEach(items, "deleted", (item) => api("DELETE", `/files/delete?path=${encodeURIComponent(item.path)}`));
+      await forEach(items, "deleted", (item) => api("DELETE", `/files/delete?path=${encodeURIComponent(item.path)}`)
+        .then(() => app.undo?.remember(item.path)));  // the next page offers Undo (trash.js)
     });
   }
 
