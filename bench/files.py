@@ -21,6 +21,9 @@ measures (a fast wrong answer is reported as wrong, not as fast) and removes its
   opentermd servers of their own, ``OPEN_TERMINAL_HISTORY=false`` and ``true`` (each write then keeps
   the replaced 4 KB); the target is on - off <= 1 ms. Each reply must be right, and the history of
   the file must hold versions on the one server only.
+* **delete**: ``DELETE /files/delete`` of a fresh folder of 10,000 small files, once per round (the
+  folder is built before the clock starts): the reference removes it for good, opentermd moves it
+  into the trash (one rename; the reply and the trash's listing are checked). Reported only.
 
 Each workload builds its corpus once, then measures one round on each server in turn (A B A B A B,
 `harness.alternate`); the table shows the medians of the rounds. Every loop is bounded in count and in time.
@@ -769,6 +772,44 @@ def history_rows(scratch: Path, bench: Bench, report: Report) -> list[Row]:
                 f"on - off <= {HISTORY_TARGET_MS:g} ms", "PASS" if cost <= HISTORY_TARGET_MS else "FAIL")]
 
 
+# --- 8. delete a 10,000-file folder ---------------------------------------------------------------
+
+
+def delete_workload(bench: Bench) -> Measure:
+    """``DELETE /files/delete`` of a fresh folder of `list_entries` files (10,000), one per round:
+    the reference removes it for good, opentermd moves it to the trash (one rename). Report only."""
+    count = bench.sizes.list_entries
+    label = f"delete a {count:,}-file folder"
+    rounds = iter(range(1_000_000))
+
+    def measure(server: Server, report: Report) -> list[Sample]:
+        folder = bench.corpus / f"doomed-{server.label}-{next(rounds)}"
+        folder.mkdir()
+        for index in range(count):
+            (folder / f"file-{index:05d}.txt").write_bytes(b"x" * (index % 97))
+        write_back()
+        elapsed = asyncio.run(_delete(server, report, folder))
+        return [Sample(label, elapsed, "ms", "lower", digits=1)]
+
+    return measure
+
+
+async def _delete(server: Server, report: Report, folder: Path) -> float:
+    async with open_session(server.key, json_body=False) as session:
+        started = time.perf_counter()
+        payload = await fetch(session, "DELETE", url_of(server, "/files/delete", path=str(folder)))
+        elapsed = (time.perf_counter() - started) * 1000
+        reply = parse_object(payload, "DELETE /files/delete")
+        if reply != {"path": str(folder), "type": "directory"} or folder.exists():
+            report.wrong_answer(f"DELETE /files/delete of {folder.name} answered {reply!r} "
+                                f"(still there: {folder.exists()})")
+        if server.name == "opentermd" and server.settings.get("OPEN_TERMINAL_TRASH") != "false":
+            trash = parse_object(await fetch(session, "GET", url_of(server, "/files/trash")), "GET /files/trash")
+            if not any(entry["original_path"] == str(folder) for entry in trash["entries"]):
+                report.wrong_answer(f"{folder.name} is not in opentermd's trash")
+    return elapsed
+
+
 # --- all of them ------------------------------------------------------------------------------------
 
 
@@ -785,6 +826,7 @@ WORKLOADS: tuple[tuple[str, Callable[[Bench], Measure]], ...] = (
     ("read 1 MB", read_large_workload),
     ("upload", upload_workload),
     ("view", view_workload),
+    ("delete to the trash", delete_workload),
 )
 
 
