@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from msgspec import Struct
 
+from daemon import audit
 from daemon.errors import ApiError
 from daemon.files.locate import from_home
 from daemon.git import actions
@@ -148,12 +149,14 @@ async def post_discard(call: Call[NoInput, FilesBody]) -> dict[str, Any]:
     status = await actions.read_status(repository, counts=False)
     done = await actions.discard(repository, files, status, keep=history_keeper(call.app),
                                  trash=trash_mover(call.app))
+    audit.record(call.app, "discard", call, path=repository.top, files=files, trashed=done["trashed"])
     return {**await changed(call, repository), "discarded": done}
 
 
 async def post_commit(call: Call[NoInput, CommitBody]) -> dict[str, Any]:
     repository = await repository_of(call, call.body.path)
     commit = await actions.commit(repository, call.body.message)
+    audit.record(call.app, "commit", call, path=repository.top, commit=commit, message=call.body.message)
     return {**await changed(call, repository), "committed": commit}
 
 

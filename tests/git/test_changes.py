@@ -48,6 +48,8 @@ async def test_stage_unstage_commit_log_show(api: Api, repo: Path) -> None:
     assert shown["commit"] == commit and shown["message"] == "--amend is my message"
     assert "-two\n+2" in shown["diff"]
     await api.json("POST", "/git/commit", status=409, json={"path": str(repo), "message": "nothing staged"})
+    recorded = (await api.json("GET", "/audit", params={"path": str(repo)}))["records"]
+    assert [(entry["kind"], entry.get("commit")) for entry in recorded] == [("commit", commit)]
 
 
 async def test_unstage_before_the_first_commit(api: Api, scratch_environment: Path) -> None:
@@ -73,6 +75,8 @@ async def test_discard_keeps_the_discarded_text_in_the_history_first(api: Api, r
     assert [version["route"] for version in versions] == ["git-discard"]
     async with api.request("GET", f"/files/history/version?path={repo / 'a.txt'}&id={versions[0]['id']}") as got:
         assert await got.read() == b"an agent's rewrite\n"
+    recorded = (await api.json("GET", "/audit", params={"path": str(repo)}))["records"]
+    assert [(entry["kind"], entry["files"]) for entry in recorded] == [("discard", ["a.txt", "b.txt"])]
     # Nothing unstaged: nothing to throw away.
     await api.json("POST", "/git/discard", status=409, json={"path": str(repo), "files": ["a.txt"]})
 
