@@ -97,6 +97,7 @@ class Trash:
     def __init__(self, home: str, root: str | None, limits: Limits = Limits(), *, enabled: bool = True,
                  clock: Callable[[], float] = time.time, mountinfo: str = mounts.MOUNTINFO) -> None:
         self.root = root
+        self._opener = Beneath(root)
         self.limits = limits
         self.enabled = enabled
         self.clock = clock
@@ -122,6 +123,8 @@ class Trash:
             if removed in (place.path, *(os.path.join(place.path, part) for part in ("files", "info"))):
                 raise bad_request(f"Refusing to delete the trash folder itself ({removed}): "
                                   "empty it with DELETE /files/trash")
+            if os.path.dirname(removed) == os.path.join(place.path, "files"):
+                return lambda parent, name, info: self._remove_stored(place, parent, name, info)
             if mounts.within(removed, [place.path]):
                 return None
         if not self.enabled:
@@ -130,6 +133,16 @@ class Trash:
             raise ApiError(409, f"Cannot move {removed} to the trash: it holds the trash folder "
                            f"{self.primary.path}; nothing was deleted")
         return lambda parent, name, info: self.put(parent, name, info, removed)
+
+    def _remove_stored(self, place: Place, parent: int, name: str, info: os.stat_result) -> None:
+        """A trashed item deleted again goes for good, and its .trashinfo with it."""
+        with os_errors():
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(name, dir_fd=parent)
+            else:
+                os.unlink(name, dir_fd=parent)
+        with contextlib.suppress(OSError), self._open(place, create=False) as (_, infos):
+            os.unlink(name + INFO_SUFFIX, dir_fd=infos)
 
     def put(self, parent: int, name: str, info: os.stat_result, original: str) -> None:
         """Move `name` (in the folder `parent`) into its trash: the .trashinfo first (created with
@@ -140,6 +153,9 @@ class Trash:
                 self._move_in(place, (files, infos), (parent, name), original)
         except OSError as exc:
             raise _refused(original, place, exc) from None
+        except ApiError as error:  # the scope's 403: a link would lead the trash out of the root
+            raise ApiError(error.status, f"Cannot move {original} to the trash ({place.path}): {error.detail}; "
+                           "nothing was deleted") from None
 
     def _move_in(self, place: Place, folders: tuple[int, int], item: changes.At, original: str) -> None:
         files, infos = folders
@@ -188,25 +204,44 @@ class Trash:
 
     @contextlib.contextmanager
     def _open(self, place: Place, *, create: bool) -> Iterator[tuple[int, int]]:
-        """Descriptors of `files/` and `info/`, never through a symlink; a mount's `.Trash-$uid`
-        must be a folder the user owns (the spec's check: no one else's trash, no link planted there)."""
-        if create and place.topdir is None:
-            os.makedirs(place.path, 0o700, exist_ok=True)
-        elif create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(place.path, 0o700)
-        folder = os.open(place.path, DIRECTORY)
+        """Descriptors of `files/` and `info/`, never through a symlink; the trash folder must be the
+        user's (the spec's check: no one else's trash, no link planted there)."""
+        folder = self._folder(place, create)
         try:
-            if place.topdir is not None and os.fstat(folder).st_uid != self._uid:
+            if os.fstat(folder).st_uid != self._uid:
                 raise PermissionError(errno.EPERM, "The trash folder belongs to someone else", place.path)
-            files, infos = (_subfolder(folder, name, create) for name in ("files", "info"))
+            files = _subfolder(folder, "files", create)
             try:
-                yield files, infos
+                infos = _subfolder(folder, "info", create)
+                try:
+                    yield files, infos
+                finally:
+                    os.close(infos)
             finally:
                 os.close(files)
-                os.close(infos)
         finally:
             os.close(folder)
+
+    def _folder(self, place: Place, create: bool) -> int:
+        """The trash folder. A mount's `.Trash-$uid` is made right in its top; the primary one is
+        reached through the file scope's opener, so with `--root` no link leads it out of the root."""
+        if place.topdir is not None:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(place.path, 0o700)
+            return os.open(place.path, DIRECTORY)
+        try:
+            return self._opener.directory(place.path)
+        except FileNotFoundError:
+            if not create:
+                raise
+        parent = self._opener.directory(os.path.dirname(place.path), create=True)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.basename(place.path), 0o700, dir_fd=parent)
+            return os.open(os.path.basename(place.path), DIRECTORY, dir_fd=parent)
+        finally:
+            os.close(parent)
 
     # --- what is in the trash -----------------------------------------------------------------------
 
@@ -225,7 +260,7 @@ class Trash:
         """Everything in every trash, oldest first."""
         found: list[Entry] = []
         for place in self.places():
-            with contextlib.suppress(OSError), self._open(place, create=False) as (files, infos):
+            with contextlib.suppress(OSError, ApiError), self._open(place, create=False) as (files, infos):
                 found.extend(self._read(place, files, infos))
         return sorted(found, key=lambda entry: (entry.deleted, entry.stored))
 
@@ -341,7 +376,7 @@ class Trash:
                 purged = await asyncio.to_thread(self.sweep)
                 if purged:
                     log.info("trash: purged %d item(s) past the caps", purged)
-            except OSError as exc:
+            except (OSError, ApiError) as exc:
                 log.warning("trash sweep failed: %s", exc)
             await asyncio.sleep(SWEEP_INTERVAL)
 

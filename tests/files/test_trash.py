@@ -145,6 +145,19 @@ async def test_with_a_root_the_trash_is_inside_it_and_nothing_outside_is_touched
     assert (root / "work/f.txt").read_text() == "in the root"
 
 
+async def test_a_link_planted_as_the_roots_trash_never_leads_out(api_with: ApiFactory, tmp_path: Path) -> None:
+    root = tmp_path.resolve() / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "f.txt").write_text("stays")
+    (root / f".Trash-{UID}").symlink_to(outside)
+    api = await api_with(file_root=root)
+    detail = (await api.json("DELETE", "/files/delete?path=" + q(root / "f.txt"), status=403))["detail"]
+    assert detail.endswith("nothing was deleted")
+    assert (root / "f.txt").read_text() == "stays" and os.listdir(outside) == []
+
+
 async def test_the_trash_root_is_refused_and_what_is_in_a_trash_goes_for_good(
         api: Api, home: Path, trash: Path) -> None:
     (home / "x.txt").write_text("x")
@@ -155,7 +168,7 @@ async def test_the_trash_root_is_refused_and_what_is_in_a_trash_goes_for_good(
     # A folder holding the trash would have to go into itself: refused, nothing deleted.
     assert "holds the trash" in (await api.json("DELETE", "/files/delete?path=.local", status=409))["detail"]
     await api.json("DELETE", f"/files/delete?path={q(trash / 'files/x.txt')}")
-    assert not (trash / "files/x.txt").exists() and not list((trash / "files").iterdir())
+    assert os.listdir(trash / "files") == [] and os.listdir(trash / "info") == []  # its record went too
 
 
 async def test_a_file_on_another_mount_goes_to_that_mounts_trash(api: Api, home: Path, small_disk: Path,
