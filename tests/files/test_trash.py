@@ -3,6 +3,7 @@ routes list, restore, remove and empty it. Real files, real server, a real tmpfs
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -88,6 +89,17 @@ async def test_same_names_in_the_trash_are_kept_apart(api: Api, home: Path, tras
     assert all(e["original_path"] == str(home / "same.txt") for e in listed)
 
 
+async def test_deletes_at_once_of_the_same_name_each_get_their_own_trash_name(api: Api, home: Path,
+                                                                             trash: Path) -> None:
+    for index in range(8):
+        (home / f"d{index}").mkdir()
+        (home / f"d{index}/same.txt").write_text(str(index))
+    await asyncio.gather(*(api.json("DELETE", f"/files/delete?path=d{index}/same.txt") for index in range(8)))
+    assert sorted((trash / "files" / name).read_text() for name in os.listdir(trash / "files")) == [
+        str(index) for index in range(8)]
+    assert len(os.listdir(trash / "info")) == 8
+
+
 async def test_restore_refuses_to_clobber_and_suggests_a_free_name(api: Api, home: Path) -> None:
     (home / "r.txt").write_text("old")
     await api.json("DELETE", "/files/delete?path=r.txt")
@@ -110,6 +122,11 @@ async def test_restore_with_a_bad_name_or_an_unknown_id_is_refused(api: Api, hom
         await api.json("POST", "/files/trash/restore", json={"id": entry["id"], "name": name}, status=400)
     await api.json("POST", "/files/trash/restore", json={"id": "nope-n.txt"}, status=404)
     await api.json("DELETE", "/files/trash?id=nope", status=404)
+    await api.json("DELETE", "/files/trash?id=", status=404)
+    await api.json("DELETE", f"/files/trash?id={q(entry['id'] + '/../x')}", status=404)
+    await api.json("POST", "/files/trash/restore", json={"id": "a\u0000b"}, status=404)
+    for body in ({}, {"id": 5}, {"id": entry["id"], "name": 7}):
+        await api.json("POST", "/files/trash/restore", json=body, status=422)
     assert len(await entries(api)) == 1
 
 
