@@ -87,6 +87,8 @@ class ReplaceRequest(Struct, kw_only=True):
 
 class DeleteQuery(Struct, kw_only=True):
     path: Annotated[str, Meta(description="Path to delete.")]
+    #: Ours (the route is hidden): skip the trash, as a file manager's "delete permanently".
+    permanent: bool = False
 
 
 class MoveRequest(Struct, kw_only=True):
@@ -221,7 +223,7 @@ async def make_directory(call: Call[NoInput, MkdirRequest]) -> dict[str, str]:
 
 async def delete_entry(call: Call[DeleteQuery, NoInput]) -> dict[str, str]:
     target = removable_from_home(call, call.query.path)
-    kind = await asyncio.to_thread(trash_endpoints.delete, call.app, target)
+    kind = await asyncio.to_thread(trash_endpoints.delete, call.app, target, permanent=call.query.permanent)
     audit.record(call.app, "delete", call, path=target, type=kind)
     return {"path": target, "type": kind}
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 INFO_SUFFIX = ".trashinfo"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 SWEEP_INTERVAL = 3600.0
+#: The way out a refusal names, as a file manager offers "delete permanently".
+FOR_GOOD = " (DELETE /files/delete?permanent=true deletes it for good)"
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 SetAside = Callable[[int, str, os.stat_result], None]
 
@@ -115,9 +117,9 @@ class Trash:
 
     # --- deleting -----------------------------------------------------------------------------------
 
-    def set_aside(self, path: str) -> SetAside | None:
-        """How `changes.delete` should take `path` away: into a trash, or None (for good: the trash
-        is off, or the item is already in a trash). 400 for a trash folder itself."""
+    def set_aside(self, path: str, *, permanent: bool = False) -> SetAside | None:
+        """How `changes.delete` should take `path` away: into a trash, or None (for good: asked, the
+        trash is off, or the item is already in a trash). 400 for a trash folder itself."""
         removed = os.path.join(real_path(os.path.dirname(path)), os.path.basename(path))
         for place in self._places_around(removed):
             if removed in (place.path, *(os.path.join(place.path, part) for part in ("files", "info"))):
@@ -127,11 +129,11 @@ class Trash:
                 return lambda parent, name, info: self._remove_stored(place, parent, name, info)
             if mounts.within(removed, [place.path]):
                 return None
-        if not self.enabled:
+        if permanent or not self.enabled:
             return None
         if mounts.within(self.primary.path, [removed]):
             raise ApiError(409, f"Cannot move {removed} to the trash: it holds the trash folder "
-                           f"{self.primary.path}; nothing was deleted")
+                           f"{self.primary.path}; nothing was deleted{FOR_GOOD}")
         return lambda parent, name, info: self.put(parent, name, info, removed)
 
     def _remove_stored(self, place: Place, parent: int, name: str, info: os.stat_result) -> None:
@@ -155,7 +157,7 @@ class Trash:
             raise _refused(original, place, exc) from None
         except ApiError as error:  # the scope's 403: a link would lead the trash out of the root
             raise ApiError(error.status, f"Cannot move {original} to the trash ({place.path}): {error.detail}; "
-                           "nothing was deleted") from None
+                           f"nothing was deleted{FOR_GOOD}") from None
 
     def _move_in(self, place: Place, folders: tuple[int, int], item: changes.At, original: str) -> None:
         files, infos = folders
@@ -192,7 +194,7 @@ class Trash:
         if self.root is not None and not mounts.within(top, [self.root]):
             # The item is on the root's mount, yet the root's trash is not: there is no trash for it.
             raise ApiError(409, f"Cannot move {original} to the trash: no trash on its file system "
-                           "inside the root; nothing was deleted")
+                           f"inside the root; nothing was deleted{FOR_GOOD}")
         return Place(os.path.join(top, self._own_name), topdir=top)
 
     def _places_around(self, path: str) -> list[Place]:
@@ -407,7 +409,8 @@ def _refused(original: str, place: Place, exc: OSError) -> ApiError:
         return error
     reason = "it is on another file system" if exc.errno == errno.EXDEV else exc.strerror or str(exc)
     status = 409 if exc.errno == errno.EXDEV else error.status
-    return ApiError(status, f"Cannot move {original} to the trash ({place.path}): {reason}; nothing was deleted")
+    return ApiError(status, f"Cannot move {original} to the trash ({place.path}): {reason}; nothing was deleted"
+                    f"{FOR_GOOD}")
 
 
 def _subfolder(folder: int, name: str, create: bool) -> int:

@@ -42,10 +42,11 @@ async def sweeping(app: web.Application) -> AsyncIterator[None]:
     await app[TRASH].close()
 
 
-def delete(app: web.Application, path: str) -> str:
-    """`DELETE /files/delete`: into the trash (or for good: trash off, or already in a trash).
-    Synchronous: run it in a worker thread."""
-    return changes.delete(path, app[SCOPE].beneath, app[TRASH].set_aside(path))
+def delete(app: web.Application, path: str, *, permanent: bool = False) -> str:
+    """`DELETE /files/delete`: into the trash, or for good (asked, the trash off, or already in a
+    trash). Synchronous: run it in a worker thread."""
+    # A trash folder itself is refused even for good: DELETE /files/trash empties it.
+    return changes.delete(path, app[SCOPE].beneath, app[TRASH].set_aside(path, permanent=permanent))
 
 
 async def list_trash(call: Call[NoInput, NoInput]) -> dict[str, Any]:

@@ -171,7 +171,7 @@ async def test_a_link_planted_as_the_roots_trash_never_leads_out(api_with: ApiFa
     (root / f".Trash-{UID}").symlink_to(outside)
     api = await api_with(file_root=root)
     detail = (await api.json("DELETE", "/files/delete?path=" + q(root / "f.txt"), status=403))["detail"]
-    assert detail.endswith("nothing was deleted")
+    assert "nothing was deleted" in detail
     assert (root / "f.txt").read_text() == "stays" and os.listdir(outside) == []
 
 
@@ -180,10 +180,12 @@ async def test_the_trash_root_is_refused_and_what_is_in_a_trash_goes_for_good(
     (home / "x.txt").write_text("x")
     await api.json("DELETE", "/files/delete?path=x.txt")
     for path in (trash, trash / "files", trash / "info"):
-        detail = (await api.json("DELETE", f"/files/delete?path={q(path)}", status=400))["detail"]
-        assert "trash folder itself" in detail
+        for permanent in ("", "&permanent=true"):
+            detail = (await api.json("DELETE", f"/files/delete?path={q(path)}{permanent}", status=400))["detail"]
+            assert "trash folder itself" in detail
     # A folder holding the trash would have to go into itself: refused, nothing deleted.
     assert "holds the trash" in (await api.json("DELETE", "/files/delete?path=.local", status=409))["detail"]
+    assert (home / ".local").is_dir()
     await api.json("DELETE", f"/files/delete?path={q(trash / 'files/x.txt')}")
     assert os.listdir(trash / "files") == [] and os.listdir(trash / "info") == []  # its record went too
 
@@ -237,12 +239,21 @@ async def test_a_read_only_trash_fails_the_delete_clearly_and_deletes_nothing(
             for name in ("doc.txt", "tree"):
                 detail = (await api.json("DELETE", f"/files/delete?path={name}", status=403))["detail"]
                 assert detail.startswith(f"Cannot move {home / name} to the trash ({trash})")
-                assert detail.endswith("nothing was deleted")
+                assert detail.endswith("nothing was deleted (DELETE /files/delete?permanent=true deletes it "
+                                       "for good)")
         finally:
             chattr("-i", frozen)
         assert (home / "doc.txt").read_text() == "keep me" and (home / "tree/inner.txt").read_text() == "and me"
         assert sorted(os.listdir(trash / "info")) == ["first.txt.trashinfo"]  # no stray record left
         assert sorted(os.listdir(trash / "files")) == ["first.txt"]
+    # What a file manager offers then: delete it for good, on request.
+    chattr("+i", trash / "files")
+    try:
+        assert await api.json("DELETE", "/files/delete?path=doc.txt&permanent=true") == {
+            "path": str(home / "doc.txt"), "type": "file"}
+    finally:
+        chattr("-i", trash / "files")
+    assert not (home / "doc.txt").exists() and sorted(os.listdir(trash / "files")) == ["first.txt"]
 
 
 async def test_trash_off_deletes_for_good(api_with: ApiFactory, home: Path, trash: Path) -> None:
