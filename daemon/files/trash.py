@@ -97,8 +97,13 @@ class Trash:
     (call them in a worker thread) except the periodic sweep."""
 
     def __init__(self, home: str, root: str | None, limits: Limits = Limits(), *, enabled: bool = True,
+                 near: str = "/", record: Path | None = None,
                  clock: Callable[[], float] = time.time, mountinfo: str = mounts.MOUNTINFO) -> None:
         self.root = root
+        #: Mounts below this folder (the daemon's home) have their trash listed without being noted.
+        self._near = real_path(near)
+        #: Where the mounts' trashes this daemon used are noted (None: nowhere).
+        self._record = record
         self._opener = Beneath(root)
         self.limits = limits
         self.enabled = enabled
@@ -153,6 +158,8 @@ class Trash:
         try:
             with self._open(place, create=True) as (files, infos):
                 self._move_in(place, (files, infos), (parent, name), original)
+            if place.topdir is not None:
+                self._remember(place.topdir)
         except OSError as exc:
             raise _refused(original, place, exc) from None
         except ApiError as error:  # the scope's 403: a link would lead the trash out of the root
@@ -196,6 +203,26 @@ class Trash:
             raise ApiError(409, f"Cannot move {original} to the trash: no trash on its file system "
                            f"inside the root; nothing was deleted{FOR_GOOD}")
         return Place(os.path.join(top, self._own_name), topdir=top)
+
+    def _known_tops(self) -> set[str]:
+        if self._record is None:
+            return set()
+        try:
+            lines = self._record.read_text("utf-8").splitlines()
+        except (OSError, UnicodeError):
+            return set()
+        return {os.fsdecode(unquote_to_bytes(line)) for line in lines if line.startswith("/")}
+
+    def _remember(self, top: str) -> None:
+        """Note a mount's trash in <state>/trash-places, so it is listed (and capped) from then on."""
+        if self._record is None or top in self._known_tops():
+            return
+        try:
+            self._record.parent.mkdir(parents=True, exist_ok=True)
+            with self._record.open("a", encoding="utf-8") as out:
+                out.write(quote(os.fsencode(top), safe="/") + "\n")
+        except OSError as exc:
+            log.warning("cannot note the trash of %s in %s: %s", top, self._record, exc)
 
     def _places_around(self, path: str) -> list[Place]:
         top = _mount_of(path, self._mount_points())
@@ -248,9 +275,13 @@ class Trash:
     # --- what is in the trash -----------------------------------------------------------------------
 
     def places(self) -> list[Place]:
-        """The primary trash and every mount's `.Trash-$uid` there is (inside the root, with one)."""
+        """The primary trash, and the `.Trash-$uid` of every mount inside the root (or the daemon's
+        home), or that this daemon has put items in: not every mount's on the machine, which the
+        caps and an Empty would otherwise reach too."""
         found = [self.primary]
-        for top in self._mount_points():
+        near = self.root or self._near
+        tops = {top for top in self._mount_points() if mounts.within(top, [near])} | self._known_tops()
+        for top in sorted(tops):
             if self.root is not None and not mounts.within(top, [self.root]):
                 continue
             place = Place(os.path.join(top, self._own_name), topdir=top)

@@ -32,7 +32,8 @@ class EntryQuery(Struct, kw_only=True):
 
 
 def from_config(config: Config, root: str | None) -> Trash:
-    return Trash(home_trash(), root, Limits(config.trash_max_age, config.trash_max_size), enabled=config.trash)
+    return Trash(home_trash(), root, Limits(config.trash_max_age, config.trash_max_size), enabled=config.trash,
+                 near=config.home, record=config.state_dir / "trash-places")
 
 
 async def sweeping(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -204,6 +205,37 @@ async def test_a_file_on_another_mount_goes_to_that_mounts_trash(api: Api, home:
     assert entry["original_path"] == str(small_disk / "far.txt")
     await api.json("POST", "/files/trash/restore", json={"id": entry["id"]})
     assert (small_disk / "far.txt").read_text() == "on the tmpfs"
+
+
+@pytest.fixture
+def far_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two real tmpfs mounts outside the daemon's home."""
+    disks = (tmp_path / "used", tmp_path / "unrelated")
+    for disk in disks:
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], check=True)
+    yield disks
+    for disk in disks:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+async def test_only_the_mount_trashes_the_daemon_used_or_that_lie_in_home_are_listed_and_emptied(
+        aiohttp_client: Any, tmp_path: Path, far_disks: tuple[Path, Path]) -> None:
+    used, unrelated = far_disks
+    (unrelated / f".Trash-{UID}/files").mkdir(parents=True)
+    (unrelated / f".Trash-{UID}/info").mkdir()
+    (unrelated / f".Trash-{UID}/files/desktop.txt").write_text("not ours to purge")
+    (unrelated / f".Trash-{UID}/info/desktop.txt.trashinfo").write_text(
+        "[Trash Info]\nPath=desktop.txt\nDeletionDate=2001-01-01T00:00:00\n")
+    (used / "far.txt").write_text("far")
+    api = Api(await aiohttp_client(create_app(make_config(tmp_path))))
+    await api.json("DELETE", "/files/delete?path=" + q(used / "far.txt"))
+    app = create_app(make_config(tmp_path))
+    again = Api(await aiohttp_client(app))  # a restart: still listed
+    assert [e["original_path"] for e in await entries(again)] == [str(used / "far.txt")]
+    assert app[TRASH].sweep() == 0  # the 2001 item on the unrelated mount is past 30 days, and not ours
+    assert await again.json("DELETE", "/files/trash") == {"removed": 1}
+    assert (unrelated / f".Trash-{UID}/files/desktop.txt").exists()
 
 
 async def test_a_mount_trash_owned_by_someone_else_or_a_link_is_never_used(
