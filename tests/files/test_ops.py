@@ -240,8 +240,10 @@ async def test_delete_files_trees_and_symlinks(api: Api, home: Path) -> None:
     (home / "link").symlink_to(home / "keep")
     assert await api.json("DELETE", "/files/delete?path=tree") == {"path": str(home / "tree"), "type": "directory"}
     assert not (home / "tree").exists()
+    assert (home / ".local/share/Trash/files/tree/sub/x").exists()  # deleted means in the trash (test_trash.py)
     await api.json("DELETE", "/files/delete?path=link")
     assert not (home / "link").exists() and (home / "keep/precious").exists()
+    assert (home / ".local/share/Trash/files/link").is_symlink()
     assert await api.json("DELETE", "/files/delete?path=tree", status=404) == {"detail": "Path not found"}
     assert (await api.json("DELETE", "/files/delete?path=/", status=400))["detail"]
 
