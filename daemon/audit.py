@@ -69,6 +69,15 @@ class AuditLog:
         """The trail's files, newest first."""
         return [self.live, *(self.rotated(number) for number in range(1, self.keep + 1))]
 
+    def prepare(self) -> None:
+        """Open the trail at start: its one descriptor is held from the start (not opened by the first
+        change), and a state directory it cannot write is reported then."""
+        try:
+            if self._fd < 0:
+                self._open()
+        except OSError as exc:
+            self._failed(exc)
+
     def append(self, record: dict[str, Any]) -> None:
         line = encode(record)
         try:
@@ -79,10 +88,13 @@ class AuditLog:
                 self._rotate()
         except OSError as exc:
             self.lost += 1
-            self._close_file()
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot write the audit trail in %s: %s (records are lost until it can)", self.folder, exc)
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self._close_file()
+        if not self._warned:
+            self._warned = True
+            log.warning("cannot write the audit trail in %s: %s (records are lost until it can)", self.folder, exc)
 
     def _open(self) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,7 +226,11 @@ def install(app: web.Application, state_dir: Path) -> None:
     """Give the app its trail (`<state>/audit/`), closed with the app."""
     app[AUDIT] = AuditLog(state_dir / "audit")
 
+    async def prepare(app: web.Application) -> None:
+        app[AUDIT].prepare()
+
     async def close(app: web.Application) -> None:
         app[AUDIT].close()
 
+    app.on_startup.append(prepare)
     app.on_cleanup.append(close)
