@@ -49,6 +49,10 @@ HIDDEN = frozenset({
     "GET /api/terminals/{session_id}/recording", "DELETE /api/terminals/{session_id}", "GET /ports", "GET /system",
     "POST /files/rename", "POST /files/create", "POST /files/exists", "POST /files/copy", "POST /files/extract",
     "GET /files/download", "GET /files/archive/download", "GET /files/thumbnail",
+    "GET /files/history", "GET /files/history/version", "GET /files/history/diff", "POST /files/history/restore",
+    "GET /files/trash", "POST /files/trash/restore", "DELETE /files/trash", "GET /audit",
+    "GET /git/status", "GET /git/diff", "GET /git/log", "GET /git/show",
+    "POST /git/stage", "POST /git/unstage", "POST /git/discard", "POST /git/commit",
 }) if os.environ.get("OPENTERMD_FUZZ_HIDDEN") else frozenset()
 
 #: Statuses we answer that the reference's document leaves out (FastAPI lists only what a route declares,
