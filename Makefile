@@ -60,9 +60,10 @@ run: setup
 # writer, calc and impress cover text documents, sheets and slides.
 LIBREOFFICE_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 debian-packages:
-	@command -v chromium >/dev/null && command -v rg >/dev/null && command -v soffice >/dev/null || { \
+	@command -v chromium >/dev/null && command -v rg >/dev/null && command -v soffice >/dev/null && \
+	  command -v bwrap >/dev/null || { \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq chromium ripgrep $(LIBREOFFICE_PACKAGES) >/dev/null; }
+	  apt-get update -qq && apt-get install -y -qq chromium ripgrep bubblewrap $(LIBREOFFICE_PACKAGES) >/dev/null; }
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench

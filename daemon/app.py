@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import audit, service, watchdog
+from daemon import audit, sandbox, service, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files import history_endpoints
@@ -108,8 +108,9 @@ def create_app(config: Config) -> web.Application:
     app[ACCESS] = access
     app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
     spawns = SpawnGate()  # one pace for every child this loop starts, commands and shells alike
-    app[PROCESSES] = ProcessTable(config, gate=spawns)
-    app[TERMINALS] = TerminalTable(config, gate=spawns)
+    confinement = sandbox.from_config(config)  # one for commands and shells alike
+    app[PROCESSES] = ProcessTable(config, gate=spawns, sandbox=confinement)
+    app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement)
     app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from daemon import __version__, config, shutdown, stored_key
+from daemon import __version__, config, sandbox, shutdown, stored_key
 from daemon.files import worker
 from daemon.key_source import describe_key, source_name
 from daemon.resources import raise_open_file_limit
@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--allowed-hosts", help="comma-separated host names the server answers, or * "
                      "(default: loopback names when bound to loopback, any host otherwise)")
     run.add_argument("--root", dest="file_root", help="confine every file endpoint beneath this directory")
+    run.add_argument("--sandbox", choices=("off", "bwrap"),
+                     help="run commands and terminal shells inside bubblewrap (default off)")
     mcp = commands.add_parser("mcp", help="serve the API's tools over MCP (needs the `mcp` extra)")
     mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio",
                      help="stdio (default; no auth) or streamable-http (bearer API key)")
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if (args.command == "mcp" or settings.enable_mcp) and (missing := _mcp_sdk_missing()) is not None:
         wanted = "MCP mode" if args.command == "mcp" else "OPEN_TERMINAL_ENABLE_MCP"
         print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
+        return Exit.USAGE
+    if args.command in ("run", "mcp") and (problem := _sandbox_problem(settings)) is not None:
+        print(f"opentermd: {problem}", file=sys.stderr)
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise_open_file_limit()
@@ -150,6 +155,17 @@ async def serve_mcp(settings: config.Config, transport: str) -> None:
     from daemon.mcp.server import serve
 
     await serve(settings, transport, _stop_on_signals(), create_app)
+
+
+def _sandbox_problem(settings: config.Config) -> str | None:
+    """Why the sandbox asked for cannot be made here (before anything is served), or None."""
+    try:
+        confinement = sandbox.from_config(settings)
+        if confinement is not None:
+            sandbox.check(confinement)
+    except sandbox.SandboxUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _stop_on_signals() -> asyncio.Event:

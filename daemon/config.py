@@ -90,6 +90,13 @@ def _parse_recording(text: str) -> str:
     return value
 
 
+def _parse_sandbox(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("off", "bwrap"):
+        raise ValueError("expected off or bwrap")
+    return value
+
+
 def _parse_optional_float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
@@ -190,6 +197,14 @@ class Config:
     history_max_file_size: int = 100 * 1024 * 1024
     history_max_size: int = GIB
     history_max_age: float = 30 * 24 * 3600
+    #: `bwrap`: commands and terminal shells run inside bubblewrap (daemon/sandbox.py); `off`: as the daemon.
+    sandbox: str = "off"
+    #: Whether sandboxed children share the host's network (off: a network namespace of their own).
+    sandbox_network: bool = True
+    #: The file the key was read from (OPEN_TERMINAL_API_KEY_FILE), hidden from sandboxed children.
+    api_key_file: Path | None = None
+    #: The user config file in use (it may hold the key), hidden from sandboxed children.
+    config_file: Path | None = None
 
     @property
     def home(self) -> str:
@@ -287,6 +302,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_max_file_size", _parse_non_negative(int)),
     Setting("history_max_size", _parse_non_negative(int)),
     Setting("history_max_age", _parse_non_negative(float)),
+    Setting("sandbox", _parse_sandbox),
+    Setting("sandbox_network", _parse_bool),
 )
 
 
@@ -326,9 +343,10 @@ def load(
     system_file: Path = SYSTEM_CONFIG,
 ) -> Config:
     """Resolve every setting from its sources; raise ConfigError on the first bad value."""
+    user_file = config_file or user_config_path(environ)
     layers = [
         read_toml(system_file, required=False),
-        read_toml(config_file or user_config_path(environ), required=config_file is not None),
+        read_toml(user_file, required=config_file is not None),
     ]
     values: dict[str, Any] = {}
     for setting in SETTINGS:
@@ -339,6 +357,9 @@ def load(
     key_from_file = _api_key_from_file(flags, environ)
     if key_from_file is not None:
         values["api_key"] = key_from_file
+        values["api_key_file"] = Path(environ["OPEN_TERMINAL_API_KEY_FILE"]).expanduser()
+    if user_file.is_file():
+        values["config_file"] = user_file
     values["api_key"] = str(values.get("api_key", "")).strip()
     values.setdefault("state_dir", Path(environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "opentermd")
     if not values["api_key"]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from daemon.resources import system_environment
+from daemon.sandbox import Sandbox
 
 READ_SIZE = 64 * 1024
 #: Seconds between SIGTERM and SIGKILL when a process group is stopped.
@@ -111,8 +112,9 @@ class PtyProcess:
     """
 
     def __init__(self, on_output: Callable[[str], None] | None = None,
-                 on_bytes: Callable[[bytes], None] | None = None) -> None:
+                 on_bytes: Callable[[bytes], None] | None = None, sandbox: Sandbox | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._sandbox = sandbox
         self._on_output = on_output
         self._on_bytes = on_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -131,9 +133,12 @@ class PtyProcess:
             set_window_size(slave, rows, cols)
             # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
             script = f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"
+            argv = ["/bin/sh", "-c", script]
+            if self._sandbox is not None:
+                argv = self._sandbox.wrap(argv, cwd)
             self.pid = os.posix_spawn(
-                "/bin/sh",
-                ["/bin/sh", "-c", script],
+                argv[0],
+                argv,
                 dict(env),
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),

@@ -25,6 +25,7 @@ from daemon.owner import Owner
 from daemon.processes.history import PastProcess, read_history
 from daemon.processes.output_log import LogWriter, OutputLog
 from daemon.processes.runner import PtyProcess, SpawnGate, child_environment, terminate
+from daemon.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,13 @@ class Process:
 class ProcessTable:
     """Owns every background process of one app; created and closed with the app's lifetime."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time, gate: SpawnGate | None = None) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, gate: SpawnGate | None = None,
+                 sandbox: Sandbox | None = None) -> None:
         self._config = config
         self._clock = clock
         #: Shared with the terminals (the app gives both the same one): it paces the loop's spawns.
         self._gate = gate or SpawnGate()
+        self._sandbox = sandbox
         self._processes: dict[str, Process] = {}
         self._running = 0
         #: Processes from before this daemon started, by id (read from their logs at start).
@@ -159,7 +162,7 @@ class ProcessTable:
                                writer=self._log_writer)
         process = Process(process_id, command, cwd, owner, output_log)
         output_log.on_drained = process.resume_output
-        pty = PtyProcess(process.output)
+        pty = PtyProcess(process.output, sandbox=self._sandbox)
         try:
             pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 from daemon.errors import ApiError
 from daemon.owner import Owner
 from daemon.processes.runner import PtyProcess, child_environment, set_window_size, terminate
+from daemon.sandbox import Sandbox, command_pid
 from daemon.terminals.recording import Recorder
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,16 @@ class SessionOptions:
 
 
 class TerminalSession:
-    def __init__(self, owner: Owner, options: SessionOptions, *, replay_bytes: int) -> None:
+    def __init__(self, owner: Owner, options: SessionOptions, *, replay_bytes: int,
+                 sandbox: Sandbox | None = None) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.owner = owner
         self.options = options
         self.detachable = options.detachable
         self.replay = ReplayBuffer(max(replay_bytes, USER_OUTPUT_BYTES))
-        self.pty = PtyProcess(on_bytes=self._output)
+        self.pty = PtyProcess(on_bytes=self._output, sandbox=sandbox)
+        self._sandboxed = sandbox is not None
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self.detached_at: float | None = time.monotonic()
@@ -111,7 +114,9 @@ class TerminalSession:
     def current_directory(self) -> str | None:
         """Where the shell is now (its /proc cwd link), or None when that cannot be read."""
         try:
-            return os.readlink(f"/proc/{self.pid}/cwd")
+            # In a sandbox the spawned pid is bwrap's, whose cwd is the daemon's: ask the shell.
+            pid = command_pid(self.pid) if self._sandboxed else self.pid
+            return os.readlink(f"/proc/{pid}/cwd")
         except (OSError, ValueError):
             return None
 

@@ -13,6 +13,7 @@ from daemon.config import Config
 from daemon.errors import ApiError
 from daemon.owner import Owner
 from daemon.processes.runner import SpawnGate
+from daemon.sandbox import Sandbox
 from daemon.terminals.recording import sweep_recordings
 from daemon.terminals.session import SessionOptions, TerminalSession, default_shell, session_environment
 
@@ -34,8 +35,9 @@ def _start_failed(exc: OSError | ValueError) -> ApiError:
 
 
 class TerminalTable:
-    def __init__(self, config: Config, gate: SpawnGate | None = None) -> None:
+    def __init__(self, config: Config, gate: SpawnGate | None = None, sandbox: Sandbox | None = None) -> None:
         self._config = config
+        self._sandbox = sandbox
         #: Shared with the processes (the app gives both the same one): it paces the loop's spawns.
         self._gate = gate or SpawnGate()
         self._sessions: dict[str, TerminalSession] = {}
@@ -51,7 +53,7 @@ class TerminalTable:
         self._check_room()
         if self._config.detach_timeout is not None:
             options.detachable = True
-        session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes)
+        session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes, sandbox=self._sandbox)
         env = session_environment(self._config.term, options.env)
         if self._records(options):
             try:

@@ -1,0 +1,131 @@
+"""How a command or a terminal shell is confined: the bubblewrap argv put before it.
+
+With `--sandbox bwrap` every child gets its own mount, pid, ipc, uts and (unless the network is on)
+network namespaces: the system read-only, the workspace (`--root`, else `--cwd`) read-write, a
+private `/tmp`, and empty folders over what the daemon keeps to itself (its state directory, logs,
+config folder, the host's `/run` sockets); a key file is replaced by `/dev/null`.
+
+No `--new-session`: the PTY must stay the controlling terminal so that `\\x03` interrupts. Its usual
+reason, TIOCSTI (pushing input into the terminal), buys nothing here: each child's PTY is its own,
+only sandboxed processes read from it, and it is closed once they are gone.
+
+Mounts are ordered parent first, so a hidden folder inside the workspace stays hidden and a
+workspace inside a hidden folder (or under `/tmp`) stays visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.config import SYSTEM_CONFIG
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+MODES = ("off", "bwrap")
+#: Processes between the spawned bwrap and the command: bwrap itself, then its init (pid 1 inside).
+WRAPPERS = 2
+
+
+class SandboxUnavailable(Exception):
+    """bubblewrap is missing or cannot make namespaces here; the message says which."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    bwrap: str
+    workspace: Path
+    network: bool = True
+    #: Folders replaced by an empty tmpfs.
+    hidden: tuple[Path, ...] = ()
+    #: Files replaced by /dev/null.
+    hidden_files: tuple[Path, ...] = ()
+
+    def prefix(self, cwd: str) -> list[str]:
+        """The argv that runs what follows it inside the sandbox, starting in `cwd`."""
+        argv = [self.bwrap, "--unshare-all"]
+        if self.network:
+            argv.append("--share-net")
+        argv += ["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        mounts: list[tuple[Path, list[str]]] = [(Path("/tmp"), ["--tmpfs", "/tmp"]),
+                                                (self.workspace, ["--bind", str(self.workspace), str(self.workspace)])]
+        for folder in self.hidden:
+            if folder.is_dir() and folder not in (self.workspace, Path("/")):
+                mounts.append((folder, ["--tmpfs", str(folder)]))
+        mounts.sort(key=lambda mount: len(mount[0].parts))  # stable: /tmp before a workspace at /tmp
+        for _, arguments in mounts:
+            argv += arguments
+        argv += [item for path in self.hidden_files if path.is_file()
+                 for item in ("--ro-bind", "/dev/null", str(path))]
+        argv += _resolver_binds(self.hidden)
+        return [*argv, "--chdir", cwd]
+
+    def wrap(self, argv: Sequence[str], cwd: str) -> list[str]:
+        return [*self.prefix(cwd), *argv]
+
+
+def _resolver_binds(hidden: Sequence[Path]) -> list[str]:
+    """/etc/resolv.conf is often a link into /run (systemd-resolved): keep name lookups working."""
+    try:
+        target = Path("/etc/resolv.conf").resolve(strict=True)
+    except OSError:
+        return []
+    if any(target.is_relative_to(folder) for folder in hidden) and target.is_file():
+        return ["--ro-bind", str(target), str(target)]
+    return []
+
+
+def from_config(config: Config) -> Sandbox | None:
+    """The sandbox the settings ask for, or None when it is off."""
+    if config.sandbox == "off":
+        return None
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable("--sandbox bwrap needs bubblewrap (apt-get install bubblewrap): bwrap not on PATH")
+    own = [config.state_dir, config.log_dir or config.state_dir]
+    for folder in own:
+        # Made now, so that a sandboxed command cannot plant it (or a symlink in its place) first.
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    hidden = [*own, Path("/run")]
+    # The config files may hold the key too.
+    hidden += [SYSTEM_CONFIG.parent] + ([config.config_file.parent] if config.config_file is not None else [])
+    files = [config.api_key_file] if config.api_key_file is not None else []
+    return Sandbox(bwrap, config.file_root or config.cwd, config.sandbox_network,
+                   hidden=tuple(dict.fromkeys(_absolute(path) for path in hidden)),
+                   hidden_files=tuple(_absolute(path) for path in files))
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check(sandbox: Sandbox) -> None:
+    """Start `true` in the sandbox once, so a machine without user namespaces fails at start-up."""
+    try:
+        done = subprocess.run(sandbox.wrap(["/bin/true"], "/"), capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxUnavailable(f"bubblewrap cannot start: {exc}") from exc
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+        raise SandboxUnavailable(f"bubblewrap cannot make a sandbox here: {reason}")
+
+
+def command_pid(pid: int) -> int:
+    """The sandboxed command's pid seen from the host: `WRAPPERS` first children below the bwrap `pid`."""
+    for _ in range(WRAPPERS):
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return pid
+        if not children:
+            return pid
+        pid = int(children[0])
+    return pid
