@@ -429,13 +429,19 @@ async def test_the_web_ui_cookie_authenticates_a_socket_from_our_origin_only(api
 
 
 @pytest.mark.parametrize("detach", [False, True])
-async def test_all_output_arrives_before_the_close_even_for_a_slow_late_viewer(api: Api, detach: bool) -> None:
+async def test_all_output_arrives_before_the_close_even_for_a_slow_late_viewer(
+        api: Api, detach: bool, tmp_path: Path) -> None:
     """A command's output waits in its PTY for the viewer (or streams into it), and none is lost at exit."""
-    session = await create(api, cmd="seq 1 150000", detach=detach)
+    # A detachable session drains its PTY into the replay buffer, so unheld, seq could end before the
+    # attach (and the session with it: see the stop note). It starts once the viewer is there.
+    started = tmp_path / "viewer-attached"
+    hold = f"while [ ! -e {started} ]; do sleep 0.01; done; " if detach else ""
+    session = await create(api, cmd=f"{hold}seq 1 150000", detach=detach)
     if not detach:
         # seq only ever sleeps blocked on its full PTY: then it waits for a reader.
         await eventually(lambda: any(fields[0] == "S" for fields in _named(session["pid"], "seq")))
     socket = await attach(api, session["id"], resize=False)
+    started.touch()
     received = b""
     while True:
         message = await socket.receive(timeout=20)
