@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -163,10 +164,24 @@ async def test_a_terminal_shell_is_sandboxed_too(api: Api, workspace: Path) -> N
     (workspace / "inner").mkdir()
     await socket.send_bytes(b"cd inner && sleep 30\n")
     await eventually(lambda: _listed_cwd(api, session["id"], str(workspace / "inner")))
+    # The shell is in `inner` a moment before it has started `sleep`: a ^C in between finds no sleep.
+    await eventually(lambda: _running("sleep", workspace / "inner"))
     await socket.send_bytes(b"\x03echo back-$((2*3))\n")
     await read_until(socket, b"back-6")
     await socket.send_str(json.dumps({"type": "resize", "cols": 50, "rows": 20}))
     await socket.send_bytes(b"exit\n")
+
+
+def _running(name: str, cwd: Path) -> bool:
+    """Whether a process called `name` runs in `cwd` (seen from the host's /proc)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if (Path(f"/proc/{pid}/comm").read_text().strip() == name
+                    and os.readlink(f"/proc/{pid}/cwd") == str(cwd)):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 async def _listed_cwd(api: Api, session_id: str, expected: str) -> bool:
