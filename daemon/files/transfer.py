@@ -323,14 +323,15 @@ class LinkStore:
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
-        self._clock = clock
+        #: Replaceable, so a test can drive expiry by hand on a running server.
+        self.clock = clock
         self._links: dict[str, Link] = {}
 
     def create(self, kind: LinkKind, path: str, ttl: float | None = None) -> str:
         """A new link's token; it works for `ttl` seconds (the store's default when None)."""
         self._expire()
         token = secrets.token_urlsafe(32)
-        self._links[digest(token)] = Link(kind, path, self._clock() + (self.ttl if ttl is None else ttl))
+        self._links[digest(token)] = Link(kind, path, self.clock() + (self.ttl if ttl is None else ttl))
         return token
 
     def find(self, kind: LinkKind, token: str) -> Link:
@@ -352,7 +353,7 @@ class LinkStore:
         self._links[digest(token)] = link
 
     def _expire(self) -> None:
-        now = self._clock()
+        now = self.clock()
         for stored in [stored for stored, link in self._links.items() if link.expires <= now]:
             del self._links[stored]
 

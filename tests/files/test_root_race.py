@@ -1,8 +1,8 @@
 """`--root` holds while a folder inside it is swapped, again and again, with a symlink to an outside folder.
 
 The issue's attack: a thread exchanges `root/dir` (a real folder) and `root/swap` (a symlink to
-`outside/`) with renameat2(RENAME_EXCHANGE) in a loop, while requests read, view and write
-`dir/...`. A server that checks the path with realpath and then opens it by name again returned
+`outside/`) with renameat2(RENAME_EXCHANGE) in a loop, while requests read, view, write,
+list and archive `dir/...`. A server that checks the path with realpath and then opens it by name again returned
 the outside file and created files outside hundreds of times in 1,500 tries. Opening beneath the
 root (openat2, or the O_NOFOLLOW walk) must give 0 escapes, whichever way it resolves.
 """
@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import io
 import os
 import threading
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
@@ -30,6 +32,8 @@ from tests.conftest import Api, ApiFactory, eventually
 SECRET = "TOPSECRET"
 TRIES = 1500
 PARALLEL = 6
+#: What each try asks for, in turn: the issue's read, view and write, and the listing and archive walks.
+KINDS = ("read", "view", "write", "list", "archive")
 RENAME_EXCHANGE = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -63,8 +67,15 @@ def make_tree(base: Path) -> tuple[Path, Path]:
     (root / "dir" / "secret.txt").write_text("inside\n")
     outside.mkdir()
     (outside / "secret.txt").write_text(f"{SECRET}\n")
+    (outside / f"{SECRET}-only-outside.txt").write_text("listed only if a listing escaped\n")
     (root / "swap").symlink_to(outside)
     return root, outside
+
+
+def unzipped(archive: bytes) -> str:
+    """Every entry's name and content, so an escape shows whether it was a name or the bytes."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        return "\n".join(f"{name}: {opened.read(name).decode(errors='replace')}" for name in opened.namelist())
 
 
 @pytest.mark.parametrize("resolver", ["openat2", "walk"])
@@ -84,13 +95,18 @@ async def test_swapping_a_folder_for_an_outside_symlink_never_escapes(
     refusals: Counter[str] = Counter()
 
     async def attempt(number: int) -> None:
-        kind = ("read", "view", "write")[number % 3]
+        kind = KINDS[number % len(KINDS)]
         if kind == "write":
             request = api.request("POST", "/files/write", json={"path": f"dir/new-{number}.txt", "content": "w"})
+        elif kind == "list":
+            request = api.request("GET", "/files/list?directory=dir")
+        elif kind == "archive":
+            request = api.request("POST", "/files/archive", json={"paths": ["dir"]})
         else:
             request = api.request("GET", f"/files/{kind}?path={quote('dir/secret.txt')}")
         async with request as response:
-            body = await response.text()
+            raw = await response.read()
+            body = unzipped(raw) if kind == "archive" and response.status == 200 else raw.decode(errors="replace")
             statuses[f"{kind} {response.status}"] += 1
             if response.status == 400:
                 refusals[body] += 1

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import Api, ApiFactory
+from tests.conftest import Api, ApiFactory, eventually
 
 
 def form(data: bytes | io.IOBase, filename: str = "up.bin", field: str = "file") -> aiohttp.FormData:
@@ -97,11 +97,7 @@ async def test_an_interrupted_upload_leaves_no_partial_file(api: Api, home: Path
                                headers={"Content-Type": "multipart/form-data; boundary=b"}):
             pass
     await gate.wait()
-    for _ in range(100):
-        if os.listdir(home) == ["keep.bin"]:
-            break
-        await asyncio.sleep(0.02)
-    assert os.listdir(home) == ["keep.bin"]
+    await eventually(lambda: os.listdir(home) == ["keep.bin"])
     assert (home / "keep.bin").read_bytes() == b"original"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.errors import ApiError
 from daemon.git.runner import run_git
-from tests.conftest import Api, ApiFactory, wait_until
+from tests.conftest import Api, ApiFactory, eventually
 from tests.git.conftest import git
 
 
@@ -86,7 +86,7 @@ async def test_a_hanging_git_is_killed_at_its_time_limit(tmp_path: Path, monkeyp
         await asyncio.wait_for(run_git(str(tmp_path), ["status"], timeout=0.5), 30)
     assert refused.value.status == 504
     child = int(pid_file.read_text())
-    assert wait_until(lambda: not _alive(child), timeout=10)
+    await eventually(lambda: not _alive(child), timeout=10)
 
 
 def _alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon.app import create_app
 from daemon.config import Config
-from tests.conftest import Api, eventually, make_config, output_text, wait_until
+from tests.conftest import Api, eventually, make_config, output_text
 from tests.test_cli import call
 
 MINE = {"X-User-Id": "u1", "X-Session-Id": "chat-a"}
@@ -97,7 +97,7 @@ async def test_a_process_the_daemon_died_before_is_lost_with_its_output_kept(
     reply = call(f"{url}/execute", key, "POST", {"command": "echo before; sleep 1000"})
     assert isinstance(reply, dict)
     log_path = Path(reply["log_path"])
-    assert wait_until(lambda: log_path.exists() and "before" in log_path.read_text(), timeout=20)
+    await eventually(lambda: log_path.exists() and "before" in log_path.read_text(), timeout=20)
     os.kill(daemon_pid, signal.SIGKILL)  # no shutdown: no end record
     leader = int(json.loads(log_path.read_text().splitlines()[0])["pid"])
     with contextlib.suppress(ProcessLookupError):
