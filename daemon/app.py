@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import audit, sandbox, service, watchdog
+from daemon import audit, sandbox, service, users, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files import history_endpoints
@@ -106,16 +106,24 @@ def create_app(config: Config) -> web.Application:
     ])
     app[CONFIG] = config
     app[ACCESS] = access
-    app[DIRECTORIES] = SessionDirectories(config.home, config.session_cwd_ttl)
     spawns = SpawnGate()  # one pace for every child this loop starts, commands and shells alike
     confinement = sandbox.from_config(config)  # one for commands and shells alike
-    app[PROCESSES] = ProcessTable(config, gate=spawns, sandbox=confinement)
-    app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement)
-    app[SCOPE] = FileScope(str(config.file_root) if config.file_root else None)
+    people = users.from_config(config, confinement)  # multi-user: each user's own account, home, sandbox
+    app[DIRECTORIES] = (SessionDirectories(config.home, config.session_cwd_ttl) if people is None
+                        else users.UserDirectories(people, config.session_cwd_ttl))
+    if people is not None:
+        app[users.USERS] = people
+        app.middlewares.append(users.middleware(people, access))  # after auth: a tenant is its user
+    app[PROCESSES] = ProcessTable(config, gate=spawns, sandbox=confinement,
+                                  confine=people.sandbox_for if people else None)
+    app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement,
+                                   confine=people.sandbox_for if people else None)
+    app[SCOPE] = (FileScope(str(config.file_root) if config.file_root else None) if people is None
+                  else users.UserScope(people))
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
-    app[TRASH] = trash_from_config(config, app[SCOPE].root)
+    app[TRASH] = trash_from_config(users.trash_config(config), app[SCOPE].root)
     app[git_endpoints.GIT_STATUS] = StatusCache()
     app[PREVIEWS] = Previewer(config.state_dir / "previews", libreoffice=config.libreoffice,
                               timeout=config.preview_timeout, cache_size=config.preview_cache_size)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from daemon import __version__, config, sandbox, shutdown, stored_key
+from daemon import __version__, config, sandbox, shutdown, stored_key, users
 from daemon.files import worker
 from daemon.key_source import describe_key, source_name
 from daemon.resources import raise_open_file_limit
@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--root", dest="file_root", help="confine every file endpoint beneath this directory")
     run.add_argument("--sandbox", choices=("off", "bwrap"),
                      help="run commands and terminal shells inside bubblewrap (default off)")
+    run.add_argument("--multi-user", action="store_const", const="true",
+                     help="one account and home per X-User-Id (as root; without root needs --sandbox bwrap)")
     mcp = commands.add_parser("mcp", help="serve the API's tools over MCP (needs the `mcp` extra)")
     mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio",
                      help="stdio (default; no auth) or streamable-http (bearer API key)")
@@ -163,7 +165,8 @@ def _sandbox_problem(settings: config.Config) -> str | None:
         confinement = sandbox.from_config(settings)
         if confinement is not None:
             sandbox.check(confinement)
-    except sandbox.SandboxUnavailable as exc:
+        users.from_config(settings, confinement)
+    except (sandbox.SandboxUnavailable, users.UsersUnavailable) as exc:
         return str(exc)
     return None
 

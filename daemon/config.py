@@ -90,6 +90,12 @@ def _parse_recording(text: str) -> str:
     return value
 
 
+def _parse_user_prefix(text: str) -> str:
+    from daemon.users import check_prefix  # users imports this module
+
+    return check_prefix(text.strip())
+
+
 def _parse_sandbox(text: str) -> str:
     value = text.strip().lower()
     if value not in ("off", "bwrap"):
@@ -201,6 +207,12 @@ class Config:
     sandbox: str = "off"
     #: Whether sandboxed children share the host's network (off: a network namespace of their own).
     sandbox_network: bool = True
+    #: Several users by `X-User-Id` (daemon/users.py): an account (as root) and a home each.
+    multi_user: bool = False
+    #: Put before every account name made for a user (the reference's OPEN_TERMINAL_USER_PREFIX).
+    user_prefix: str = ""
+    #: Where the users' homes are made; None: /home as root, <state_dir>/homes otherwise.
+    user_homes: Path | None = None
     #: The file the key was read from (OPEN_TERMINAL_API_KEY_FILE), hidden from sandboxed children.
     api_key_file: Path | None = None
     #: The user config file in use (it may hold the key), hidden from sandboxed children.
@@ -304,6 +316,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_max_age", _parse_non_negative(float)),
     Setting("sandbox", _parse_sandbox),
     Setting("sandbox_network", _parse_bool),
+    Setting("multi_user", _parse_bool),
+    Setting("user_prefix", _parse_user_prefix),
+    Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
 )
 
 

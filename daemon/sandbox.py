@@ -39,7 +39,26 @@ class SandboxUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class UserSwitch:
+    """Multi-user as root (daemon/users.py): become the user's uid before bwrap, so that bwrap runs
+    unprivileged in a user namespace of its own and what the command writes belongs to the user.
+    setpriv and env exec, so they add no process for `command_pid` to step over."""
+
+    setpriv: str
+    env: str
+    uid: int
+    gid: int
+    name: str
+    home: str
+
+    def prefix(self) -> list[str]:
+        return [self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--",
+                self.env, f"HOME={self.home}", f"USER={self.name}", f"LOGNAME={self.name}"]
+
+
+@dataclass(frozen=True)
 class Sandbox:
+    #: "" when only the user is switched (multi-user as root with --sandbox off).
     bwrap: str
     workspace: Path
     network: bool = True
@@ -47,6 +66,7 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()
     #: Files replaced by /dev/null.
     hidden_files: tuple[Path, ...] = ()
+    user: UserSwitch | None = None
 
     def prefix(self, cwd: str) -> list[str]:
         """The argv that runs what follows it inside the sandbox, starting in `cwd`."""
@@ -68,7 +88,8 @@ class Sandbox:
         return [*argv, "--chdir", cwd]
 
     def wrap(self, argv: Sequence[str], cwd: str) -> list[str]:
-        return [*self.prefix(cwd), *argv]
+        inner = [*self.prefix(cwd), *argv] if self.bwrap else list(argv)
+        return [*self.user.prefix(), *inner] if self.user is not None else inner
 
 
 def _resolver_binds(hidden: Sequence[Path]) -> list[str]:

@@ -22,7 +22,7 @@ from multidict import MultiMapping
 from daemon.config import Config
 from daemon.errors import ApiError, validation_failed
 from daemon.http.inputs import NoInput, decode_json, field_names, list_fields, validate
-from daemon.owner import Owner
+from daemon.owner import Owner, owner_of
 
 Q = TypeVar("Q", bound=msgspec.Struct)
 B = TypeVar("B", bound=msgspec.Struct)
@@ -50,8 +50,7 @@ class Call(Generic[Q, B]):
 
     @property
     def owner(self) -> Owner:
-        headers = self.request.headers
-        return Owner(headers.get("x-user-id", ""), headers.get("x-session-id", ""))
+        return owner_of(self.request)
 
     def path(self, name: str) -> str:
         return self.request.match_info[name]

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from daemon import users
 from daemon.errors import ApiError
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
@@ -16,7 +17,9 @@ PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 async def list_ports(call: Call[NoInput, NoInput]) -> dict[str, object]:
-    listed = await asyncio.to_thread(ports.listening_ports)
+    listed = await users.ports_of(call.request)  # multi-user: only the caller's own
+    if listed is None:
+        listed = await asyncio.to_thread(ports.listening_ports)
     return {"ports": [entry.as_json() for entry in listed]}
 
 
@@ -26,7 +29,8 @@ async def proxy_request(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     identity = proxy.authenticate(request, call.app[CONFIG].proxy_token_auth)
     port = proxy.parse_port(call.path("port"))
     hosts = await asyncio.to_thread(ports.listening_addresses, port)
-    if not hosts:
+    own = await users.ports_of(request)  # multi-user: only to a port one of the caller's processes listens on
+    if not hosts or (own is not None and all(entry.port != port for entry in own)):
         raise ApiError(404, "Port not found")
     target = proxy.target(request, port, hosts, call.app[GUARD])
     if proxy.is_websocket(request):

@@ -98,12 +98,15 @@ class ProcessTable:
     """Owns every background process of one app; created and closed with the app's lifetime."""
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time, gate: SpawnGate | None = None,
-                 sandbox: Sandbox | None = None) -> None:
+                 sandbox: Sandbox | None = None,
+                 confine: Callable[[Owner], Sandbox | None] | None = None) -> None:
         self._config = config
         self._clock = clock
         #: Shared with the terminals (the app gives both the same one): it paces the loop's spawns.
         self._gate = gate or SpawnGate()
         self._sandbox = sandbox
+        #: Multi-user (daemon/users.py): each owner's own sandbox and uid; None: `sandbox` for everyone.
+        self._confine = confine
         self._processes: dict[str, Process] = {}
         self._running = 0
         #: Processes from before this daemon started, by id (read from their logs at start).
@@ -146,6 +149,9 @@ class ProcessTable:
         environment = {**self._environment, **(env or {})}
         return await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
 
+    def _sandbox_for(self, owner: Owner) -> Sandbox | None:
+        return self._confine(owner) if self._confine is not None else self._sandbox
+
     def _check_room(self) -> None:
         if self._running >= self._config.max_processes:
             raise ApiError(429, f"Too many running processes ({self._config.max_processes}): wait for some to "
@@ -162,7 +168,7 @@ class ProcessTable:
                                writer=self._log_writer)
         process = Process(process_id, command, cwd, owner, output_log)
         output_log.on_drained = process.resume_output
-        pty = PtyProcess(process.output, sandbox=self._sandbox)
+        pty = PtyProcess(process.output, sandbox=self._sandbox_for(owner))
         try:
             pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:
@@ -189,6 +195,11 @@ class ProcessTable:
     @property
     def running_count(self) -> int:
         return self._running
+
+    def pids_of(self, user_id: str) -> set[int]:
+        """The spawned pids of this user's running commands, every chat of theirs (for /ports per user)."""
+        return {process.pty.pid for process in self._processes.values()
+                if process.owner.user_id == user_id and process.running and process.pty is not None}
 
     async def get(self, process_id: str, owner: Owner) -> Process:
         self.forget_finished()

@@ -86,7 +86,7 @@ class TerminalSession:
         self.detachable = options.detachable
         self.replay = ReplayBuffer(max(replay_bytes, USER_OUTPUT_BYTES))
         self.pty = PtyProcess(on_bytes=self._output, sandbox=sandbox)
-        self._sandboxed = sandbox is not None
+        self._sandboxed = sandbox is not None and bool(sandbox.bwrap)  # a uid switch alone adds no process
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self.detached_at: float | None = time.monotonic()

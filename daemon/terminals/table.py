@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from daemon.config import Config
@@ -35,9 +36,12 @@ def _start_failed(exc: OSError | ValueError) -> ApiError:
 
 
 class TerminalTable:
-    def __init__(self, config: Config, gate: SpawnGate | None = None, sandbox: Sandbox | None = None) -> None:
+    def __init__(self, config: Config, gate: SpawnGate | None = None, sandbox: Sandbox | None = None,
+                 confine: Callable[[Owner], Sandbox | None] | None = None) -> None:
         self._config = config
         self._sandbox = sandbox
+        #: Multi-user (daemon/users.py): each owner's own sandbox and uid; None: `sandbox` for everyone.
+        self._confine = confine
         #: Shared with the processes (the app gives both the same one): it paces the loop's spawns.
         self._gate = gate or SpawnGate()
         self._sessions: dict[str, TerminalSession] = {}
@@ -53,7 +57,8 @@ class TerminalTable:
         self._check_room()
         if self._config.detach_timeout is not None:
             options.detachable = True
-        session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes, sandbox=self._sandbox)
+        session = TerminalSession(owner, options, replay_bytes=self._config.replay_bytes,
+                                  sandbox=self._sandbox_for(owner))
         env = session_environment(self._config.term, options.env)
         if self._records(options):
             try:
@@ -66,6 +71,9 @@ class TerminalTable:
             if session.recorder is not None and session.id not in self._sessions:
                 session.recorder.close()
             raise
+
+    def _sandbox_for(self, owner: Owner) -> Sandbox | None:
+        return self._confine(owner) if self._confine is not None else self._sandbox
 
     def _check_room(self) -> None:
         if len(self._sessions) >= self._config.max_sessions:
@@ -103,6 +111,11 @@ class TerminalTable:
     def owned_by(self, owner: Owner) -> list[TerminalSession]:
         self._prune()
         return [session for session in self._sessions.values() if session.owner == owner]
+
+    def pids_of(self, user_id: str) -> set[int]:
+        """The shells' pids of this user, every chat of theirs (for /ports per user)."""
+        return {session.pid for session in self._sessions.values()
+                if session.owner.user_id == user_id and session.alive}
 
     def user_shell(self, owner: Owner) -> TerminalSession:
         """The newest connected, alive shell of this user and chat (for the LLM's user-terminal tools)."""

@@ -1,0 +1,290 @@
+"""Several users on one daemon (`OPEN_TERMINAL_MULTI_USER`): an account and a home per `X-User-Id`.
+
+As root each user gets a Linux account of their own (`useradd`, home mode 0700 owned by it), and every
+command and terminal shell runs as that uid (`setpriv` placed before bubblewrap, so that bwrap runs
+unprivileged in its own user namespace and the files it writes belong to the user). Without root the
+accounts cannot differ, so the separation is the sandbox's alone: each user's bwrap sees its own home
+as the workspace and an empty folder over everyone else's (multi-user without root needs `--sandbox bwrap`).
+
+The file API reaches only the requesting user's home. Its handlers use the app's one `FileScope` and
+`SessionDirectories`; in multi-user mode those are `UserScope` and `UserDirectories`, which answer for
+the account the middleware put in `CURRENT` for this request (a context variable: `asyncio.to_thread`
+copies it into the worker thread, and no other request can see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import hashlib
+import logging
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daemon import sandbox
+from daemon.errors import ApiError
+from daemon.files.cwd import SessionDirectories
+from daemon.files.paths import FileScope
+from daemon.http.endpoints import Access
+from daemon.keys import PROCESSES, TERMINALS
+from daemon.net import ports
+from daemon.net.ports import ListeningPort
+from daemon.owner import Owner, owner_of
+from daemon.sandbox import Sandbox, UserSwitch
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+log = logging.getLogger(__name__)
+
+MISSING_USER = "X-User-Id is required in multi-user mode"
+#: Linux account names: at most 32 characters, a lowercase letter first (useradd's default rule).
+MAX_NAME = 32
+#: Characters of the id kept readable in the account name (the reference keeps 8 and stops there:
+#: two ids with the same first 8 characters then share one account).
+READABLE = 8
+#: Hex digits of the id's SHA-256 after them: 40 bits, so that two ids meet only by a deliberate search.
+HASHED = 10
+#: Below this uid accounts are the system's own, never one of ours.
+FIRST_USER_UID = 1000
+#: Room left for OPEN_TERMINAL_USER_PREFIX: the "_" before the hash and a possible leading "u".
+MAX_PREFIX = MAX_NAME - READABLE - HASHED - 2
+PREFIX_PATTERN = re.compile(rf"[a-z_][a-z0-9_-]{{0,{MAX_PREFIX - 1}}}")
+
+#: The account of the request being handled (set by `middleware`), None outside one.
+CURRENT: contextvars.ContextVar[Account | None] = contextvars.ContextVar("opentermd_account", default=None)
+
+
+class UsersUnavailable(Exception):
+    """Multi-user mode cannot give each user their own confinement here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def account_name(user_id: str, prefix: str = "") -> str:
+    """A valid, collision-resistant Linux name for `user_id`: prefix, up to 8 readable characters, a hash."""
+    readable = re.sub(r"[^a-z0-9]", "", user_id.lower())[:READABLE]
+    digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:HASHED]
+    name = f"{prefix}{readable}_{digest}" if readable else f"{prefix}{digest}"
+    return name if name[0].isalpha() or name[0] == "_" else f"u{name}"
+
+
+def check_prefix(prefix: str) -> str:
+    """`OPEN_TERMINAL_USER_PREFIX`: it must keep every name valid and within 32 characters."""
+    if prefix and not PREFIX_PATTERN.fullmatch(prefix):
+        raise ValueError(f"must be lowercase letters, digits, '_' or '-' (a letter or '_' first), at most "
+                         f"{MAX_PREFIX} characters")
+    return prefix
+
+
+class Users:
+    """Accounts by user id: made on first use, cached, and the confinement each one's children get."""
+
+    def __init__(self, homes: Path, prefix: str = "", *, as_root: bool, sandbox: Sandbox | None) -> None:
+        self.homes = homes
+        self.prefix = prefix
+        self.as_root = as_root
+        self._sandbox = sandbox
+        self._setpriv = shutil.which("setpriv") or "setpriv"
+        self._env = shutil.which("env") or "/usr/bin/env"
+        self._accounts: dict[str, Account] = {}
+        self._scopes: dict[str, FileScope] = {}
+        self._lock = threading.Lock()
+        #: A user's own network switch (a tenant's `network`), by account name; absent: the sandbox's.
+        self.network: dict[str, bool] = {}
+
+    def account(self, user_id: str) -> Account:
+        """The user's account, made now if it is new (blocking: `useradd` takes ~50 ms; call off the loop)."""
+        with self._lock:
+            found = self._accounts.get(user_id)
+            if found is None:
+                name = account_name(user_id, self.prefix)
+                found = self._provision(name) if self.as_root else self._folder(name)
+                self._accounts[user_id] = found
+                confinement = self.sandbox_of(found)
+                self._scopes[found.name] = FileScope(found.home, confinement if confinement.bwrap else None)
+            return found
+
+    def scope(self, account: Account) -> FileScope:
+        return self._scopes[account.name]
+
+    def sandbox_for(self, owner: Owner) -> Sandbox | None:
+        """What a child of this owner runs in: as their uid, in their own home, the others' hidden."""
+        return self.sandbox_of(self.account(owner.user_id))
+
+    def sandbox_of(self, account: Account) -> Sandbox:
+        switch = UserSwitch(self._setpriv, self._env, account.uid, account.gid, account.name, account.home)
+        if self._sandbox is None:  # as root only (from_config refuses otherwise): the uid is the wall
+            return Sandbox("", Path(account.home), user=switch)
+        return dataclasses.replace(self._sandbox, workspace=Path(account.home),
+                                   hidden=(*self._sandbox.hidden, self.homes),
+                                   user=switch if self.as_root else None,
+                                   network=self.network.get(account.name, self._sandbox.network))
+
+    def _folder(self, name: str) -> Account:
+        home = self.homes / name
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _refuse_link(home)
+        return Account(name, os.getuid(), os.getgid(), str(home))
+
+    def _provision(self, name: str) -> Account:
+        try:
+            found = pwd.getpwnam(name)
+        except KeyError:
+            log.info("multi-user: creating the account %s", name)
+            self.homes.mkdir(mode=0o755, parents=True, exist_ok=True)
+            done = subprocess.run(["useradd", "--create-home", "--base-dir", str(self.homes), "--shell",
+                                   "/bin/bash", "--user-group", "--key", "UMASK=077", name],
+                                  capture_output=True, timeout=60, check=False)
+            if done.returncode != 0:
+                detail = done.stderr.decode(errors="replace").strip()
+                raise ApiError(503, f"Cannot create the account for this user: {detail}") from None
+            found = pwd.getpwnam(name)
+        if found.pw_uid < FIRST_USER_UID or found.pw_uid in (os.getuid(), os.geteuid()):
+            raise ApiError(403, f"Refusing to use the system account {name!r}")
+        home = Path(found.pw_dir)
+        home.mkdir(mode=0o700, exist_ok=True)
+        _refuse_link(home)
+        os.chown(home, found.pw_uid, found.pw_gid)
+        home.chmod(0o700)
+        return Account(name, found.pw_uid, found.pw_gid, str(home))
+
+
+USERS = web.AppKey("users", Users)
+
+
+def trash_config(config: Config) -> Config:
+    """Multi-user: no trash yet. The one trash the daemon keeps lies at its root (here, above every
+    home), so one user could list and restore another's deleted files: deletes are for good instead."""
+    return dataclasses.replace(config, trash=False) if config.multi_user else config
+
+
+def _refuse_link(home: Path) -> None:
+    if home.is_symlink() or not home.is_dir():
+        raise ApiError(503, f"The user's home {home} is not a folder of its own")
+
+
+def from_config(config: Config, sandbox: Sandbox | None) -> Users | None:
+    """The users of a multi-user daemon, or None in single-user mode; refuses what would not separate them."""
+    if not config.multi_user:
+        return None
+    as_root = os.geteuid() == 0
+    if not as_root and sandbox is None:
+        raise UsersUnavailable("multi-user mode without root needs --sandbox bwrap (OPEN_TERMINAL_SANDBOX=bwrap): "
+                               "only the sandbox can keep one user's commands out of another's home")
+    if as_root and shutil.which("useradd") is None:
+        raise UsersUnavailable("multi-user mode as root needs useradd (Debian package passwd)")
+    if as_root and shutil.which("setpriv") is None:
+        raise UsersUnavailable("multi-user mode as root needs setpriv (Debian package util-linux)")
+    homes = config.user_homes or (Path("/home") if as_root else config.state_dir / "homes")
+    return Users(Path(os.path.realpath(homes)), config.user_prefix, as_root=as_root, sandbox=sandbox)
+
+
+class UserScope(FileScope):
+    """The file scope of the request's user: their home is the root (as `--root` would be), with
+    their sandbox's view when there is one. FileScope's methods run unchanged; the state they read
+    (`root`, `beneath`, `sandbox`) is the current user's scope's."""
+
+    def __init__(self, users: Users) -> None:  # no super().__init__: the state is per request
+        self._users = users
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_users":
+            raise AttributeError(name)
+        account = CURRENT.get()
+        # Outside a request (start-up, sweeps): all homes, never the whole machine.
+        mine = FileScope(str(self._users.homes)) if account is None else self._users.scope(account)
+        return getattr(mine, name)
+
+
+class UserDirectories(SessionDirectories):
+    """Chat working directories, starting in the request's user's home (entries are keyed by home)."""
+
+    def __init__(self, users: Users, ttl: float) -> None:
+        super().__init__(str(users.homes), ttl)
+        self._users = users
+
+    @property
+    def home(self) -> str:
+        account = CURRENT.get()
+        return account.home if account is not None else str(self._users.homes)
+
+    @home.setter
+    def home(self, value: str) -> None:
+        pass  # SessionDirectories.__init__ sets it; each request's home is its user's
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def middleware(users: Users, access: dict[Any, Access]) -> Any:
+    """Every request but the public ones names its user; the account is made before the handler runs,
+    and the handler's file scope, chat folders, sandbox (for kernels, git, file workers) are theirs."""
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match = request.match_info
+        if match.http_exception is not None or access.get(match.route, Access.BEARER) is Access.PUBLIC:
+            return await handler(request)
+        account = await account_of(request, users)
+        confinement = users.sandbox_of(account)
+        token = CURRENT.set(account)
+        box = sandbox.CURRENT.set(confinement if confinement.bwrap else None)
+        try:
+            return await handler(request)
+        finally:
+            sandbox.CURRENT.reset(box)
+            CURRENT.reset(token)
+
+    return handle
+
+
+async def account_of(request: web.Request, users: Users) -> Account:
+    """The request's user's account (made on first use); 400 when the request names no user."""
+    user_id = owner_of(request).user_id
+    if not user_id:
+        raise ApiError(400, MISSING_USER)
+    return await asyncio.to_thread(users.account, user_id)
+
+
+def own_ports(listed: Sequence[ListeningPort], roots: Iterable[int]) -> list[ListeningPort]:
+    """The ports that the user's own commands and shells (`roots`) or their descendants listen on."""
+    mine = set(roots)
+    for root in list(mine):
+        mine |= ports.descendants(root)
+    return [entry for entry in listed if entry.pid in mine]
+
+
+def user_roots(app: web.Application, user_id: str) -> set[int]:
+    roots = app[PROCESSES].pids_of(user_id)
+    if TERMINALS in app:
+        roots |= app[TERMINALS].pids_of(user_id)
+    return roots
+
+
+async def ports_of(request: web.Request) -> list[ListeningPort] | None:
+    """Multi-user: the listening ports of the request's user only (400 without one); None otherwise."""
+    users = request.app.get(USERS)
+    if users is None:
+        return None
+    await account_of(request, users)  # 400 without a user
+    user_id = owner_of(request).user_id
+    listed = await asyncio.to_thread(ports.listening_ports)
+    return own_ports(listed, user_roots(request.app, user_id))

@@ -1,0 +1,231 @@
+"""Multi-user mode (daemon/users.py) over a real server: real Linux accounts (made by the daemon with
+useradd, removed by these tests), real commands run as those uids, real files in 0700 homes.
+
+Each isolation test has user A make something and user B try to reach it: it would pass B's request
+(and fail the test) if the separation were removed.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from daemon.users import MISSING_USER, account_name, check_prefix
+from tests.conftest import Api, ApiFactory, eventually, output_text
+
+A = {"X-User-Id": "alice-0001-aaaa"}
+B = {"X-User-Id": "bob-0002-bbbb"}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
+                                reason="multi-user accounts need root and useradd")
+
+
+@pytest.fixture
+def homes() -> Iterator[tuple[Path, str]]:
+    """A homes folder every account can pass through, and a prefix no other run uses; every account
+    made with it is removed afterwards, whatever the test did."""
+    prefix = f"t{secrets.token_hex(3)}-"
+    folder = Path(tempfile.mkdtemp(prefix="opentermd-homes-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder, prefix
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            subprocess.run(["userdel", "--force", "--remove", entry.pw_name], capture_output=True, check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def multi(api_with: ApiFactory, homes: tuple[Path, str], tmp_path: Path) -> Api:
+    folder, prefix = homes
+    api: Api = await api_with(multi_user=True, user_prefix=prefix, user_homes=folder)
+    return api
+
+
+async def home_of(api: Api, user: dict[str, str]) -> str:
+    """The user's home, as the daemon resolves `.` for them (made on this first request)."""
+    reply = await api.json("GET", "/files/cwd", headers=user)
+    return str(reply["cwd"])
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def test_ids_sharing_eight_characters_get_different_accounts() -> None:
+    # The reference keeps `[:8]` of the cleaned id: these two would share one account there.
+    first, second = account_name("12345678-first"), account_name("12345678-second")
+    assert first != second
+    assert first.startswith("u12345678_") and second.startswith("u12345678_")
+
+
+def test_account_names_are_valid_and_never_a_system_name() -> None:
+    for user_id in ("root", "daemon", "", "..", "../../etc", "é", "a" * 500, "ROOT\n"):
+        name = account_name(user_id, "ot-")
+        assert name.startswith("ot-") and len(name) <= 32
+        assert all(ch.isalnum() or ch in "_-" for ch in name)
+        assert name not in ("root", "daemon")
+    assert account_name("root") != "root"
+
+
+def test_prefix_must_keep_names_valid() -> None:
+    assert check_prefix("ot-") == "ot-"
+    for bad in ("Ot", "-x", "a b", "x" * 13, "../"):
+        with pytest.raises(ValueError):
+            check_prefix(bad)
+
+
+# --- requests need a user -----------------------------------------------------------------------
+
+
+async def test_every_api_request_needs_the_user_id(multi: Api) -> None:
+    for method, path in (("GET", "/files/list?directory=."), ("POST", "/execute"), ("GET", "/ports"),
+                         ("GET", "/api/terminals")):
+        async with multi.request(method, path, json={"command": "true"}) as response:
+            assert (response.status, await response.json()) == (400, {"detail": MISSING_USER}), path
+    async with multi.request("GET", "/health") as response:  # public: no user needed
+        assert response.status == 200
+
+
+async def test_single_user_mode_needs_no_user_id(api: Api) -> None:
+    reply = await api.run("id -u; echo $HOME")
+    assert output_text(reply).split() == ["0", os.environ["HOME"]]
+
+
+async def test_without_a_key_it_is_still_401_first(multi: Api) -> None:
+    async with multi.request("GET", "/files/list?directory=.", auth=False) as response:
+        assert response.status == 401
+
+
+# --- accounts and homes ------------------------------------------------------------------------
+
+
+async def test_each_user_gets_an_account_and_a_private_home(multi: Api, homes: tuple[Path, str]) -> None:
+    folder, prefix = homes
+    home_a, home_b = await home_of(multi, A), await home_of(multi, B)
+    assert home_a != home_b
+    for home, user in ((home_a, A), (home_b, B)):
+        entry = pwd.getpwnam(account_name(user["X-User-Id"], prefix))
+        assert entry.pw_dir == home and Path(home).parent == folder and entry.pw_uid >= 1000
+        info = os.stat(home)
+        assert (info.st_uid, info.st_mode & 0o777) == (entry.pw_uid, 0o700)
+
+
+async def test_commands_run_as_the_user_with_their_home(multi: Api, homes: tuple[Path, str]) -> None:
+    _, prefix = homes
+    reply = await multi.run("id -u; id -g; echo $HOME $USER; pwd; echo hi > made.txt", headers=A)
+    entry = pwd.getpwnam(account_name(A["X-User-Id"], prefix))
+    assert output_text(reply).split() == [str(entry.pw_uid), str(entry.pw_gid), entry.pw_dir, entry.pw_name,
+                                          entry.pw_dir]
+    made = os.stat(Path(entry.pw_dir) / "made.txt")
+    assert (made.st_uid, made.st_gid) == (entry.pw_uid, entry.pw_gid)
+
+
+async def test_a_command_cannot_read_or_write_another_users_home(multi: Api) -> None:
+    home_b = await home_of(multi, B)
+    await multi.json("POST", "/files/write", json={"path": "secret.txt", "content": "B's secret"}, headers=B)
+    reply = await multi.run(f"cat {home_b}/secret.txt; ls {home_b}; touch {home_b}/planted; echo end", headers=A)
+    text = output_text(reply)
+    assert "B's secret" not in text and "Permission denied" in text
+    assert not Path(home_b, "planted").exists()
+
+
+# --- the file API ------------------------------------------------------------------------------
+
+
+async def test_file_api_cannot_reach_another_users_files(multi: Api) -> None:
+    home_b = await home_of(multi, B)
+    await multi.json("POST", "/files/write", json={"path": "secret.txt", "content": "B's secret"}, headers=B)
+    secret = f"{home_b}/secret.txt"
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/files/list", {"params": {"directory": home_b}}),
+        ("GET", "/files/read", {"params": {"path": secret}}),
+        ("GET", "/files/read", {"params": {"path": "../" + Path(home_b).name + "/secret.txt"}}),
+        ("POST", "/files/write", {"json": {"path": f"{home_b}/planted.txt", "content": "x"}}),
+        ("DELETE", "/files/delete", {"params": {"path": secret}}),
+        ("GET", "/files/grep", {"params": {"query": "secret", "path": home_b}}),
+        ("POST", "/files/archive", {"json": {"paths": [secret]}}),
+        ("GET", "/files/download/link", {"params": {"path": secret}}),
+        ("POST", "/files/move", {"json": {"source": secret, "destination": "stolen.txt"}}),
+    ]
+    for method, path, options in attempts:
+        async with multi.request(method, path, headers=A, **options) as response:
+            body = await response.json()
+            assert response.status in (403, 404), (method, path, response.status, body)
+            assert "B's secret" not in str(body)
+    form = aiohttp.FormData()
+    form.add_field("file", b"planted", filename="planted.txt")
+    async with multi.request("POST", "/files/upload", params={"directory": home_b}, headers=A,
+                             data=form) as response:
+        assert response.status in (403, 404)
+    assert "planted.txt" not in os.listdir(home_b) and "stolen.txt" not in os.listdir(await home_of(multi, A))
+    assert Path(secret).read_text() == "B's secret"
+
+
+async def test_file_api_works_in_the_users_own_home(multi: Api) -> None:
+    home_a = await home_of(multi, A)
+    await multi.json("POST", "/files/write", json={"path": "notes/a.txt", "content": "mine"}, headers=A)
+    reply = await multi.json("GET", "/files/read", params={"path": f"{home_a}/notes/a.txt"}, headers=A)
+    assert "mine" in str(reply)
+    listed = await multi.json("GET", "/files/list", params={"directory": "notes"}, headers=A)
+    assert "a.txt" in str(listed)
+
+
+# --- processes, terminals, ports ---------------------------------------------------------------
+
+
+async def test_another_users_process_ids_answer_404(multi: Api) -> None:
+    started = await multi.run("sleep 30", wait=0, headers=A)
+    for path in (f"/execute/{started['id']}/status",):
+        async with multi.request("GET", path, headers=B) as response:
+            assert response.status == 404, path
+    async with multi.request("DELETE", f"/execute/{started['id']}", headers=B) as response:
+        assert response.status == 404
+    listed = await multi.json("GET", "/execute", headers=B)
+    assert started["id"] not in str(listed)
+    await multi.json("DELETE", f"/execute/{started['id']}?force=true", headers=A)
+
+
+async def test_another_users_terminal_answers_404(multi: Api) -> None:
+    created = await multi.json("POST", "/api/terminals", json={}, headers=A)
+    listed = await multi.json("GET", "/api/terminals", headers=B)
+    assert created["id"] not in str(listed)
+    async with multi.request("DELETE", f"/api/terminals/{created['id']}", headers=B) as response:
+        assert response.status == 404
+    await multi.json("DELETE", f"/api/terminals/{created['id']}", headers=A)
+
+
+async def test_ports_and_proxy_are_per_user(multi: Api) -> None:
+    script = ("import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\n"
+              "print('PORT',s.getsockname()[1],flush=True)\nwhile True:\n c,_=s.accept()\n c.recv(1024)\n"
+              " c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok')\n c.close()\n")
+    await multi.json("POST", "/files/write", json={"path": "serve.py", "content": script}, headers=A)
+    started = await multi.run("exec python3 serve.py", wait=0, headers=A)
+
+    async def port() -> int | None:
+        reply = await multi.json("GET", f"/execute/{started['id']}/status", headers=A)
+        words = output_text(reply).split()
+        return int(words[1]) if "PORT" in words else None
+
+    number = await eventually(port)
+    mine = await eventually(lambda: _listed(multi, A, number))
+    assert mine
+    assert not await _listed(multi, B, number)
+    async with multi.request("GET", f"/proxy/{number}/", headers=B) as response:
+        assert response.status == 404
+    async with multi.request("GET", f"/proxy/{number}/", headers=A) as response:
+        assert (response.status, await response.text()) == (200, "ok")
+    await multi.json("DELETE", f"/execute/{started['id']}?force=true", headers=A)
+
+
+async def _listed(api: Api, user: dict[str, str], port: int) -> bool:
+    reply = await api.json("GET", "/ports", headers=user)
+    return any(entry["port"] == port for entry in reply["ports"])
