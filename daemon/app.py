@@ -108,6 +108,7 @@ def create_app(config: Config) -> web.Application:
     app[ACCESS] = access
     spawns = SpawnGate()  # one pace for every child this loop starts, commands and shells alike
     confinement = sandbox.from_config(config)  # one for commands and shells alike
+    app.middlewares.append(sandbox.middleware(confinement))  # and for kernels, git and file workers
     people = users.from_config(config, confinement)  # multi-user: each user's own account, home, sandbox
     app[DIRECTORIES] = (SessionDirectories(config.home, config.session_cwd_ttl) if people is None
                         else users.UserDirectories(people, config.session_cwd_ttl))
@@ -118,7 +119,7 @@ def create_app(config: Config) -> web.Application:
                                   confine=people.sandbox_for if people else None)
     app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement,
                                    confine=people.sandbox_for if people else None)
-    app[SCOPE] = (FileScope(str(config.file_root) if config.file_root else None) if people is None
+    app[SCOPE] = (FileScope(str(config.file_root) if config.file_root else None, confinement) if people is None
                   else users.UserScope(people))
     app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
     app[LINKS] = LinkStore(config.link_ttl)

@@ -16,13 +16,18 @@ workspace inside a hidden folder (or under `/tmp`) stays visible.
 from __future__ import annotations
 
 import contextlib
+import enum
+import functools
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from daemon.config import SYSTEM_CONFIG
 
@@ -36,6 +41,21 @@ WRAPPERS = 2
 
 class SandboxUnavailable(Exception):
     """bubblewrap is missing or cannot make namespaces here; the message says which."""
+
+
+class Access(enum.IntEnum):
+    """What a sandboxed command can do at a path; the file API allows the same (see `access`)."""
+
+    NONE = 0  # hidden (an empty tmpfs, /dev/null), or the sandbox's own /proc, /dev and /tmp
+    READ = 1
+    WRITE = 2
+
+
+@dataclass(frozen=True)
+class Mount:
+    path: Path
+    access: Access
+    argv: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -68,39 +88,95 @@ class Sandbox:
     hidden_files: tuple[Path, ...] = ()
     user: UserSwitch | None = None
 
-    def prefix(self, cwd: str) -> list[str]:
-        """The argv that runs what follows it inside the sandbox, starting in `cwd`."""
+    def mounts(self) -> list[Mount]:
+        """What the sandbox shows, parent first: the one definition behind bwrap's argv and the file API.
+
+        /proc, /dev and /tmp are the sandbox's own (a new procfs, a minimal /dev, a tmpfs per command):
+        the host's are not what a command sees, so the file API refuses them (NONE).
+        """
+        mounts = [Mount(Path("/"), Access.READ, ("--ro-bind", "/", "/")),
+                  Mount(Path("/dev"), Access.NONE, ("--dev", "/dev")),
+                  Mount(Path("/proc"), Access.NONE, ("--proc", "/proc")),
+                  Mount(Path("/tmp"), Access.NONE, ("--tmpfs", "/tmp")),
+                  Mount(self.workspace, Access.WRITE, ("--bind", str(self.workspace), str(self.workspace)))]
+        mounts += [Mount(folder, Access.NONE, ("--tmpfs", str(folder))) for folder in self.hidden
+                   if folder.is_dir() and folder not in (self.workspace, Path("/"))]
+        mounts += [Mount(path, Access.NONE, ("--ro-bind", "/dev/null", str(path))) for path in self.hidden_files
+                   if path.is_file()]
+        mounts += [Mount(path, Access.READ, ("--ro-bind", str(path), str(path))) for path in _resolver(self.hidden)]
+        mounts.sort(key=lambda mount: len(mount.path.parts))  # stable: /tmp before a workspace at /tmp
+        return mounts
+
+    def access(self, real: str | Path) -> Access:
+        """What a command may do at the real path `real`: the deepest mount that holds it decides."""
+        path, decided = Path(real), Access.NONE
+        for folder, access in self._rules:
+            if path.is_relative_to(folder):
+                decided = access
+        return decided
+
+    @functools.cached_property
+    def _rules(self) -> tuple[tuple[Path, Access], ...]:
+        """The mounts' paths and access; a hidden path that does not exist (yet) is hidden all the same."""
+        rules = [(mount.path, mount.access) for mount in self.mounts()]
+        rules += [(path, Access.NONE) for path in (*self.hidden, *self.hidden_files)
+                  if path not in (self.workspace, Path("/"))]
+        return tuple(sorted(rules, key=lambda rule: len(rule[0].parts)))
+
+    def prefix(self, cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = ()) -> list[str]:
+        """The argv that runs what follows it inside the sandbox, starting in `cwd`; `binds` are host
+        folders shown read-write at the same place (a kernel's socket folder under /tmp); `unset` are
+        environment variables taken away."""
         argv = [self.bwrap, "--unshare-all"]
         if self.network:
             argv.append("--share-net")
-        argv += ["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        mounts: list[tuple[Path, list[str]]] = [(Path("/tmp"), ["--tmpfs", "/tmp"]),
-                                                (self.workspace, ["--bind", str(self.workspace), str(self.workspace)])]
-        for folder in self.hidden:
-            if folder.is_dir() and folder not in (self.workspace, Path("/")):
-                mounts.append((folder, ["--tmpfs", str(folder)]))
-        mounts.sort(key=lambda mount: len(mount[0].parts))  # stable: /tmp before a workspace at /tmp
-        for _, arguments in mounts:
-            argv += arguments
-        argv += [item for path in self.hidden_files if path.is_file()
-                 for item in ("--ro-bind", "/dev/null", str(path))]
-        argv += _resolver_binds(self.hidden)
+        argv.append("--die-with-parent")
+        for mount in self.mounts():
+            argv += mount.argv
+        for folder in binds:
+            argv += ["--bind", folder, folder]
+        for name in unset:
+            argv += ["--unsetenv", name]
         return [*argv, "--chdir", cwd]
 
-    def wrap(self, argv: Sequence[str], cwd: str) -> list[str]:
-        inner = [*self.prefix(cwd), *argv] if self.bwrap else list(argv)
+    def wrap(self, argv: Sequence[str], cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = ()) -> list[str]:
+        inner = [*self.prefix(cwd, binds, unset), *argv] if self.bwrap else list(argv)
         return [*self.user.prefix(), *inner] if self.user is not None else inner
 
 
-def _resolver_binds(hidden: Sequence[Path]) -> list[str]:
+def _resolver(hidden: Sequence[Path]) -> list[Path]:
     """/etc/resolv.conf is often a link into /run (systemd-resolved): keep name lookups working."""
     try:
         target = Path("/etc/resolv.conf").resolve(strict=True)
     except OSError:
         return []
     if any(target.is_relative_to(folder) for folder in hidden) and target.is_file():
-        return ["--ro-bind", str(target), str(target)]
+        return [target]
     return []
+
+
+#: The sandbox of the app serving the current request: file workers, git and notebook kernels are
+#: started deep inside endpoints that do not hold the app, so the request carries it (`middleware`).
+CURRENT: ContextVar[Sandbox | None] = ContextVar("opentermd_sandbox", default=None)
+
+
+def current() -> Sandbox | None:
+    return CURRENT.get()
+
+
+def middleware(box: Sandbox | None) -> Any:
+    """Sets `CURRENT` for every request of an app (tasks a handler starts inherit it)."""
+
+    @web.middleware
+    async def sandbox_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        token = CURRENT.set(box)
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            CURRENT.reset(token)
+
+    return sandbox_middleware
 
 
 def from_config(config: Config) -> Sandbox | None:

@@ -34,8 +34,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 async def sandboxed(aiohttp_client: Any, workspace: Path, **overrides: Any) -> Api:
-    config = make_config(workspace, cwd=workspace, state_dir=workspace / "state", sandbox="bwrap",
-                         api_key_file=workspace / "keys" / "key", **overrides)
+    settings = {"cwd": workspace, "state_dir": workspace / "state", "sandbox": "bwrap",
+                "api_key_file": workspace / "keys" / "key", **overrides}
+    config = make_config(workspace, **settings)
     return Api(await aiohttp_client(create_app(config)))
 
 

@@ -9,6 +9,12 @@ missing (Linux < 5.6, some seccomp filters: ENOSYS) the same guarantee comes fro
 component at a time with O_NOFOLLOW, where any symlink met on the (already resolved) path is refused.
 
 Without a root, paths are opened as they always were, in one syscall.
+
+With `--sandbox bwrap` the file API sees what commands see (`Sandbox.access`, the definition bwrap's
+argv is built from): a hidden path is refused (403) for reads too, and writes land in the workspace
+only. Writes are opened beneath the workspace as above (race-free); every descriptor is checked
+again by the path the kernel gives for it, so a symlink swapped in after the check cannot lead a read
+into a hidden folder either.
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ import os
 import platform
 import stat
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from daemon.errors import ApiError
+from daemon.owner import adopt_at
+
+if TYPE_CHECKING:
+    from daemon.sandbox import Sandbox
 
 #: openat2 is 437 on every architecture that joined the unified syscall table (x86_64, aarch64, ...).
 SYS_OPENAT2 = 437
@@ -34,6 +45,10 @@ DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: The kernel answers EAGAIN when a rename raced the walk; a few retries always settle it.
 RETRIES = 8
 OUTSIDE = "Path is outside the allowed file root"
+HIDDEN = "Path is hidden by the sandbox: commands cannot see it either"
+READ_ONLY = "Path is read-only in the sandbox: the file API writes where commands can, in the workspace"
+#: Flags that change what they open: such opens need the sandbox's WRITE access.
+WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
 class OpenHow(ctypes.Structure):
@@ -90,16 +105,45 @@ def outside_root() -> ApiError:
 class Beneath:
     """Opens absolute paths, confined beneath `root` when one is set (`root` is already a real path)."""
 
-    def __init__(self, root: str | None, *, use_openat2: bool = HAVE_OPENAT2) -> None:
+    def __init__(self, root: str | None, *, use_openat2: bool = HAVE_OPENAT2, sandbox: Sandbox | None = None) -> None:
         self.root = root
         self._resolve_beneath: Callable[[int, str, int, int], int] = (
             self._openat2 if use_openat2 else self._walk)
+        self.sandbox = sandbox
+        #: With a sandbox, writes are opened beneath the workspace (the root, when one is set, is it).
+        self._writer = (Beneath(root or os.path.realpath(sandbox.workspace), use_openat2=use_openat2)
+                        if sandbox is not None else self)
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
         """A descriptor of `path` (symlinks followed, as a realpath would), never outside the root.
 
-        Raises OSError for the file system's refusals, ApiError(403) for a step out of the root.
+        Raises OSError for the file system's refusals, ApiError(403) for a step out of the root
+        (or, with a sandbox, into what the sandbox hides or keeps read-only).
         """
+        if self.sandbox is None:
+            return self._open(path, flags, mode)
+        from daemon.sandbox import Access  # here: document workers import this module, not aiohttp
+
+        wanted = Access.WRITE if flags & WRITING else Access.READ
+        self.require(real_path(path), wanted)
+        fd = (self._writer if wanted == Access.WRITE else self)._open(path, flags, mode)
+        return self._checked(fd, wanted)
+
+    def require(self, real: str, wanted: int) -> None:
+        """403 unless the sandbox (if any) gives at least `wanted` access at the real path `real`."""
+        if self.sandbox is not None and (found := self.sandbox.access(real)) < wanted:
+            raise ApiError(403, HIDDEN if found == 0 else READ_ONLY)
+
+    def _checked(self, fd: int, wanted: int) -> int:
+        """`fd`, once the path the kernel knows it by is shown by the sandbox; else closed, 403."""
+        try:
+            self.require(os.readlink(f"/proc/self/fd/{fd}"), wanted)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open(self, path: str, flags: int, mode: int) -> int:
         if self.root is None:
             return os.open(path, flags | os.O_CLOEXEC, mode)
         real = real_path(path)
@@ -123,6 +167,11 @@ class Beneath:
 
     def directory(self, path: str, *, create: bool = False) -> int:
         """A descriptor of the directory `path`; with `create`, missing ones are made (like makedirs)."""
+        if create and self.sandbox is not None:
+            from daemon.sandbox import Access
+
+            self.require(real_path(path), Access.WRITE)
+            return self._checked(self._writer.directory(path, create=True), Access.WRITE)
         try:
             return self.open(path, DIRECTORY_FLAGS)
         except NotADirectoryError:
@@ -138,6 +187,7 @@ class Beneath:
             # Made meanwhile, or a file: the open below tells which.
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o777, dir_fd=parent_fd)
+                adopt_at(name, parent_fd)
             return os.open(name, DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
         finally:
             os.close(parent_fd)
@@ -154,7 +204,12 @@ class Beneath:
             raise ApiError(400, "Path names no file")
         if self.root is not None and real != self.root:
             self.relative(real)
-        return self.directory(folder, create=create), name
+        if self.sandbox is None:
+            return self.directory(folder, create=create), name
+        from daemon.sandbox import Access
+
+        self.require(real, Access.WRITE)  # the name itself too: a hidden folder in the workspace is not removable
+        return self._checked(self._writer.directory(folder, create=create), Access.WRITE), name
 
     # --- the two ways to resolve beneath a root ---
 

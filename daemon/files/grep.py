@@ -121,7 +121,8 @@ def grep(target: str, query: str, *, regex: bool, case_insensitive: bool, includ
     hits = Hits(job)
     try:
         searched = False
-        if rg and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
+        # With a sandbox the walk here leaves out what it hides; ripgrep would walk into it.
+        if rg and scope.sandbox is None and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
             searched = grep_with_rg(rg, target, hits, scope, budget)
         if not searched:
             grep_in_python(target, hits, scope, budget)

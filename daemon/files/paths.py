@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from daemon.errors import ApiError, bad_request
 from daemon.files.beneath import Beneath, real_path
+
+if TYPE_CHECKING:
+    from daemon.sandbox import Sandbox
 
 #: Linux's PATH_MAX; longer paths can never be opened, so they are refused before any syscall.
 MAX_PATH_LENGTH = 4096
@@ -67,10 +71,12 @@ class FileScope:
     yet are judged by their deepest existing ancestor, which `realpath` resolves.
     """
 
-    def __init__(self, root: str | None) -> None:
+    def __init__(self, root: str | None, sandbox: Sandbox | None = None) -> None:
         self.root = os.path.realpath(root) if root else None
-        #: Opens paths beneath the root in one step the kernel checks (see beneath.py).
-        self.beneath = Beneath(self.root)
+        #: Opens paths beneath the root in one step the kernel checks (see beneath.py); with a
+        #: sandbox, only what it shows its commands.
+        self.beneath = Beneath(self.root, sandbox=sandbox)
+        self.sandbox = sandbox
 
     def base(self, home: str) -> str:
         """Where relative paths start: home, unless home lies outside the root."""
@@ -84,11 +90,18 @@ class FileScope:
         return resolved
 
     def contains(self, path: str) -> bool:
-        if self.root is None:
+        if self.root is None and self.sandbox is None:
             return True
         real = real_path(path)
-        return real == self.root or real.startswith(self.root.rstrip("/") + "/")
+        if self.sandbox is not None and not self.sandbox.access(real):
+            return False  # hidden from commands: from the file API too
+        return self._beneath_root(real)
 
     def check(self, path: str) -> None:
         if not self.contains(path):
+            if self.root is None or self._beneath_root(real_path(path)):
+                self.beneath.require(real_path(path), 1)  # then the sandbox is why: it says so
             raise ApiError(403, "Path is outside the allowed file root")
+
+    def _beneath_root(self, real: str) -> bool:
+        return self.root is None or real == self.root or real.startswith(self.root.rstrip("/") + "/")

@@ -65,6 +65,8 @@ def walk(top: str, scope: FileScope, budget: Budget | None = None) -> Iterator[t
         for entry in entries:
             if not is_utf8(entry.name) or (scope.root and _is_link(entry) and not scope.contains(entry.path)):
                 continue
+            if scope.sandbox is not None and not scope.contains(entry.path):
+                continue  # what the sandbox hides from commands (its state folder in the workspace)
             (dirs if _is_dir(entry) else files).append(entry)
         yield directory, dirs, files
         stack.extend(entry.path for entry in reversed(dirs) if not _is_link(entry) and not excluded.skips(entry.path))

@@ -50,8 +50,16 @@ async def run(command: str, args: Sequence[str], *, timeout: float, on_timeout: 
     """
     import asyncio  # here, not at the top: the worker processes import this module and never need it
 
+    from daemon import sandbox
+
+    argv = [*self_command(), command, *args]
+    if (box := sandbox.current()) is not None:
+        # A hostile document that takes over its parser is then in the commands' sandbox: it cannot
+        # read the daemon's state or key, nor write outside the workspace. It reads the file the
+        # server opened (`fds`, passed on by bwrap), whatever the sandbox shows at that path.
+        argv = box.wrap(argv, "/")
     process = await asyncio.create_subprocess_exec(
-        *self_command(), command, *args,
+        *argv,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         start_new_session=True, pass_fds=tuple(fds),

@@ -16,6 +16,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 
+from daemon import sandbox
 from daemon.errors import ApiError
 from daemon.processes.runner import child_environment
 
@@ -80,6 +81,9 @@ async def run_git(folder: str, arguments: list[str], *, read: bool = True, timeo
     if binary is None:
         raise GitMissing()
     argv = [binary, "-C", folder, "-c", "core.quotepath=off", "-c", "color.ui=false", "--no-pager", *arguments]
+    if (box := sandbox.current()) is not None:
+        # A repository's hooks and config (core.fsmonitor, diff drivers) run programs: as a command would.
+        argv = box.wrap(argv, "/")
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment, start_new_session=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import queue
 import shutil
@@ -29,6 +30,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
 from daemon.notebooks.outputs import CellOutputs
+from daemon.sandbox import Sandbox, command_pid
 
 DEFAULT_KERNEL = "python3"
 #: How often a cell that prints nothing checks that its kernel is still alive.
@@ -93,12 +95,16 @@ def choose_kernel(wanted: str | None) -> str:
 
 
 class Kernel:
-    def __init__(self, name: str, cwd: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, cwd: str, env: dict[str, str], box: Sandbox | None = None) -> None:
         self.name = name
         # Unix sockets in a private folder (0700) instead of loopback TCP ports: no other local user can
         # reach the kernel at all (over TCP only its HMAC key stops them), and a round trip is faster.
         self._sockets = tempfile.mkdtemp(prefix="opentermd-kernel-")
         self._manager = AsyncKernelManager(kernel_name=name, transport="ipc", ip=os.path.join(self._sockets, "k"))
+        #: In the commands' sandbox, with the socket folder (and the connection file in it) bound in.
+        self._sandbox = box
+        if box is not None:
+            self._manager.connection_file = os.path.join(self._sockets, "kernel.json")
         self._client: Any = None
         self._env = env
         self._cwd = cwd
@@ -128,6 +134,11 @@ class Kernel:
         if getattr(sys, "frozen", False) and spec.argv:
             # jupyter_client swaps `python`/`python3` for sys.executable, which here is this binary.
             spec.argv[0] = shutil.which(spec.argv[0], path=self._env.get("PATH")) or spec.argv[0]
+        if self._sandbox is not None and spec.argv and spec.argv[0] != self._sandbox.bwrap:
+            # JPY_PARENT_PID names the daemon, which the kernel cannot see from its pid namespace: it would
+            # take its parent for gone and quit (bwrap's --die-with-parent does that job instead).
+            spec.argv = self._sandbox.wrap(_python_swapped(spec.argv), self._cwd, binds=[self._sockets],
+                                           unset=["JPY_PARENT_PID"])
         self._stderr_read, self._stderr_write = os.pipe()
         os.set_blocking(self._stderr_read, False)
         asyncio.get_running_loop().add_reader(self._stderr_read, self._read_stderr)
@@ -202,6 +213,10 @@ class Kernel:
     async def interrupt(self) -> None:
         """SIGINT to the kernel's group (a KeyboardInterrupt in the running cell)."""
         with contextlib.suppress(ProcessLookupError, RuntimeError):
+            if self._sandbox is not None and self.pgid is not None:
+                # The group holds bwrap too, which a SIGINT would end (and the kernel with it).
+                os.kill(command_pid(self.pgid), signal.SIGINT)
+                return
             await self._manager.interrupt_kernel()
 
     async def restart(self, timeout: float) -> None:
@@ -291,3 +306,14 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__
+
+
+def _python_swapped(argv: list[str]) -> list[str]:
+    """What jupyter_client does to a kernel's argv when it starts it directly: `python3` is this Python
+    (whose ipykernel it is). Behind bwrap's argv it would not see that `python3`, so it is done here."""
+    pythons = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    if argv[0] in pythons and not getattr(sys, "frozen", False):
+        return [sys.executable, *argv[1:]]
+    if shutil.which(argv[0]) is None:  # said as Popen would say it, not as bwrap's execvp does
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    return list(argv)

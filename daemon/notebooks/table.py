@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from daemon import sandbox
 from daemon.config import Config
 from daemon.errors import ApiError, bad_request, not_found
 from daemon.files.beneath import Beneath
@@ -104,7 +105,7 @@ class NotebookTable:
         wanted = notebook.metadata.get("kernelspec", {}).get("name")
         try:
             name = await asyncio.to_thread(kernels.choose_kernel, wanted if isinstance(wanted, str) else None)
-            kernel = kernels.Kernel(name, cwd, dict(self._environment))
+            kernel = kernels.Kernel(name, cwd, dict(self._environment), sandbox.current())
             await kernel.start(self._config.notebook_start_timeout)
         except kernels.KernelStartError as exc:
             raise ApiError(500, str(exc)) from None

@@ -11,7 +11,7 @@ from daemon.app import create_app
 from daemon.config import Config
 from daemon.keys import NOTEBOOKS
 from daemon.notebooks import table as notebook_table
-from tests.conftest import Api, FakeClock, eventually, process_group_members
+from tests.conftest import Api, FakeClock, eventually, needs_host_view, process_group_members
 from tests.notebooks.helpers import open_notebook, plain, run_cell, write_notebook
 
 GROUP = "import os\nos.getpgid(0)"
@@ -24,6 +24,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
+@needs_host_view("the cell reads its process group id, which a pid namespace renumbers")
 async def test_sessions_idle_for_30_minutes_are_reaped(api: Api, scratch_environment: Path, clock: FakeClock) -> None:
     write_notebook(scratch_environment / "idle.ipynb", GROUP)
     table = api.client.app[NOTEBOOKS]
@@ -42,6 +43,7 @@ async def test_sessions_idle_for_30_minutes_are_reaped(api: Api, scratch_environ
     assert await table.reap_idle() == [used]
 
 
+@needs_host_view("the cell reads its process group id, which a pid namespace renumbers")
 async def test_shutdown_kills_every_kernels_group(aiohttp_client: Any, config: Config,
                                                   scratch_environment: Path) -> None:
     write_notebook(scratch_environment / "bye.ipynb",

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import Api, ApiFactory, eventually, process_group_members
+from tests.conftest import Api, ApiFactory, eventually, needs_host_view, process_group_members
 from tests.notebooks.helpers import PNG_B64, SHOW_IMAGE, open_notebook, plain, run_cell, write_notebook
 
 SLEEP = "import time\ntime.sleep(600)"
@@ -131,6 +131,7 @@ async def test_kernels_get_the_commands_environment_and_the_notebooks_folder(
     assert plain(await run_cell(api, session, 0)) == repr(repr(([], str(scratch_environment / "sub"))))
 
 
+@needs_host_view("the cell reads its process group id, which a pid namespace renumbers")
 async def test_delete_kills_the_kernels_whole_process_group(api: Api, scratch_environment: Path) -> None:
     write_notebook(scratch_environment / "group.ipynb",
                    "import os, subprocess\nchild = subprocess.Popen(['sleep', '600'])\nos.getpgid(0)")
