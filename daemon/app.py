@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import audit, sandbox, service, users, watchdog
+from daemon import audit, sandbox, service, tenants, users, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files import history_endpoints
@@ -147,6 +147,10 @@ def create_app(config: Config) -> web.Application:
     app.on_cleanup.append(_close_previews)
     app.on_shutdown.append(terminal_endpoints.close_sockets)
     app.cleanup_ctx.append(key_watch.cleanup_context(guard))
+    if config.tenants_file is not None:
+        app[tenants.TENANTS] = book = tenants.TenantBook(config.tenants_file)
+        book.subscribe(tenants.network_applier(app[users.USERS], confinement is not None))  # tenants imply users
+        app.cleanup_ctx.append(tenants.cleanup_context(book))
     if config.enable_mcp:
         from daemon.mcp import mount  # light (the SDK loads when the app starts); off the path when MCP is off
 

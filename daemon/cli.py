@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         wanted = "MCP mode" if args.command == "mcp" else "OPEN_TERMINAL_ENABLE_MCP"
         print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
         return Exit.USAGE
-    if args.command in ("run", "mcp") and (problem := _sandbox_problem(settings)) is not None:
+    if args.command in ("run", "mcp") and (problem := _sandbox_problem(settings) or _tenants_problem(settings)):
         print(f"opentermd: {problem}", file=sys.stderr)
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -157,6 +157,18 @@ async def serve_mcp(settings: config.Config, transport: str) -> None:
     from daemon.mcp.server import serve
 
     await serve(settings, transport, _stop_on_signals(), create_app)
+
+
+def _tenants_problem(settings: config.Config) -> str | None:
+    """Why the tenants file cannot be used at start (later, a broken file keeps the last good tenants)."""
+    from daemon import tenants
+
+    try:
+        if settings.tenants_file is not None:
+            tenants.read(settings.tenants_file)
+    except tenants.TenantsError as exc:
+        return f"OPEN_TERMINAL_TENANTS_FILE: {exc}"
+    return None
 
 
 def _sandbox_problem(settings: config.Config) -> str | None:

@@ -217,6 +217,13 @@ class Config:
     api_key_file: Path | None = None
     #: The user config file in use (it may hold the key), hidden from sandboxed children.
     config_file: Path | None = None
+    #: Tenants by token (daemon/tenants.py): a TOML file of `[[tenant]]` name + token_sha256; None: no tenants.
+    tenants_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        # A tenant is a user of the multi-user machinery: tenants without it would share one home and uid.
+        if self.tenants_file is not None and not self.multi_user:
+            object.__setattr__(self, "multi_user", True)
 
     @property
     def home(self) -> str:
@@ -319,6 +326,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("multi_user", _parse_bool),
     Setting("user_prefix", _parse_user_prefix),
     Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
+    Setting("tenants_file", lambda text: Path(text).expanduser().absolute()),
 )
 
 

@@ -150,6 +150,9 @@ class Identity:
     #: A live session's cookie, but sent from elsewhere (another site, another port, or a
     #: WebSocket without Origin): refused as cross-site rather than as a missing key.
     cross_site: bool = False
+    #: The tenant whose token was sent (then `key` is True too: a tenant's token opens the API,
+    #: as its tenant); None for the admin key, a page session or nobody.
+    tenant: str | None = None
 
     def require(self) -> None:
         """Go on only as the key or a page session; otherwise the error that says why not."""
@@ -165,10 +168,28 @@ def identify(request: web.Request, tokens: Iterable[str] = ()) -> Identity:
 
     guard, sessions = request.config_dict[GUARD], request.config_dict[SESSIONS]
     key = guard.authorizes(request) or any(guard.matches(token) for token in tokens)
+    tenant = None if key else tenant_of(request, tokens)
     session = sessions.find(request.cookies.get(COOKIE))
     if session is not None and not from_this_origin(request):
-        return Identity(key, None, cross_site=True)
-    return Identity(key, session)
+        return Identity(key or tenant is not None, None, cross_site=True, tenant=tenant)
+    return Identity(key or tenant is not None, session, tenant=tenant)
+
+
+def tenant_of(request: web.Request, tokens: Iterable[str] = ()) -> str | None:
+    """The tenant whose token came (bearer header or `tokens`), recorded on the request under
+    TENANT here, in the one place every way in passes, so that no route can authenticate a tenant
+    and then take the user from `X-User-Id`."""
+    from daemon.tenants import TENANT, book_of
+
+    book = book_of(request.config_dict)
+    if book is None:
+        return None
+    found = None
+    for token in (bearer_token(request), *tokens):
+        found = found or book.find(token)
+    if found is not None:
+        request[TENANT] = found.name
+    return found.name if found is not None else None
 
 
 @contextlib.contextmanager
@@ -178,9 +199,15 @@ def tied_socket(request: web.Request, identity: Identity, closer: Closer) -> Ite
     Yields False when the page session has already ended (the socket should close at once).
     """
     from daemon.keys import GUARD, SESSIONS
+    from daemon.tenants import TENANT, book_of
 
     page = identity.session if not identity.key else None
-    by_key = request.config_dict[GUARD].tied(closer) if page is None else contextlib.nullcontext()
+    tenant, book = request.get(TENANT), book_of(request.config_dict)  # also set by an auth frame's token
+    by_key: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if tenant is not None and book is not None:
+        by_key = book.tied(tenant, closer)  # opened with a tenant's token: ends when the tenant is removed
+    elif page is None:
+        by_key = request.config_dict[GUARD].tied(closer)
     with request.config_dict[SESSIONS].tied(page, closer) as live, by_key:
         yield live
 

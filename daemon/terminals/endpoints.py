@@ -20,6 +20,7 @@ from daemon.keys import DIRECTORIES, TERMINALS
 from daemon.owner import Owner
 from daemon.processes.endpoints import InputRequest
 from daemon.spawn_inputs import spawn_problem
+from daemon.tenants import TENANT
 from daemon.terminals.session import USER_OUTPUT_BYTES, SessionOptions, TerminalSession
 from daemon.terminals.table import TerminalTable, terminal_error
 
@@ -141,7 +142,8 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     if chat_id is None:
         table.abandon(session)
         return socket
-    user = request.headers.get("X-User-Id", request.query.get("user_id", ""))
+    # A tenant's token (handshake or auth frame) is the user, whatever the headers or query say.
+    user = request.get(TENANT, request.headers.get("X-User-Id", request.query.get("user_id", "")))
     chat = request.headers.get("X-Session-Id", chat_id)
     if session.owner != Owner(user, chat) or not session.alive:
         await socket.close(code=CLOSE_NOT_FOUND, message=b"Session not found")

@@ -1,0 +1,346 @@
+"""Tenants by token: each token resolves to its tenant, which is the request's user; the file is
+read again on change (inotify, a per-request stat, SIGHUP) and a broken one keeps the last good set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import cli, tenants
+from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
+from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
+from tests.terminals.test_terminals import closed_with, read_until
+
+ALPHA, BETA, GAMMA = "alpha-token-0123456789", "beta-token-9876543210", "gamma-token-5555555555"
+
+
+def entry(name: str, token: str, extra: str = "") -> str:
+    return f'[[tenant]]\nname = "{name}"\ntoken_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n{extra}\n'
+
+
+def bearer(token: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+def name_of(tenant: Tenant | None) -> str | None:
+    return None if tenant is None else tenant.name
+
+
+def replace(path: Path, text: str) -> None:
+    """As an editor or a config tool saves: a new file renamed over the old one."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "tenants.toml"
+    path.write_text(entry("alpha", ALPHA) + entry("beta", BETA))
+    return path
+
+
+def prefix_of(homes: Path) -> str:
+    return homes.name.partition("_")[0] + "_"
+
+
+@pytest.fixture
+def homes() -> Iterator[Path]:
+    """A folder for the tenants' homes that their own uids can reach (pytest's tmp_path is root's, 0700),
+    and a prefix of our own for their accounts (as root): every account and home removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f"ot{secrets.token_hex(3)}_"))
+    folder.chmod(0o755)
+    yield folder
+    for account in pwd.getpwall():
+        if account.pw_name.startswith(prefix_of(folder)):
+            subprocess.run(["pkill", "-KILL", "-U", str(account.pw_uid)], check=False)
+            subprocess.run(["userdel", account.pw_name], check=False, capture_output=True)
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+async def api(homes: Path, api_with: ApiFactory, tenants_file: Path) -> Api:
+    # Tenants imply multi-user: each is a user of its own (an account as root, a home).
+    server: Api = await api_with(tenants_file=tenants_file, user_prefix=prefix_of(homes), user_homes=homes)
+    return server
+
+
+async def status_of(api: Api, path: str, token: str, **headers: str) -> int:
+    async with api.request("GET", path, auth=False, headers=bearer(token, **headers)) as response:
+        return int(response.status)
+
+
+async def run(api: Api, token: str, command: str = "sleep 30") -> str:
+    reply = await api.json("POST", "/execute", auth=False, headers=bearer(token), json={"command": command})
+    return str(reply["id"])
+
+
+# --- the file ---------------------------------------------------------------------------------------
+
+
+def test_parse_reads_every_field() -> None:
+    extra = 'processes = 50\nmemory = "512M"\nnetwork = false'
+    parsed = tenants.parse(entry("alpha", ALPHA, extra) + entry("beta", BETA, "memory = 4096"))
+    assert parsed == (Tenant("alpha", hashlib.sha256(ALPHA.encode()).digest(), 50, 512 * 1024**2, False),
+                      Tenant("beta", hashlib.sha256(BETA.encode()).digest(), None, 4096, None))
+    assert tenants.parse("") == ()
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[[tenant", "not TOML"),
+    ('tenant = "x"', "array of tables"),
+    ("[other]\n", "unknown top-level"),
+    ('[[tenant]]\ntoken_sha256 = "' + "a" * 64 + '"', "name must be"),
+    ('[[tenant]]\nname = "../etc"\ntoken_sha256 = "' + "a" * 64 + '"', "name must be"),
+    ('[[tenant]]\nname = "a"\ntoken_sha256 = "abc"', "64 hex digits"),
+    ('[[tenant]]\nname = "a"\ntoken = "plain"\ntoken_sha256 = "' + "a" * 64 + '"', "unknown key"),
+    (entry("a", ALPHA, "processes = 0"), "processes must be"),
+    (entry("a", ALPHA, "processes = true"), "processes must be"),
+    (entry("a", ALPHA, 'memory = "lots"'), "memory must be"),
+    (entry("a", ALPHA, 'network = "off"'), "network must be"),
+    (entry("a", ALPHA) + entry("a", BETA), "share the name"),
+    (entry("a", ALPHA) + entry("b", ALPHA), "share the token_sha256"),
+])
+def test_a_file_that_is_not_exactly_right_is_refused_with_the_reason(text: str, reason: str) -> None:
+    with pytest.raises(TenantsError, match=reason):
+        tenants.parse(text)
+
+
+def test_the_daemon_refuses_to_start_with_a_broken_tenants_file(tmp_path: Path, capsys: Any) -> None:
+    broken = tmp_path / "tenants.toml"
+    broken.write_text(entry("a", ALPHA, "processes = -1"))
+    environ = {"OPEN_TERMINAL_TENANTS_FILE": str(broken), "OPEN_TERMINAL_API_KEY": KEY,
+               "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    assert cli.main(["run", "--cwd", str(tmp_path), "--port", "0"], environ) == cli.Exit.USAGE
+    error = capsys.readouterr().err
+    assert "OPEN_TERMINAL_TENANTS_FILE" in error and "processes must be" in error
+
+
+def test_a_token_finds_its_tenant_and_only_its_own(tenants_file: Path) -> None:
+    book = TenantBook(tenants_file)
+    assert name_of(book.find(ALPHA)) == "alpha"
+    assert name_of(book.find(f" {BETA}\n")) == "beta"  # trimmed, as the key
+    assert book.find(GAMMA) is None and book.find(None) is None and book.find("") is None
+    assert book.find(hashlib.sha256(ALPHA.encode()).hexdigest()) is None  # the digest is not the token
+
+
+def test_a_change_is_seen_by_the_next_request_after_a_second(tenants_file: Path) -> None:
+    clock = FakeClock(1000.0)
+    book = TenantBook(tenants_file, clock=clock)
+    replace(tenants_file, entry("beta", BETA) + entry("gamma", GAMMA))
+    assert book.find(ALPHA) is not None  # not looked at yet: at most one stat a second
+    clock.advance(1.0)
+    assert book.find(ALPHA) is None and name_of(book.find(GAMMA)) == "gamma"
+
+
+def test_a_broken_or_missing_file_keeps_the_last_good_tenants_and_warns_once(
+        tenants_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(1000.0)
+    book = TenantBook(tenants_file, clock=clock)
+    caplog.set_level(logging.WARNING, logger="daemon.tenants")
+    replace(tenants_file, entry("alpha", ALPHA) + "[[tenant]]\nname = 'x'")
+    for _ in range(3):
+        clock.advance(1.0)
+        assert name_of(book.find(ALPHA)) == "alpha" and name_of(book.find(BETA)) == "beta"
+    assert [record.message.count("last good") for record in caplog.records] == [1]
+    tenants_file.unlink()
+    clock.advance(1.0)
+    assert book.find(BETA) is not None
+    assert len(caplog.records) == 2
+    tenants_file.write_text(entry("beta", BETA))
+    clock.advance(1.0)
+    assert book.find(ALPHA) is None and book.find(BETA) is not None
+
+
+# --- over a real server -----------------------------------------------------------------------------
+
+
+async def test_each_tenant_sees_only_its_own_processes(api: Api) -> None:
+    mine, theirs = await run(api, ALPHA), await run(api, BETA)
+    try:
+        assert await status_of(api, f"/execute/{mine}/status", ALPHA) == 200
+        assert await status_of(api, f"/execute/{theirs}/status", ALPHA) == 404
+        assert await status_of(api, f"/execute/{mine}/status", BETA) == 404
+        # The header cannot make a tenant someone else: the token decides.
+        assert await status_of(api, f"/execute/{theirs}/status", ALPHA, **{"X-User-Id": "beta"}) == 404
+        for token, own in ((ALPHA, mine), (BETA, theirs)):
+            listed = await api.json("GET", "/execute", auth=False, headers=bearer(token, **{"X-User-Id": ""}))
+            assert [process["id"] for process in listed] == [own]
+        async with api.request("DELETE", f"/execute/{theirs}", auth=False, headers=bearer(ALPHA)) as response:
+            assert response.status == 404
+        async with api.request("POST", f"/execute/{theirs}/input", auth=False, headers=bearer(ALPHA),
+                               json={"input": "x"}) as response:
+            assert response.status == 404
+    finally:
+        for token, process in ((ALPHA, mine), (BETA, theirs)):
+            await api.json("DELETE", f"/execute/{process}", auth=False, headers=bearer(token))
+
+
+async def test_the_admin_key_still_works_and_acts_as_the_user_it_names(api: Api) -> None:
+    process = await run(api, ALPHA)
+    try:
+        assert await api.json("GET", "/health") == {"status": "ok"}
+        assert await status_of(api, f"/execute/{process}/status", KEY) == 400  # multi-user: it must name one
+        assert await status_of(api, f"/execute/{process}/status", KEY, **{"X-User-Id": "alpha"}) == 200
+    finally:
+        await api.json("DELETE", f"/execute/{process}", auth=False, headers=bearer(ALPHA))
+
+
+async def test_each_tenant_has_its_own_files(api: Api) -> None:
+    await api.json("POST", "/files/write", auth=False, headers=bearer(ALPHA), json={"path": "note.txt", "content": "a"})
+    home = (await api.json("GET", "/files/cwd", auth=False, headers=bearer(ALPHA)))["cwd"]
+    assert home != (await api.json("GET", "/files/cwd", auth=False, headers=bearer(BETA)))["cwd"]
+    assert await status_of(api, "/files/read?path=note.txt", ALPHA) == 200
+    assert await status_of(api, "/files/read?path=note.txt", BETA, **{"X-User-Id": "alpha"}) == 404
+    assert await status_of(api, f"/files/read?path={home}/note.txt", BETA) in (403, 404)
+
+
+async def test_an_unknown_token_is_401(api: Api) -> None:
+    assert await status_of(api, "/execute", GAMMA) == 401
+    assert await status_of(api, "/execute", hashlib.sha256(ALPHA.encode()).hexdigest()) == 401
+
+
+async def test_each_tenant_sees_only_its_own_terminals(api: Api) -> None:
+    mine = await api.json("POST", "/api/terminals", auth=False, headers=bearer(ALPHA))
+    assert await status_of(api, f"/api/terminals/{mine['id']}", ALPHA) == 200
+    assert await status_of(api, f"/api/terminals/{mine['id']}", BETA, **{"X-User-Id": "alpha"}) == 404
+    assert await api.json("GET", "/api/terminals", auth=False, headers=bearer(BETA)) == []
+    async with api.request("DELETE", f"/api/terminals/{mine['id']}", auth=False, headers=bearer(BETA)) as response:
+        assert response.status == 404
+    await api.json("DELETE", f"/api/terminals/{mine['id']}", auth=False, headers=bearer(ALPHA))
+
+
+async def test_a_removed_tenants_token_is_401_without_a_restart(api: Api, tenants_file: Path) -> None:
+    assert await status_of(api, "/execute", ALPHA) == 200
+    replace(tenants_file, entry("beta", BETA) + entry("gamma", GAMMA))
+    # inotify tells the book at once; the clock-bounded stat is not what makes this pass.
+    await eventually(lambda: api.client.app[TENANTS].named("alpha") is None)
+    assert await status_of(api, "/execute", ALPHA) == 401
+    assert await status_of(api, "/execute", BETA) == 200
+    assert await status_of(api, "/execute", GAMMA) == 200
+
+
+async def test_sighup_reads_the_file_again(api: Api, tenants_file: Path) -> None:
+    book = api.client.app[TENANTS]
+    assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)  # else the kill below ends pytest
+    # Written through a descriptor left open: no inotify event (no close, no rename) and no request,
+    # so only the signal can make the daemon read it.
+    fd = os.open(tenants_file, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, entry("gamma", GAMMA).encode())
+        assert book.named("alpha") is not None
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: book.named("gamma") is not None)
+        assert book.named("alpha") is None
+    finally:
+        os.close(fd)
+    assert await status_of(api, "/execute", GAMMA) == 200
+
+
+async def test_a_broken_rewrite_keeps_the_tenants_in_force(api: Api, tenants_file: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="daemon.tenants")
+    replace(tenants_file, "[[tenant]]\nname = 'alpha'\n")
+    await eventually(lambda: any("last good" in record.message for record in caplog.records))
+    assert await status_of(api, "/execute", ALPHA) == 200
+    assert await status_of(api, "/execute", BETA) == 200
+
+
+async def test_without_a_tenants_file_a_tenant_like_token_is_just_a_wrong_key(api_with: ApiFactory) -> None:
+    plain = await api_with()
+    assert await status_of(plain, "/execute", ALPHA) == 401
+    assert await plain.json("GET", "/execute", headers={"X-User-Id": "alpha"}) == []
+
+
+# --- the terminal WebSocket ---------------------------------------------------------------------------
+
+
+async def test_a_tenants_websocket_opens_only_its_own_terminal_and_ends_with_the_tenant(
+        api: Api, tenants_file: Path) -> None:
+    mine = await api.json("POST", "/api/terminals", auth=False, headers=bearer(ALPHA))
+    # Another tenant's token, even naming alpha in the header, finds no such session.
+    other = await api.client.ws_connect(f"/api/terminals/{mine['id']}", headers=bearer(BETA, **{"X-User-Id": "alpha"}))
+    assert await closed_with(other) == 4004
+    socket = await api.client.ws_connect(f"/api/terminals/{mine['id']}")
+    await socket.send_str(json.dumps({"type": "auth", "token": ALPHA}))  # Open WebUI's auth frame
+    try:
+        await socket.send_bytes(b"echo tenant-$((6*7)) \"$HOME\" \"$PWD\"\n")
+        home = (await api.json("GET", "/files/cwd", auth=False, headers=bearer(ALPHA)))["cwd"]
+        await read_until(socket, f"tenant-42 {home} {home}".encode())  # in alpha's home, as alpha
+        replace(tenants_file, entry("beta", BETA))
+        assert await closed_with(socket) == 4001
+        assert socket.close_code == 4001
+    finally:
+        await socket.close()
+
+
+async def test_a_tenant_websocket_by_subprotocol_token(api: Api) -> None:
+    mine = await api.json("POST", "/api/terminals", auth=False, headers=bearer(BETA))
+    socket = await api.client.ws_connect(f"/api/terminals/{mine['id']}",
+                                         protocols=("opentermd", f"opentermd.token.{BETA}"))
+    try:
+        await socket.send_bytes(b"echo sub-$((2+3))\n")
+        await read_until(socket, b"sub-5")
+    finally:
+        await socket.close()
+
+
+# --- a tenant's network switch ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def listener() -> AsyncIterator[tuple[int, list[bool]]]:
+    """A loopback server of the test's own: its port, and a True for each connection it took."""
+    taken: list[bool] = []
+
+    def take(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(True)
+        writer.close()
+
+    server = await asyncio.start_server(take, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], taken
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+async def test_a_tenant_with_the_network_off_cannot_reach_loopback_and_the_file_turns_it_on(
+        homes: Path, api_with: ApiFactory, tenants_file: Path) -> None:
+    tenants_file.write_text(entry("alpha", ALPHA, "network = false") + entry("beta", BETA))
+    api = await api_with(tenants_file=tenants_file, user_prefix=prefix_of(homes), user_homes=homes, sandbox="bwrap")
+    async with listener() as (port, taken):
+
+        async def connects(token: str) -> bool:
+            # The word is split so that an error quoting the command cannot print it.
+            command = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); " \
+                      "print('con' 'nected')\""
+            reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token),
+                                   json={"command": command})
+            assert reply["status"] == "done", reply
+            return "connected" in output_text(reply)
+
+        assert not await connects(ALPHA) and taken == []
+        assert await connects(BETA)  # the control: the daemon's setting (on)
+        await eventually(lambda: taken == [True])
+        replace(tenants_file, entry("alpha", ALPHA, "network = true") + entry("beta", BETA))
+        await eventually(lambda: api.client.app[TENANTS].tenants[0].network)
+        assert await connects(ALPHA)
