@@ -174,6 +174,8 @@ async def report(
     if with_cwd:
         head["cwd"] = process.cwd
     head.update(status=process.status, exit_code=process.exit_code, log_path=str(process.log.path))
+    if process.limit is not None:  # which limit ended it (daemon/limits.py); absent otherwise, as before
+        head["limit"] = process.limit
     window = process.log.window(offset, tail)
     prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1].encode() + b',"output":['
     suffix = f'],"next_offset":{window.last},"truncated":{json.dumps(window.truncated)}}}'.encode()

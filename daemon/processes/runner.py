@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from daemon.limits import LimitGroup
 from daemon.resources import system_environment
 from daemon.sandbox import Sandbox
 
@@ -115,6 +116,8 @@ class PtyProcess:
                  on_bytes: Callable[[bytes], None] | None = None, sandbox: Sandbox | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._sandbox = sandbox
+        #: The tree's limit group (daemon/limits.py), set before `start`; None: no limits.
+        self.limits: LimitGroup | None = None
         self._on_output = on_output
         self._on_bytes = on_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -136,6 +139,8 @@ class PtyProcess:
             argv = ["/bin/sh", "-c", script]
             if self._sandbox is not None:
                 argv = self._sandbox.wrap(argv, cwd)
+            if self.limits is not None:  # outermost: joins its groups and sets rlimits, then execs on
+                argv = self.limits.wrap(argv)
             self.pid = os.posix_spawn(
                 argv[0],
                 argv,
@@ -146,6 +151,9 @@ class PtyProcess:
                     (os.POSIX_SPAWN_DUP2, 0, 2),
                 ],
                 setsid=True,
+                # Python ignores SIGXFSZ and children inherit that: a file size limit would then be a
+                # silent EFBIG instead of the signal a shell's child gets (and the status reports).
+                setsigdef=(signal.SIGXFSZ,) if self.limits is not None else (),
             )
         except BaseException:
             os.close(master)

@@ -21,6 +21,7 @@ from typing import Literal
 
 from daemon.config import Config
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
+from daemon.limits import Limits
 from daemon.owner import Owner
 from daemon.processes.history import PastProcess, read_history
 from daemon.processes.output_log import LogWriter, OutputLog
@@ -49,6 +50,8 @@ class Process:
     status: Status = "running"
     exit_code: int | None = None
     finished_at: float | None = None
+    #: The limit that ended it (`memory`, `processes`, `cpu`, `file_size`: daemon/limits.py), if one did.
+    limit: str | None = None
     _changed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -70,8 +73,9 @@ class Process:
         if self.status == "running":
             self.status = "done"
         self.finished_at = now
+        hit = {"limit": self.limit} if self.limit is not None else {}  # absent without limits, as before
         self.log.record(type="end", exit_code=exit_code, log_rotated=False, truncated=self.log.truncated,
-                        status=self.status)
+                        status=self.status, **hit)
         self.log.seal()
         self._notify()
 
@@ -99,8 +103,9 @@ class ProcessTable:
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time, gate: SpawnGate | None = None,
                  sandbox: Sandbox | None = None,
-                 confine: Callable[[Owner], Sandbox | None] | None = None) -> None:
+                 confine: Callable[[Owner], Sandbox | None] | None = None, limits: Limits | None = None) -> None:
         self._config = config
+        self._limits = limits
         self._clock = clock
         #: Shared with the terminals (the app gives both the same one): it paces the loop's spawns.
         self._gate = gate or SpawnGate()
@@ -170,8 +175,11 @@ class ProcessTable:
         output_log.on_drained = process.resume_output
         pty = PtyProcess(process.output, sandbox=self._sandbox_for(owner))
         try:
+            pty.limits = self._limits.open(owner.user_id, f"cmd-{process_id}") if self._limits else None
             pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:
+            if pty.limits is not None:
+                pty.limits.finished(127)
             _record_start(output_log, process, pid=None)
             process.output(f"opentermd: cannot start command: {getattr(exc, 'strerror', None) or exc}\r\n")
             self._finish(process, 127)
@@ -257,6 +265,8 @@ class ProcessTable:
     def _finish(self, process: Process, exit_code: int) -> None:
         if process.pty is not None:
             self._running -= 1
+            if process.pty.limits is not None:
+                process.limit = process.pty.limits.finished(exit_code)
         process.finish(exit_code, self._clock())
         self._finished.append(process)
 

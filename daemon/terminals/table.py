@@ -12,6 +12,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.errors import ApiError
+from daemon.limits import Limits
 from daemon.owner import Owner
 from daemon.processes.runner import SpawnGate
 from daemon.sandbox import Sandbox
@@ -37,8 +38,10 @@ def _start_failed(exc: OSError | ValueError) -> ApiError:
 
 class TerminalTable:
     def __init__(self, config: Config, gate: SpawnGate | None = None, sandbox: Sandbox | None = None,
-                 confine: Callable[[Owner], Sandbox | None] | None = None) -> None:
+                 confine: Callable[[Owner], Sandbox | None] | None = None,
+                 limits: Limits | None = None) -> None:
         self._config = config
+        self._limits = limits
         self._sandbox = sandbox
         #: Multi-user (daemon/users.py): each owner's own sandbox and uid; None: `sandbox` for everyone.
         self._confine = confine
@@ -85,9 +88,15 @@ class TerminalTable:
         checked again, since others may have started while this one waited its turn."""
         self._check_room()
         try:
+            group = session.pty.limits = self._limits.open(session.owner.user_id, f"term-{session.id}") \
+                if self._limits else None
             session.start(default_shell(), env)
         except (OSError, ValueError) as exc:
+            if session.pty.limits is not None:
+                session.pty.limits.finished(127)
             raise _start_failed(exc) from None
+        if group is not None:
+            session.pty.finished.add_done_callback(lambda done: group.finished(done.result()))
         self._sessions[session.id] = session
         self._attach_by[session.id] = time.monotonic() + self._config.attach_grace
         session.pty.finished.add_done_callback(lambda _: self._end(session))
