@@ -40,7 +40,7 @@ from daemon.http.endpoints import Access
 from daemon.keys import PROCESSES, TERMINALS
 from daemon.net import ports
 from daemon.net.ports import ListeningPort
-from daemon.owner import Owner, owner_of
+from daemon.owner import FILE_OWNER, Owner, owner_of
 from daemon.sandbox import Sandbox, UserSwitch
 
 if TYPE_CHECKING:
@@ -247,9 +247,11 @@ def middleware(users: Users, access: dict[Any, Access]) -> Any:
         confinement = users.sandbox_of(account)
         token = CURRENT.set(account)
         box = sandbox.CURRENT.set(confinement if confinement.bwrap else None)
+        owned = FILE_OWNER.set((account.uid, account.gid) if users.as_root else None)
         try:
             return await handler(request)
         finally:
+            FILE_OWNER.reset(owned)
             sandbox.CURRENT.reset(box)
             CURRENT.reset(token)
 

@@ -20,8 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon.users import MISSING_USER, account_name, check_prefix
-from tests.conftest import Api, ApiFactory, eventually, output_text
+from daemon import sandbox
+from daemon.owner import Owner
+from daemon.users import MISSING_USER, Users, account_name, check_prefix
+from tests.conftest import Api, ApiFactory, eventually, make_config, output_text
 
 A = {"X-User-Id": "alice-0001-aaaa"}
 B = {"X-User-Id": "bob-0002-bbbb"}
@@ -170,6 +172,25 @@ async def test_file_api_cannot_reach_another_users_files(multi: Api) -> None:
     assert Path(secret).read_text() == "B's secret"
 
 
+async def test_what_the_file_api_makes_belongs_to_the_user(multi: Api, homes: tuple[Path, str]) -> None:
+    _, prefix = homes
+    home_a = Path(await home_of(multi, A))
+    entry = pwd.getpwnam(account_name(A["X-User-Id"], prefix))
+    await multi.json("POST", "/files/write", json={"path": "deep/er/w.txt", "content": "w"}, headers=A)
+    await multi.json("POST", "/files/mkdir", json={"path": "folder"}, headers=A)
+    form = aiohttp.FormData()
+    form.add_field("file", b"up", filename="u.txt")
+    async with multi.request("POST", "/files/upload", params={"directory": str(home_a)}, headers=A,
+                             data=form) as response:
+        assert response.status == 200, await response.text()
+    await multi.json("POST", "/files/copy", json={"source": "deep", "destination": "copied"}, headers=A)
+    made = ["deep", "deep/er", "deep/er/w.txt", "folder", "u.txt", "copied", "copied/er", "copied/er/w.txt"]
+    assert {name: os.lstat(home_a / name).st_uid for name in made} == dict.fromkeys(made, entry.pw_uid)
+    # So the user's own commands can change what the API wrote.
+    reply = await multi.run("echo more >> deep/er/w.txt && rm -r copied && echo done", headers=A)
+    assert "done" in output_text(reply)
+
+
 async def test_file_api_works_in_the_users_own_home(multi: Api) -> None:
     home_a = await home_of(multi, A)
     await multi.json("POST", "/files/write", json={"path": "notes/a.txt", "content": "mine"}, headers=A)
@@ -229,3 +250,52 @@ async def test_ports_and_proxy_are_per_user(multi: Api) -> None:
 async def _listed(api: Api, user: dict[str, str], port: int) -> bool:
     reply = await api.json("GET", "/ports", headers=user)
     return any(entry["port"] == port for entry in reply["ports"])
+
+
+# --- with the sandbox --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def boxed(api_with: ApiFactory, homes: tuple[Path, str]) -> Api:
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap")
+    folder, prefix = homes
+    api: Api = await api_with(multi_user=True, user_prefix=prefix, user_homes=folder, sandbox="bwrap")
+    return api
+
+
+async def test_in_the_sandbox_a_user_sees_only_their_home_and_processes(boxed: Api, homes: tuple[Path, str]) -> None:
+    folder, prefix = homes
+    home_b = await home_of(boxed, B)
+    await boxed.json("POST", "/files/write", json={"path": "secret.txt", "content": "B's secret"}, headers=B)
+    sleeper = await boxed.run("exec sleep 30", wait=0, headers=B)
+    home_a = await home_of(boxed, A)
+    reply = await boxed.run(f"id -u; ls -a {folder}; cat {home_b}/secret.txt; ps -eo args; echo end", headers=A)
+    text = output_text(reply)
+    entry = pwd.getpwnam(account_name(A["X-User-Id"], prefix))
+    assert text.split()[0] == str(entry.pw_uid)
+    assert Path(home_a).name in text and Path(home_b).name not in text.replace(home_b, "")
+    assert "B's secret" not in text and "sleep 30" not in text
+    await boxed.json("DELETE", f"/execute/{sleeper['id']}?force=true", headers=B)
+
+
+def test_without_root_the_sandbox_alone_hides_the_other_homes(homes: tuple[Path, str], tmp_path: Path) -> None:
+    """The non-root separation (one uid for everyone): each user's bwrap shows its own home only.
+    Run here as root, which bwrap treats alike (its user namespace maps root to root)."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap")
+    folder, prefix = homes
+    box = sandbox.from_config(make_config(tmp_path, sandbox="bwrap"))
+    assert box is not None
+    people = Users(folder, prefix, as_root=False, sandbox=box)
+    alice, bob = people.account("alice"), people.account("bob")
+    assert (os.stat(alice.home).st_mode & 0o777, Path(alice.home).parent) == (0o700, folder)
+    Path(bob.home, "secret.txt").write_text("B's secret")
+    confined = people.sandbox_for(Owner("alice"))
+    assert confined is not None
+    argv = confined.wrap(
+        ["/bin/sh", "-c", f"ls -a {folder}; cat {bob.home}/secret.txt; echo mine > {alice.home}/a.txt"], alice.home)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout.split() == [".", "..", Path(alice.home).name], done.stderr
+    assert "B's secret" not in done.stdout + done.stderr
+    assert Path(alice.home, "a.txt").read_text() == "mine\n"

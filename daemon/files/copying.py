@@ -29,6 +29,7 @@ from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import READ_FLAGS, Beneath
 from daemon.files.naming import NEW_FILE_FLAGS, Conflict, as_named, check_name, place, temporary_name
 from daemon.files.ops import UNCONFINED, os_errors
+from daemon.owner import adopt, adopt_at
 
 #: Bytes per copy_file_range call: the job is checked between calls.
 COPY_BLOCK = 8 * 1024 * 1024
@@ -179,6 +180,7 @@ def _copy_entry(source: At, destination: At, info: os.stat_result, budget: Budge
         _copy_file(source, destination, budget, job, durable=durable)
     elif stat.S_ISLNK(info.st_mode):
         os.symlink(os.readlink(source[1], dir_fd=source[0]), destination[1], dir_fd=destination[0])
+        adopt_at(destination[1], destination[0])
     elif stat.S_ISDIR(info.st_mode):
         _copy_folder(source, destination, info, budget, job, depth=depth)
 
@@ -189,6 +191,7 @@ def _copy_folder(source: At, destination: At, info: os.stat_result, budget: Budg
         raise ApiError(413, f"Folders nested deeper than {MAX_DEPTH} levels; nothing was kept")
     # Made writable by us first (a read-only folder still gets its files); its own mode comes last.
     os.mkdir(destination[1], 0o700, dir_fd=destination[0])
+    adopt_at(destination[1], destination[0])
     source_fd = os.open(source[1], DIRECTORY_OPEN, dir_fd=source[0])
     try:
         copy_fd = os.open(destination[1], DIRECTORY_OPEN, dir_fd=destination[0])
@@ -223,6 +226,7 @@ def _copy_file(source: At, destination: At, budget: Budget, job: Job, *, durable
             raise bad_request(f"Changed while it was copied: {source[1]}")
         budget.fits(info.st_size)
         writing = os.open(destination[1], NEW_FILE_FLAGS, 0o600, dir_fd=destination[0])
+        adopt(writing)
         try:
             stream_bytes(reading, writing, budget, job)
             os.fchmod(writing, stat.S_IMODE(info.st_mode))

@@ -44,6 +44,7 @@ from daemon.files.naming import (
     temporary_name,
 )
 from daemon.files.ops import UNCONFINED
+from daemon.owner import adopt, adopt_at
 
 BLOCK = 1024 * 1024
 MAX_ENTRIES = 100_000
@@ -151,6 +152,7 @@ def extract(archive: str, destination: str | None, limits: Limits, job: Job, *,
                 raise exists(wanted)
             staging = temporary_name(wanted, "extract")
             os.mkdir(staging, 0o777, dir_fd=parent)  # the umask applies, as to any new folder
+            adopt_at(staging, parent)
             try:
                 done = Extracted(target)
                 _extract_into(kind, source, parent, staging, Counter(limits, size, job, done))
@@ -288,6 +290,7 @@ def _folder(root: int, parts: list[str]) -> int:
             # An earlier entry may have made it (or made a file: the open below says ENOTDIR).
             with suppress(FileExistsError):
                 os.mkdir(part, 0o777, dir_fd=current)
+                adopt_at(part, current)
             step = os.open(part, DIRECTORY_OPEN, dir_fd=current)
             os.close(current)
             current = step
@@ -307,6 +310,7 @@ def _write_file(root: int, parts: list[str], data: IO[bytes], mode: int, mtime: 
     try:
         try:
             fd = os.open(parts[-1], NEW_FILE_FLAGS, 0o600, dir_fd=folder)
+            adopt(fd)
         except OSError as exc:
             exc.filename = "/".join(parts)
             raise

@@ -21,6 +21,7 @@ from daemon.errors import ApiError, bad_request, from_os_error
 from daemon.files.beneath import Beneath
 from daemon.files.changes import rename_no_replace
 from daemon.files.ops import UNCONFINED, adopt_metadata
+from daemon.owner import adopt, adopt_at
 
 #: Linux's NAME_MAX: no file system takes a longer component.
 MAX_NAME_BYTES = 255
@@ -160,6 +161,7 @@ class NewFile:
             self.temporary = temporary_name(self.name, "tmp")
             try:
                 self.fd = os.open(self.temporary, NEW_FILE_FLAGS, 0o600, dir_fd=self.parent)
+                adopt(self.fd)
             except OSError as exc:
                 raise as_named(exc, self.temporary, self.name) from None
         except BaseException:
@@ -221,6 +223,7 @@ def create(directory: str, name: str, *, folder: bool, conflict: Conflict = Conf
                     os.mkdir(candidate, 0o777, dir_fd=parent)
                 else:
                     os.close(os.open(candidate, NEW_FILE_FLAGS, 0o666, dir_fd=parent))
+                adopt_at(candidate, parent)
                 return candidate
             except FileExistsError:
                 if conflict is not Conflict.KEEP_BOTH:

@@ -22,6 +22,7 @@ import orjson
 from daemon.errors import ApiError, bad_request, from_os_error, not_found
 from daemon.files.beneath import DIRECTORY_FLAGS, READ_FLAGS, Beneath
 from daemon.files.listing_cache import ListingCache, Scan
+from daemon.owner import adopt
 
 #: Files larger than this are read in pieces and their JSON reply is built on disk.
 LARGE_TEXT = 16 * 1024 * 1024
@@ -469,7 +470,9 @@ def _new_temporary(parent: int, name: str) -> tuple[int, str]:
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             with reported_as(name):
-                return os.open(temporary, flags, 0o600, dir_fd=parent), temporary
+                fd = os.open(temporary, flags, 0o600, dir_fd=parent)
+                adopt(fd)  # multi-user: the user's file, not root's
+                return fd, temporary
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "No free temporary name", name)
