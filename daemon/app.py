@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import audit, sandbox, service, tenants, users, watchdog
+from daemon import audit, limit_endpoints, limits, sandbox, service, tenants, users, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files import history_endpoints
@@ -45,6 +45,7 @@ from daemon.keys import (
     SESSIONS,
     TERMINALS,
 )
+from daemon.limit_endpoints import LIMITS
 from daemon.net import endpoints as net_endpoints
 from daemon.notebooks import endpoints as notebook_endpoints
 from daemon.notebooks.table import NotebookTable
@@ -67,6 +68,7 @@ def declared_endpoints(config: Config) -> list[Endpoint]:
     terminals = config.enable_terminal
     return [
         *service.endpoints(config),
+        *limit_endpoints.ENDPOINTS,
         *docs.ENDPOINTS_DECLARED,
         *file_endpoints.ENDPOINTS,
         *process_endpoints.ENDPOINTS,
@@ -115,9 +117,11 @@ def create_app(config: Config) -> web.Application:
     if people is not None:
         app[users.USERS] = people
         app.middlewares.append(users.middleware(people, access))  # after auth: a tenant is its user
-    app[PROCESSES] = ProcessTable(config, gate=spawns, sandbox=confinement,
+    app[LIMITS] = limiting = limits.from_config(config)  # one per tree, inside one per user
+    app.cleanup_ctx.append(limit_endpoints.lifetime)  # before the tables': its close runs after theirs
+    app[PROCESSES] = ProcessTable(config, gate=spawns, sandbox=confinement, limits=limiting,
                                   confine=people.sandbox_for if people else None)
-    app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement,
+    app[TERMINALS] = TerminalTable(config, gate=spawns, sandbox=confinement, limits=limiting,
                                    confine=people.sandbox_for if people else None)
     app[SCOPE] = (FileScope(str(config.file_root) if config.file_root else None, confinement) if people is None
                   else users.UserScope(people))

@@ -46,6 +46,13 @@ def parser() -> argparse.ArgumentParser:
                      help="run commands and terminal shells inside bubblewrap (default off)")
     run.add_argument("--multi-user", action="store_const", const="true",
                      help="one account and home per X-User-Id (as root; without root needs --sandbox bwrap)")
+    for name, what in (("processes", "processes"), ("memory", "memory, e.g. 2G"),
+                       ("file-size", "bytes a file may grow to"), ("cpu-seconds", "CPU seconds of each process")):
+        run.add_argument(f"--limit-{name}", help=f"per command tree and terminal: {what} (default: no limit)")
+    run.add_argument("--user-limit-processes", help="processes of all one user's commands and terminals together")
+    run.add_argument("--user-limit-memory", help="memory of all one user's commands and terminals together, e.g. 4G")
+    run.add_argument("--limit-mechanism", choices=("auto", "cgroup2", "cgroup1", "rlimit"),
+                     help="how limits are enforced (default auto: cgroup v2, else v1, else rlimits)")
     mcp = commands.add_parser("mcp", help="serve the API's tools over MCP (needs the `mcp` extra)")
     mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio",
                      help="stdio (default; no auth) or streamable-http (bearer API key)")
@@ -82,7 +89,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         wanted = "MCP mode" if args.command == "mcp" else "OPEN_TERMINAL_ENABLE_MCP"
         print(f"opentermd: {wanted} needs the MCP SDK (pip install 'opentermd[mcp]'): {missing}", file=sys.stderr)
         return Exit.USAGE
-    if args.command in ("run", "mcp") and (problem := _sandbox_problem(settings) or _tenants_problem(settings)):
+    if args.command in ("run", "mcp") and (problem := _sandbox_problem(settings) or _tenants_problem(settings)
+                                           or _limits_problem(settings)):
         print(f"opentermd: {problem}", file=sys.stderr)
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -168,6 +176,17 @@ def _tenants_problem(settings: config.Config) -> str | None:
             tenants.read(settings.tenants_file)
     except tenants.TenantsError as exc:
         return f"OPEN_TERMINAL_TENANTS_FILE: {exc}"
+    return None
+
+
+def _limits_problem(settings: config.Config) -> str | None:
+    """Why the limits asked for cannot be enforced here (a mechanism that is missing), or None."""
+    from daemon import limits
+
+    try:
+        limits.from_config(settings).close()  # made once to be sure, and removed: the app makes its own
+    except limits.LimitsUnavailable as exc:
+        return str(exc)
     return None
 
 

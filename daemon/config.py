@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import stored_key
+from daemon.limits import parse_count, parse_mechanism, parse_size
 
 ENV_PREFIX = "OPEN_TERMINAL_"
 GIB = 1024**3
@@ -207,6 +208,16 @@ class Config:
     sandbox: str = "off"
     #: Whether sandboxed children share the host's network (off: a network namespace of their own).
     sandbox_network: bool = True
+    #: Limits per command tree and per terminal (daemon/limits.py); None: unlimited.
+    limit_processes: int | None = None
+    limit_memory: int | None = None
+    limit_file_size: int | None = None
+    limit_cpu_seconds: int | None = None
+    #: Totals per user (all their commands and terminals together); None: unlimited.
+    user_limit_processes: int | None = None
+    user_limit_memory: int | None = None
+    #: auto (cgroup v2, else v1, else rlimits), cgroup2, cgroup1 or rlimit.
+    limit_mechanism: str = "auto"
     #: Several users by `X-User-Id` (daemon/users.py): an account (as root) and a home each.
     multi_user: bool = False
     #: Put before every account name made for a user (the reference's OPEN_TERMINAL_USER_PREFIX).
@@ -323,6 +334,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_max_age", _parse_non_negative(float)),
     Setting("sandbox", _parse_sandbox),
     Setting("sandbox_network", _parse_bool),
+    Setting("limit_processes", parse_count),
+    Setting("limit_memory", parse_size),
+    Setting("limit_file_size", parse_size),
+    Setting("limit_cpu_seconds", parse_count),
+    Setting("user_limit_processes", parse_count, env="OPEN_TERMINAL_USER_LIMIT_PROCESSES"),
+    Setting("user_limit_memory", parse_size, env="OPEN_TERMINAL_USER_LIMIT_MEMORY"),
+    Setting("limit_mechanism", parse_mechanism),
     Setting("multi_user", _parse_bool),
     Setting("user_prefix", _parse_user_prefix),
     Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
