@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,24 @@ def test_cli_refuses_a_mechanism_missing_here(tmp_path: Path, capsys: pytest.Cap
     code = main(["run", "--cwd", str(tmp_path), "--limit-processes", "5", "--limit-mechanism", "cgroup2"], environ)
     assert code == Exit.USAGE
     assert "cgroup2" in capsys.readouterr().err
+
+
+@needs_cgroups
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+async def test_limits_outside_the_sandbox(api_with: ApiFactory, tmp_path: Path) -> None:
+    """The limits prefix goes before bwrap: a sandboxed hog is still killed in its group and reported,
+    and the terminal's cwd is still found through the exec'ing prefixes."""
+    api = await api_with(sandbox="bwrap", limit_memory=48 * MIB, cwd=tmp_path)
+    reply = await api.run("python3 -c 'b = bytearray(400 * 1024 * 1024)'", wait=60)
+    assert reply["limit"] == "memory", reply
+    session = await create(api, cwd=str(tmp_path))
+    socket = await attach(api, session["id"])
+    await socket.send_bytes(b"mkdir -p inner && cd inner && echo IN-$((1+1))\n")
+    await read_until(socket, b"IN-2")
+
+    async def shell_cwd() -> bool:
+        listed = await api.json("GET", "/api/terminals")
+        return any(item["id"] == session["id"] and item["cwd"] == str(tmp_path / "inner") for item in listed)
+
+    await eventually(shell_cwd)
+    await socket.close()
