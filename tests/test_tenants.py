@@ -15,6 +15,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from daemon import cli, tenants
 from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
 from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
 from tests.terminals.test_terminals import closed_with, read_until
+from tests.test_cli import ROOT, _banner, daemon_command, environment
 
 ALPHA, BETA, GAMMA = "alpha-token-0123456789", "beta-token-9876543210", "gamma-token-5555555555"
 
@@ -302,6 +305,35 @@ async def test_a_tenant_websocket_by_subprotocol_token(api: Api) -> None:
         await socket.close()
 
 
+# --- a tenant's own limits ------------------------------------------------------------------------------
+
+#: The command's per-user group is the parent of its own (limits: <daemon>/user-<hash>/<tree>).
+USER_GROUP_LIMITS = ('g=$(grep -E "^[0-9]+:pids:" /proc/self/cgroup | cut -d: -f3); '
+                     'cat "/sys/fs/cgroup/pids$g/../pids.max"; '
+                     'g=$(grep -E "^[0-9]+:memory:" /proc/self/cgroup | cut -d: -f3); '
+                     'cat "/sys/fs/cgroup/memory$g/../memory.limit_in_bytes"')
+
+
+async def user_group_limits(api: Api, token: str) -> list[str]:
+    reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token),
+                           json={"command": USER_GROUP_LIMITS})
+    assert reply["status"] == "done", reply
+    return output_text(reply).split()
+
+
+@pytest.mark.skipif(not os.access("/sys/fs/cgroup/pids", os.W_OK), reason="needs a writable pids cgroup (v1 here)")
+async def test_a_tenants_own_limits_cap_its_user_group_and_follow_the_file(
+        homes: Path, api_with: ApiFactory, tenants_file: Path) -> None:
+    tenants_file.write_text(entry("alpha", ALPHA, 'processes = 7\nmemory = "64M"') + entry("beta", BETA))
+    api = await api_with(tenants_file=tenants_file, user_prefix=prefix_of(homes), user_homes=homes)
+    assert await user_group_limits(api, ALPHA) == ["7", str(64 * 1024**2)]
+    assert (await user_group_limits(api, BETA))[0] == "max"  # no limits of its own: the daemon's (none)
+    replace(tenants_file, entry("alpha", ALPHA, "processes = 9") + entry("beta", BETA, "processes = 5"))
+    await eventually(lambda: api.client.app[TENANTS].tenants[-1].processes == 5)  # beta's, now
+    assert (await user_group_limits(api, ALPHA))[0] == "9"
+    assert (await user_group_limits(api, BETA))[0] == "5"
+
+
 # --- a tenant's network switch ----------------------------------------------------------------------------
 
 
@@ -344,3 +376,19 @@ async def test_a_tenant_with_the_network_off_cannot_reach_loopback_and_the_file_
         replace(tenants_file, entry("alpha", ALPHA, "network = true") + entry("beta", BETA))
         await eventually(lambda: api.client.app[TENANTS].tenants[0].network)
         assert await connects(ALPHA)
+
+
+def test_a_tenant_cannot_open_mcp_whose_tools_run_with_the_admin_key(homes: Path, tenants_file: Path,
+                                                                     tmp_path: Path) -> None:
+    # Its own process: the SDK's lifetime wants a loop of its own (as tests/mcp does).
+    environ = environment(tmp_path, OPEN_TERMINAL_ENABLE_MCP="true", OPEN_TERMINAL_TENANTS_FILE=str(tenants_file),
+                          OPEN_TERMINAL_USER_PREFIX=prefix_of(homes), OPEN_TERMINAL_USER_HOMES=str(homes))
+    with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path)), cwd=ROOT, env=environ,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        for _, url in _banner(process):
+            for token, status, detail in ((ALPHA, 403, "MCP at /mcp needs the admin key; a tenant's token cannot "
+                                                       "open it"), (GAMMA, 401, "Invalid API key")):
+                request = urllib.request.Request(f"{url}/mcp", data=b"{}", method="POST", headers=bearer(token))
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(request, timeout=20)
+                assert (refused.value.code, json.loads(refused.value.read())) == (status, {"detail": detail})

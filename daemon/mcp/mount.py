@@ -11,7 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.errors import ApiError
 from daemon.http.endpoints import Access
+from daemon.tenants import TENANT
 
 MCP_PATHS = ("/mcp", "/mcp/")
 
@@ -22,6 +24,9 @@ def mount(app: web.Application, access: dict[Any, Access]) -> None:
     mounted: dict[str, Callable[..., Awaitable[Any]]] = {}
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.get(TENANT) is not None:
+            # The tools call the API back with the admin key: a tenant's token must not borrow it.
+            raise ApiError(403, "MCP at /mcp needs the admin key; a tenant's token cannot open it")
         if "handle" not in mounted:
             raise web.HTTPServiceUnavailable()
         response: web.StreamResponse = await mounted["handle"](request)
