@@ -201,10 +201,22 @@ def _v1_bases(found: list[tuple[str, Path, set[str]]], own: dict[str, str]) -> d
     return bases if len(bases) == 2 else None
 
 
+def _sweep_dead(base: Path) -> None:
+    """Groups a daemon that died (SIGKILL, a crash) left behind: `opentermd-<pid>-*` of a pid that is gone."""
+    with contextlib.suppress(OSError):
+        for group in base.glob("opentermd-*-*"):
+            pid = group.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                for folder in sorted(group.glob("**/"), key=lambda path: len(path.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only empty ones go: a group still in use stays
+
+
 def _made(bases: dict[str, Path], name: str) -> bool:
     made: list[Path] = []
     try:
         for controller, base in bases.items():
+            _sweep_dead(base)
             path = base / name
             path.mkdir()
             made.append(path)

@@ -243,3 +243,35 @@ async def test_limits_outside_the_sandbox(api_with: ApiFactory, tmp_path: Path) 
 
     await eventually(shell_cwd)
     await socket.close()
+
+
+@needs_cgroups
+def test_groups_of_a_dead_daemon_are_swept(tmp_path: Path) -> None:
+    """A daemon killed with SIGKILL cannot remove its groups: the next one removes the empty ones."""
+    limits = build(TreeLimits(processes=5), UserLimits())
+    assert limits._cgroups is not None
+    base = limits._cgroups.paths("")[0].parent
+    limits.close()
+    dead = subprocess_pid_gone()
+    stale = base / f"opentermd-{dead}-abcdef" / "user-x" / "cmd-y"
+    stale.mkdir(parents=True)
+    try:
+        build(TreeLimits(processes=5), UserLimits()).close()
+        assert not (base / f"opentermd-{dead}-abcdef").exists()
+    finally:
+        for folder in (stale, stale.parent, stale.parent.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def subprocess_pid_gone() -> int:
+    pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
+    os.waitpid(pid, 0)
+    return pid
+
+
+async def test_stream_ends_with_the_limit(api_with: ApiFactory) -> None:
+    api = await api_with(limit_cpu_seconds=1)
+    async with api.request("POST", "/execute?stream=true", json={"command": "while :; do :; done"}) as response:
+        lines = [json.loads(line) for line in (await response.text()).splitlines() if line.strip()]
+    assert lines[-1]["type"] == "status" and lines[-1]["limit"] == "cpu", lines[-1]

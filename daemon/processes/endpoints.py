@@ -220,6 +220,7 @@ async def stream_output(request: web.Request, process: Process) -> web.StreamRes
         await response.write(_line({
             "type": "status", "id": process.id, "status": process.status, "exit_code": process.exit_code,
             "next_offset": offset, "truncated": process.log.truncated,
+            **({"limit": process.limit} if process.limit is not None else {}),
         }))
         await response.write_eof()
     return response
