@@ -246,7 +246,8 @@ def middleware(users: Users, access: dict[Any, Access]) -> Any:
         account = await account_of(request, users)
         confinement = users.sandbox_of(account)
         token = CURRENT.set(account)
-        box = sandbox.CURRENT.set(confinement if confinement.bwrap else None)
+        # Kernels, document workers and git (started deep inside handlers) run as the user too.
+        box = sandbox.CURRENT.set(confinement if confinement.bwrap or confinement.user else None)
         owned = FILE_OWNER.set((account.uid, account.gid) if users.as_root else None)
         try:
             return await handler(request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from daemon import sandbox
 from daemon.owner import Owner
 from daemon.users import MISSING_USER, Users, account_name, check_prefix
 from tests.conftest import Api, ApiFactory, eventually, make_config, output_text
+from tests.files.test_reading_documents import make_docx
 
 A = {"X-User-Id": "alice-0001-aaaa"}
 B = {"X-User-Id": "bob-0002-bbbb"}
@@ -233,8 +235,8 @@ async def test_ports_and_proxy_are_per_user(multi: Api) -> None:
 
     async def port() -> int | None:
         reply = await multi.json("GET", f"/execute/{started['id']}/status", headers=A)
-        words = output_text(reply).split()
-        return int(words[1]) if "PORT" in words else None
+        found = re.search(r"PORT (\d+)\r?\n", output_text(reply))  # the whole line, not a part of it
+        return int(found.group(1)) if found else None
 
     number = await eventually(port)
     mine = await eventually(lambda: _listed(multi, A, number))
@@ -299,3 +301,24 @@ def test_without_root_the_sandbox_alone_hides_the_other_homes(homes: tuple[Path,
     assert done.stdout.split() == [".", "..", Path(alice.home).name], done.stderr
     assert "B's secret" not in done.stdout + done.stderr
     assert Path(alice.home, "a.txt").read_text() == "mine\n"
+
+
+
+async def test_a_document_preview_works_for_a_user_in_the_sandbox(boxed: Api) -> None:
+    """The document worker runs in the user's sandbox (as the daemon: it reads only the file handed to it)."""
+    home_a = Path(await home_of(boxed, A))
+    (home_a / "report.docx").write_bytes(make_docx())
+    reply = await boxed.json("GET", "/files/read", params={"path": "report.docx"}, headers=A)
+    assert "Quarterly report" in reply["content"]
+
+
+async def test_git_runs_for_the_user_in_their_repository_only(boxed: Api) -> None:
+    home_a = await home_of(boxed, A)
+    made = await boxed.run("git init -q repo && cd repo && echo one > f.txt && git add f.txt && "
+                           "git -c user.name=a -c user.email=a@a commit -qm one && echo two > f.txt && echo ok",
+                           headers=A)
+    assert output_text(made).strip().endswith("ok"), output_text(made)
+    status = await boxed.json("GET", "/git/status", params={"path": "repo"}, headers=A)
+    assert "f.txt" in str(status)
+    async with boxed.request("GET", "/git/status", params={"path": f"{home_a}/repo"}, headers=B) as response:
+        assert response.status in (403, 404)

@@ -8,6 +8,7 @@ when the time is up or the request goes away. Every kind of worker runs through 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import resource
@@ -57,7 +58,9 @@ async def run(command: str, args: Sequence[str], *, timeout: float, on_timeout: 
         # A hostile document that takes over its parser is then in the commands' sandbox: it cannot
         # read the daemon's state or key, nor write outside the workspace. It reads the file the
         # server opened (`fds`, passed on by bwrap), whatever the sandbox shows at that path.
-        argv = box.wrap(argv, "/")
+        # Multi-user: not as the user's uid (daemon/users.py), whose account may not reach the daemon's
+        # own interpreter; the fds are all it reads, and the user's sandbox still hides the other homes.
+        argv = dataclasses.replace(box, user=None).wrap(argv, "/")
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
