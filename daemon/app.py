@@ -154,6 +154,7 @@ def create_app(config: Config) -> web.Application:
     if config.tenants_file is not None:
         app[tenants.TENANTS] = book = tenants.TenantBook(config.tenants_file)
         book.subscribe(tenants.limits_applier(app[LIMITS]))  # each tenant's own totals, kept current
+        book.subscribe(tenants.sessions_ender(sessions))  # a removed tenant's browsers are logged out
         book.subscribe(tenants.network_applier(app[users.USERS], confinement is not None))  # tenants imply users
         app.cleanup_ctx.append(tenants.cleanup_context(book))
     if config.enable_mcp:

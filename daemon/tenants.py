@@ -36,6 +36,7 @@ from aiohttp import web
 from inotify_simple import INotify, flags
 
 if TYPE_CHECKING:
+    from daemon.http.sessions import PageSessions
     from daemon.limits import Limits
     from daemon.users import Users
 
@@ -258,6 +259,15 @@ def limits_applier(limiting: Limits) -> Changed:
     return apply
 
 
+def sessions_ender(sessions: PageSessions) -> Changed:
+    """The page sessions a tenant logged in end when it is removed or its token changes."""
+
+    def end(before: tuple[Tenant, ...], after: tuple[Tenant, ...]) -> None:
+        sessions.end_tenants(_gone(before, after), TENANT_REMOVED)
+
+    return end
+
+
 def network_applier(people: Users, sandboxed: bool) -> Changed:
     """Each tenant's `network` to its sandbox (from its next command or shell on); without a sandbox
     nothing can take a child's network away, which is said once per change rather than ignored."""
@@ -298,6 +308,13 @@ TENANT = web.RequestKey("opentermd.tenant", str)
 
 def book_of(app: Mapping[Any, Any]) -> TenantBook | None:
     return app.get(TENANTS)
+
+
+def login(app: Mapping[Any, Any], token: str) -> str | None:
+    """The tenant a login form's token names (for a page session of its own), or None."""
+    book = book_of(app)
+    tenant = book.find(token) if book is not None else None
+    return tenant.name if tenant is not None else None
 
 
 def cleanup_context(book: TenantBook) -> Callable[[web.Application], AsyncIterator[None]]:

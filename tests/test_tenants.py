@@ -392,3 +392,26 @@ def test_a_tenant_cannot_open_mcp_whose_tools_run_with_the_admin_key(homes: Path
                 with pytest.raises(urllib.error.HTTPError) as refused:
                     urllib.request.urlopen(request, timeout=20)
                 assert (refused.value.code, json.loads(refused.value.read())) == (status, {"detail": detail})
+
+
+# --- the web pages ----------------------------------------------------------------------------------------
+
+
+async def test_a_tenant_logs_in_with_its_token_and_its_pages_are_its_own_until_it_is_removed(
+        api: Api, tenants_file: Path) -> None:
+    for token, name in ((ALPHA, "alpha-note.txt"), (BETA, "beta-note.txt")):
+        await api.json("POST", "/files/write", auth=False, headers=bearer(token), json={"path": name, "content": "x"})
+    home = (await api.json("GET", "/files/cwd", auth=False, headers=bearer(ALPHA)))["cwd"]
+    async with api.client.post("/login", data={"key": GAMMA}, allow_redirects=False) as response:
+        assert response.status == 401
+    async with api.client.post("/login", data={"key": ALPHA}, allow_redirects=False) as response:
+        assert response.status == 303
+    async with api.client.get("/") as response:  # to the last folder, else the home: alpha's
+        page = await response.text()
+        assert response.status == 200 and "alpha-note.txt" in page and "beta-note.txt" not in page
+    # The page's own API calls (cookie, no bearer) are alpha's, whatever X-User-Id says.
+    assert (await api.json("GET", "/files/cwd", auth=False, headers={"X-User-Id": "beta"}))["cwd"] == home
+    replace(tenants_file, entry("beta", BETA))
+    await eventually(lambda: api.client.app[TENANTS].named("alpha") is None)
+    async with api.request("GET", "/files/cwd", auth=False) as response:
+        assert response.status == 401  # logged out with the tenant

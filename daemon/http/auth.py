@@ -172,6 +172,10 @@ def identify(request: web.Request, tokens: Iterable[str] = ()) -> Identity:
     session = sessions.find(request.cookies.get(COOKIE))
     if session is not None and not from_this_origin(request):
         return Identity(key or tenant is not None, None, cross_site=True, tenant=tenant)
+    if session is not None and session.tenant is not None and not key and tenant is None:
+        from daemon.tenants import TENANT
+
+        request[TENANT] = session.tenant  # a tenant's page session: its pages and their API calls are its own
     return Identity(key or tenant is not None, session, tenant=tenant)
 
 

@@ -37,6 +37,8 @@ class PageSession:
     #: The WebSockets this session authenticated (terminals, proxied apps): they end with it.
     sockets: set[Closer] = field(default_factory=set)
     ended: bool = False
+    #: The tenant who logged in with its token (daemon/tenants.py); None: the admin key or a login link.
+    tenant: str | None = None
 
 
 class PageSessions:
@@ -51,11 +53,11 @@ class PageSessions:
         #: Socket closes under way, kept so the tasks are not garbage-collected mid-close.
         self._closing: set[asyncio.Future[Any]] = set()
 
-    def create(self) -> tuple[str, PageSession]:
+    def create(self, tenant: str | None = None) -> tuple[str, PageSession]:
         self.sweep()
         cookie = secrets.token_urlsafe(32)
         now = time.monotonic()
-        session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now, tenant=tenant)
         self._sessions[digest(cookie)] = session
         return cookie, session
 
@@ -134,6 +136,12 @@ class PageSessions:
         self._login_tokens.clear()
         for session in sessions:
             self._end(session, reason)
+
+    def end_tenants(self, names: set[str], reason: str) -> None:
+        """End the sessions these tenants logged in (removed from the tenants file, or a new token)."""
+        gone = [key for key, session in self._sessions.items() if session.tenant in names]
+        for key in gone:
+            self._end(self._sessions.pop(key), reason)
 
     def _end(self, session: PageSession, reason: str) -> None:
         session.ended = True

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from daemon import tenants
 from daemon.errors import ApiError
 from daemon.files import ops, thumbnails
 from daemon.git.endpoints import listing_marks
@@ -22,7 +23,7 @@ from daemon.http.auth import SESSION_KEY, identify
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.http.sessions import COOKIE, PageSession, clear_cookie, from_this_origin, set_cookie
-from daemon.keys import DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
+from daemon.keys import CONFIG, DIRECTORIES, GUARD, LISTINGS, SCOPE, SESSIONS
 from daemon.pages import activity_view, compare_view, files_view, history_view, previews, search_view, trash_view
 from daemon.pages.changes_view import ChangesQuery, changes_page
 from daemon.pages.layout import breadcrumbs, browse_url, redirect, render
@@ -71,7 +72,11 @@ async def index(call: Call[IndexQuery, NoInput]) -> web.StreamResponse:
     session = identify(call.request).session
     if session is None:
         return render(call.request, "login.html", {"next": "/", "error": ""})
-    return redirect(browse_url(session.state.get("last_dir") or call.app[DIRECTORIES].home))
+    last = session.state.get("last_dir")
+    if last is None and call.app[CONFIG].multi_user:
+        # This route is public: only /browse (a page route) knows the user (a tenant) and so its home.
+        return redirect("/browse")
+    return redirect(browse_url(last or call.app[DIRECTORIES].home))
 
 
 async def login_form(call: Call[LoginQuery, NoInput]) -> web.Response:
@@ -83,15 +88,17 @@ async def login(call: Call[LoginQuery, NoInput]) -> web.StreamResponse:
     key, destination = str(form.get("key", "")), _safe_next(str(form.get("next", "/")))
     if not from_this_origin(call.request):
         raise ApiError(403, "Cross-site login refused")
-    if not call.app[GUARD].matches(key):
+    admin = call.app[GUARD].matches(key)
+    tenant = None if admin else tenants.login(call.app, key)  # a tenant's token opens its own pages
+    if not admin and tenant is None:
         return render(call.request, "login.html", {"next": destination, "error": "That key is not right."},
                       status=401)
-    return _start_session(call, destination)
+    return _start_session(call, destination, tenant)
 
 
-def _start_session(call: Call[Any, Any], destination: str) -> web.StreamResponse:
+def _start_session(call: Call[Any, Any], destination: str, tenant: str | None = None) -> web.StreamResponse:
     """Redirect with a fresh session cookie (the redirect also takes a token out of the address bar)."""
-    cookie, _ = call.app[SESSIONS].create()
+    cookie, _ = call.app[SESSIONS].create(tenant)
     response = redirect(destination)
     set_cookie(response, cookie, call.request)
     return response
