@@ -14,7 +14,7 @@ import pytest
 
 from daemon import sandbox
 from tests.conftest import KEY, Api, output_text
-from tests.test_sandbox import sandboxed, workspace  # noqa: F401 (a fixture)
+from tests.test_sandbox import sandboxed
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -60,8 +60,8 @@ async def test_a_link_planted_by_a_command_does_not_lead_the_file_api_into_the_s
     assert "state secret" not in output_text(reply)  # the command sees the empty tmpfs
     assert (await status(boxed, "GET", "/files/read", params={"path": str(workspace / "leak")}))[0] == 403
     assert (await status(boxed, "GET", "/files/read", params={"path": str(workspace / "into" / "secret")}))[0] == 403
-    code, body = await status(boxed, "POST", "/files/write",
-                              json={"path": str(workspace / "into" / "planted"), "content": "x"})
+    code, _ = await status(boxed, "POST", "/files/write",
+                           json={"path": str(workspace / "into" / "planted"), "content": "x"})
     assert code == 403 and not (workspace / "state" / "planted").exists()
     grep = await boxed.json("GET", "/files/grep", params={"query": "state secret", "path": str(workspace)})
     assert grep["matches"] == []
