@@ -7,6 +7,7 @@ Each isolation test has user A make something and user B try to reach it: it wou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon import sandbox
+from daemon import cli, config, sandbox
 from daemon.owner import Owner
 from daemon.users import MISSING_USER, Users, account_name, check_prefix
 from tests.conftest import Api, ApiFactory, eventually, make_config, output_text
@@ -87,6 +88,24 @@ def test_prefix_must_keep_names_valid() -> None:
             check_prefix(bad)
 
 
+def test_settings_come_from_flag_environment_and_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text('multi_user = true\nuser_prefix = "fromtoml-"\n')
+    none = tmp_path / "none.toml"
+    base = {"cwd": str(tmp_path), "api_key": "k" * 16}
+    from_toml = config.load(base, {}, config_file=toml, system_file=none)
+    assert (from_toml.multi_user, from_toml.user_prefix) == (True, "fromtoml-")
+    from_env = config.load(base, {"OPEN_TERMINAL_MULTI_USER": "false", "OPEN_TERMINAL_USER_PREFIX": "env-"},
+                           config_file=toml, system_file=none)
+    assert (from_env.multi_user, from_env.user_prefix) == (False, "env-")
+    from_flag = config.load({**base, "multi_user": "true"}, {"OPEN_TERMINAL_MULTI_USER": "false"},
+                            config_file=toml, system_file=none)
+    assert from_flag.multi_user is True
+    with pytest.raises(config.ConfigError):
+        config.load(base, {"OPEN_TERMINAL_USER_PREFIX": "Bad Prefix"}, system_file=none)
+    assert cli.parser().parse_args(["run", "--multi-user"]).multi_user == "true"
+
+
 # --- requests need a user -----------------------------------------------------------------------
 
 
@@ -140,6 +159,32 @@ async def test_a_command_cannot_read_or_write_another_users_home(multi: Api) -> 
     text = output_text(reply)
     assert "B's secret" not in text and "Permission denied" in text
     assert not Path(home_b, "planted").exists()
+
+
+async def test_an_existing_system_account_is_never_used(multi: Api, homes: tuple[Path, str]) -> None:
+    """A name that is already a system account's (uid < 1000) is refused, not taken over."""
+    _, prefix = homes
+    user = {"X-User-Id": "sysuser-0003"}
+    name = account_name(user["X-User-Id"], prefix)
+    made = await asyncio.create_subprocess_exec("useradd", "--system", "--no-create-home", name)
+    assert await made.wait() == 0
+    assert pwd.getpwnam(name).pw_uid < 1000
+    async with multi.request("GET", "/files/cwd", headers=user) as response:
+        assert response.status == 403
+        assert "system account" in (await response.json())["detail"]
+    async with multi.request("POST", "/execute?wait=5", json={"command": "id -u"}, headers=user) as response:
+        assert response.status == 403
+
+
+async def test_chat_folders_are_per_user_even_with_the_same_chat_id(multi: Api) -> None:
+    chat = {"X-Session-Id": "same-chat"}
+    home_a, home_b = await home_of(multi, A), await home_of(multi, B)
+    await multi.json("POST", "/files/mkdir", json={"path": "sub"}, headers=A)
+    await multi.json("POST", "/files/cwd", json={"path": f"{home_a}/sub"}, headers={**A, **chat})
+    assert (await multi.json("GET", "/files/cwd", headers={**A, **chat}))["cwd"] == f"{home_a}/sub"
+    assert (await multi.json("GET", "/files/cwd", headers={**B, **chat}))["cwd"] == home_b
+    reply = await multi.run("pwd", headers={**B, **chat})
+    assert output_text(reply).strip() == home_b
 
 
 # --- the file API ------------------------------------------------------------------------------
