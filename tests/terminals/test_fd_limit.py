@@ -36,6 +36,7 @@ async def _cycle(client: aiohttp.ClientSession, url: str, key: str, index: int) 
         await socket.close()
 
 
+@pytest.mark.timeout(CYCLES_DEADLINE + 60)
 @pytest.mark.parametrize("limited_daemon", ["256:256"], indirect=True)
 async def test_two_hundred_terminal_cycles_under_ulimit_256(limited_daemon: tuple[int, str, str]) -> None:
     pid, url, key = limited_daemon
