@@ -194,7 +194,8 @@ def from_config(config: Config) -> Sandbox | None:
     hidden = [*own, Path("/run")]
     # The config files may hold the key too.
     hidden += [SYSTEM_CONFIG.parent] + ([config.config_file.parent] if config.config_file is not None else [])
-    files = [config.api_key_file] if config.api_key_file is not None else []
+    # The tenants file holds only digests, but which tenants there are and their limits are the daemon's.
+    files = [path for path in (config.api_key_file, config.tenants_file) if path is not None]
     return Sandbox(bwrap, config.file_root or config.cwd, config.sandbox_network,
                    hidden=tuple(dict.fromkeys(_absolute(path) for path in hidden)),
                    hidden_files=tuple(_absolute(path) for path in files))

@@ -415,3 +415,22 @@ async def test_a_tenant_logs_in_with_its_token_and_its_pages_are_its_own_until_i
     await eventually(lambda: api.client.app[TENANTS].named("alpha") is None)
     async with api.request("GET", "/files/cwd", auth=False) as response:
         assert response.status == 401  # logged out with the tenant
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+async def test_a_sandboxed_tenant_cannot_read_the_tenants_file(homes: Path, api_with: ApiFactory) -> None:
+    # Outside /tmp (the sandbox's own) and readable by anyone: only the sandbox's hiding keeps it out.
+    folder = Path(tempfile.mkdtemp(prefix="opentermd-tenants-", dir="/var/tmp"))
+    try:
+        folder.chmod(0o755)
+        listing = folder / "tenants.toml"
+        listing.write_text(entry("alpha", ALPHA) + entry("beta", BETA))
+        listing.chmod(0o644)
+        api = await api_with(tenants_file=listing, user_prefix=prefix_of(homes), user_homes=homes, sandbox="bwrap")
+        reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(ALPHA),
+                               json={"command": f"cat {listing}; echo end"})
+        text = output_text(reply)  # empty, or refused (the uid may not open the node put over it)
+        assert text.split()[-1] == "end" and "token_sha256" not in text and "alpha" not in text, text
+        assert "token_sha256" in listing.read_text()  # the daemon's own view is unchanged
+    finally:
+        shutil.rmtree(folder)
