@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -213,6 +214,28 @@ async def test_each_tenant_has_its_own_files(api: Api) -> None:
     assert await status_of(api, "/files/read?path=note.txt", ALPHA) == 200
     assert await status_of(api, "/files/read?path=note.txt", BETA, **{"X-User-Id": "alpha"}) == 404
     assert await status_of(api, f"/files/read?path={home}/note.txt", BETA) in (403, 404)
+
+
+async def test_a_tenants_port_is_listed_and_proxied_for_it_alone(api: Api) -> None:
+    server = await run(api, ALPHA, "exec python3 -m http.server 0 --bind 127.0.0.1")
+
+    async def port() -> int | None:
+        reply = await api.json("GET", f"/execute/{server}/status", auth=False, headers=bearer(ALPHA))
+        found = re.search(r"Serving HTTP on 127\.0\.0\.1 port (\d+) ", output_text(reply))
+        return int(found.group(1)) if found else None
+
+    async def listed(token: str, number: int) -> bool:
+        reply = await api.json("GET", "/ports", auth=False, headers=bearer(token))
+        return number in {entry["port"] for entry in reply["ports"]}
+
+    try:
+        number = await eventually(port)
+        assert await eventually(lambda: listed(ALPHA, number))
+        assert not await listed(BETA, number)
+        assert await status_of(api, f"/proxy/{number}/", BETA, **{"X-User-Id": "alpha"}) == 404
+        assert await status_of(api, f"/proxy/{number}/", ALPHA) == 200
+    finally:
+        await api.json("DELETE", f"/execute/{server}?force=true", auth=False, headers=bearer(ALPHA))
 
 
 async def test_an_unknown_token_is_401(api: Api) -> None:
