@@ -173,6 +173,25 @@ def test_a_broken_or_missing_file_keeps_the_last_good_tenants_and_warns_once(
     assert book.find(ALPHA) is None and book.find(BETA) is not None
 
 
+async def test_a_new_token_for_a_tenant_ends_what_the_old_one_opened(tenants_file: Path) -> None:
+    clock = FakeClock(1000.0)
+    book = TenantBook(tenants_file, clock=clock)
+    closed: list[tuple[str, str]] = []
+
+    async def close_alpha(reason: str) -> None:
+        closed.append(("alpha", reason))
+
+    async def close_beta(reason: str) -> None:
+        closed.append(("beta", reason))
+
+    with book.tied("alpha", close_alpha), book.tied("beta", close_beta):
+        replace(tenants_file, entry("alpha", GAMMA) + entry("beta", BETA))
+        clock.advance(1.0)
+        assert book.find(ALPHA) is None and name_of(book.find(GAMMA)) == "alpha"
+        await eventually(lambda: closed == [("alpha", tenants.TENANT_REMOVED)])
+    assert name_of(book.find(BETA)) == "beta" and closed == [("alpha", tenants.TENANT_REMOVED)]
+
+
 # --- over a real server -----------------------------------------------------------------------------
 
 
