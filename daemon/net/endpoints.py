@@ -28,11 +28,11 @@ async def proxy_request(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     request = call.request
     identity = proxy.authenticate(request, call.app[CONFIG].proxy_token_auth)
     port = proxy.parse_port(call.path("port"))
-    hosts = await asyncio.to_thread(ports.listening_addresses, port)
+    hosts, namespace = await asyncio.to_thread(ports.listening_target, port)  # a sandbox's own network too
     own = await users.ports_of(request)  # multi-user: only to a port one of the caller's processes listens on
     if not hosts or (own is not None and all(entry.port != port for entry in own)):
         raise ApiError(404, "Port not found")
-    target = proxy.target(request, port, hosts, call.app[GUARD])
+    target = proxy.target(request, port, hosts, call.app[GUARD], namespace)
     if proxy.is_websocket(request):
         return await proxy.relay_websocket(request, target, identity)
     return await proxy.forward(request, target)

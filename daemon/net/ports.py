@@ -53,10 +53,11 @@ class ListeningPort:
 
 def listening_ports(root: int | None = None) -> list[ListeningPort]:
     """The ports that descendants of `root` (default: this process) listen on, sorted, one entry per port."""
-    sockets = listening_sockets()
+    pids = descendants(os.getpid() if root is None else root)
+    sockets, _ = _listening_sockets_of(pids)
     if not sockets:
         return []
-    owners = socket_owners(descendants(os.getpid() if root is None else root), sockets)
+    owners = socket_owners(pids, sockets)
     found: dict[int, ListeningPort] = {}
     for inode, pid in owners.items():
         port = sockets[inode].port
@@ -73,12 +74,31 @@ def listening_addresses(port: int, root: int | None = None) -> list[str]:
     The proxy connects to exactly these, never to "localhost": another program may listen on
     127.0.0.1 at the same port as a child bound to 127.0.0.2 or ::1.
     """
-    sockets = {inode: bound for inode, bound in listening_sockets().items() if bound.port == port}
-    if not sockets:
-        return []
-    owned = socket_owners(descendants(os.getpid() if root is None else root), sockets)
-    hosts = {sockets[inode].host for inode in owned}
-    return sorted(hosts, key=lambda host: (":" in host, host))
+    return listening_target(port, root)[0]
+
+
+def listening_target(port: int, root: int | None = None) -> tuple[list[str], int]:
+    """`listening_addresses`, and the network namespace they are in: 0 for the daemon's own (tried
+    first), else a pid inside the first sandbox (with the network off) whose process listens there."""
+    pids = descendants(os.getpid() if root is None else root)
+    every, namespaces = _listening_sockets_of(pids)
+    sockets = {inode: bound for inode, bound in every.items() if bound.port == port}
+    owned = socket_owners(pids, sockets) if sockets else {}
+    if not owned:
+        return [], 0
+    namespace = min(namespaces.get(inode, 0) for inode in owned)
+    hosts = {sockets[inode].host for inode in owned if namespaces.get(inode, 0) == namespace}
+    return sorted(hosts, key=lambda host: (":" in host, host)), namespace
+
+
+def _listening_sockets_of(pids: set[int]) -> tuple[dict[int, Bound], dict[int, int]]:
+    """The listening sockets of the daemon's namespace and of the sandboxes `pids` are in; and for
+    the latter, socket inode -> a pid to enter its namespace by."""
+    from daemon.net import namespaces  # here: it imports this module
+
+    elsewhere = namespaces.listening_elsewhere(pids)
+    sockets = {**listening_sockets(), **{inode: bound for inode, (bound, _) in elsewhere.items()}}
+    return sockets, {inode: pid for inode, (_, pid) in elsewhere.items()}
 
 
 # --- listening sockets ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ refused, 504 on a timeout. Where this differs, on purpose:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Iterable, Mapping
@@ -42,6 +43,7 @@ from daemon.errors import ApiError
 from daemon.http.auth import Identity, KeyGuard, identify, tied_socket
 from daemon.http.inputs import validate
 from daemon.http.sessions import COOKIE
+from daemon.net import namespaces
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,15 @@ class Target:
     headers: CIMultiDict[str]
     #: The addresses the app listens on at `port`, to connect to in this order.
     hosts: tuple[str, ...]
+    #: 0, or a pid in the sandbox's own network namespace, where the hosts are (`ports.Bound.namespace`).
+    namespace: int = 0
 
     @property
     def name(self) -> str:
         return f"localhost:{self.port}"
 
 
-def target(request: web.Request, port: int, hosts: Iterable[str], guard: KeyGuard) -> Target:
+def target(request: web.Request, port: int, hosts: Iterable[str], guard: KeyGuard, namespace: int = 0) -> Target:
     """`http://localhost:{port}/{path}?{query}`, still percent-encoded as the client sent it;
     `localhost` stands for `hosts`, the addresses the app's sockets are bound to."""
     # The raw path is `/proxy/{port}/{path}`; the path's own encoding (%2F, %20) is kept as it is.
@@ -125,7 +129,7 @@ def target(request: web.Request, port: int, hosts: Iterable[str], guard: KeyGuar
         base, mark, raw_query = headers["Referer"].partition("?")
         query = upstream_query(raw_query, guard) if mark else ""
         headers["Referer"] = f"{base}?{query}" if query else base
-    return Target(port, url, headers, tuple(connectable(host) for host in hosts))
+    return Target(port, url, headers, tuple(connectable(host) for host in hosts), namespace)
 
 
 def connectable(host: str) -> str:
@@ -229,10 +233,13 @@ class ExactResolver(AbstractResolver):
         return None
 
 
-def client_session(hosts: Iterable[str]) -> aiohttp.ClientSession:
-    """One per proxied request: upstream is on this machine, so a connection costs microseconds."""
+def client_session(hosts: Iterable[str], namespace: int = 0) -> aiohttp.ClientSession:
+    """One per proxied request: upstream is on this machine, so a connection costs microseconds.
+    With a `namespace`, the socket is made inside that sandbox's network (daemon/net/namespaces.py)."""
+    factory = None if not namespace else functools.partial(namespaces.socket_in, namespace)
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(resolver=ExactResolver(hosts), use_dns_cache=False, family=socket.AF_UNSPEC),
+        connector=aiohttp.TCPConnector(resolver=ExactResolver(hosts), use_dns_cache=False, family=socket.AF_UNSPEC,
+                                       socket_factory=factory),
         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
@@ -258,7 +265,7 @@ def upstream_failed(exc: BaseException, port: int) -> ApiError:
 async def forward(request: web.Request, target: Target) -> web.StreamResponse:
     """Send the request on and stream the answer back, in bounded memory both ways."""
     body = request.content if request.body_exists else None
-    async with client_session(target.hosts) as session:
+    async with client_session(target.hosts, target.namespace) as session:
         try:
             upstream = await session.request(request.method, target.url, headers=target.headers, data=body,
                                              allow_redirects=False)
@@ -306,7 +313,7 @@ async def relay_websocket(request: web.Request, target: Target,
         raise ApiError(400, "Invalid WebSocket upgrade request")
     protocols = [name.strip() for value in request.headers.getall("Sec-WebSocket-Protocol", [])
                  for name in value.split(",") if name.strip()]
-    async with client_session(target.hosts) as session:
+    async with client_session(target.hosts, target.namespace) as session:
         try:
             upstream = await session.ws_connect(
                 target.url, headers=target.headers, protocols=protocols,
