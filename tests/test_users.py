@@ -262,8 +262,13 @@ async def test_another_users_process_ids_answer_404(multi: Api) -> None:
     await multi.json("DELETE", f"/execute/{started['id']}?force=true", headers=A)
 
 
-async def test_another_users_terminal_answers_404(multi: Api) -> None:
+async def test_another_users_terminal_answers_404(multi: Api, homes: tuple[Path, str]) -> None:
     created = await multi.json("POST", "/api/terminals", json={}, headers=A)
+    # The shell runs as A (setpriv and env exec: the spawned pid becomes the shell, as A, once they have).
+    uid = pwd.getpwnam(account_name(A["X-User-Id"], homes[1])).pw_uid
+    status = Path(f"/proc/{created['pid']}/status")
+    await eventually(lambda: "Name:\tbash" in status.read_text())
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status.read_text()
     listed = await multi.json("GET", "/api/terminals", headers=B)
     assert created["id"] not in str(listed)
     async with multi.request("DELETE", f"/api/terminals/{created['id']}", headers=B) as response:
