@@ -220,7 +220,10 @@ class TenantBook:
         self._end_sockets(_gone(self._tenants, tenants))
         before, self._tenants = self._tenants, tenants
         for callback in self._on_change:
-            callback(before, tenants)
+            try:
+                callback(before, tenants)
+            except Exception:  # e.g. a cgroup that cannot be written: the request that noticed must not fail
+                log.exception("applying the tenants file's change")
         log.info("tenants file %s read: %d tenant(s)", self.path, len(tenants))
         return True
 
