@@ -92,6 +92,7 @@ fuzz: setup $(TEST_STAMP)
 
 bench: setup debian-packages .bench/.installed binary
 	$(BIN)/python bench/run.py --write $(ARGS)
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build .bench
