@@ -30,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon.owner import owner_of
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "audit.jsonl"
@@ -135,6 +137,8 @@ class AuditLog:
                 continue
             if query.path and not touches(record, query.path):
                 continue
+            if query.user is not None and not _by(record, query.user):
+                continue
             found.append(record)
             if len(found) >= query.limit:
                 break
@@ -161,6 +165,13 @@ class Query:
     since: float | None = None
     until: float | None = None
     limit: int = DEFAULT_LIMIT
+    #: Multi-user (daemon/users.py): only this user's records; None: everyone's.
+    user: str | None = None
+
+
+def _by(record: dict[str, Any], user: str) -> bool:
+    who = record.get("who")
+    return isinstance(who, dict) and who.get("user") == user
 
 
 def touches(record: dict[str, Any], path: str) -> bool:
@@ -198,10 +209,10 @@ def caller(request: web.Request) -> dict[str, str]:
 
     by = "page" if request.get(SESSION_KEY) is not None else "api" if bearer_token(request) else "link"
     who = {"by": by}
-    for header, name in (("X-User-Id", "user"), ("X-Session-Id", "session")):
-        value = request.headers.get(header, "").strip()
-        if value:
-            who[name] = value[:200]
+    owner = owner_of(request)  # a tenant is its user, whatever X-User-Id says
+    for value, name in ((owner.user_id, "user"), (owner.session_id, "session")):
+        if value.strip():
+            who[name] = value.strip()[:200]
     return who
 
 

@@ -247,6 +247,14 @@ async def test_file_api_works_in_the_users_own_home(multi: Api) -> None:
     assert "a.txt" in str(listed)
 
 
+async def test_the_audit_trail_shows_a_user_only_their_own_records(multi: Api) -> None:
+    await multi.json("POST", "/files/write", json={"path": "b-private-name.txt", "content": "x"}, headers=B)
+    await multi.json("POST", "/files/write", json={"path": "a-file.txt", "content": "x"}, headers=A)
+    mine = await multi.json("GET", "/audit", headers=A)
+    assert "a-file.txt" in str(mine) and "b-private-name" not in str(mine)
+    assert {record["who"]["user"] for record in mine["records"]} == {A["X-User-Id"]}
+
+
 # --- processes, terminals, ports ---------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from daemon.http.endpoints import Access, Call, Endpoint, hidden
 from daemon.http.inputs import NoInput
 from daemon.pages.layout import browse_url, render
 from daemon.pages.listing import timestamp
+from daemon.users import USERS
 
 PAGE_LIMIT = 200
 
@@ -57,7 +58,9 @@ async def search(call: Call[AuditQuery, Any], limit: int) -> list[dict[str, Any]
     trail = call.app.get(audit.AUDIT)
     if trail is None:
         return []
-    return await asyncio.to_thread(trail.search, audit.Query(path, since, until, limit))
+    # Multi-user: a user's own records only (they name files and commands).
+    user = call.owner.user_id if USERS in call.app else None
+    return await asyncio.to_thread(trail.search, audit.Query(path, since, until, limit, user=user))
 
 
 async def audit_records(call: Call[AuditQuery, NoInput]) -> dict[str, Any]:
