@@ -238,6 +238,22 @@ async def test_what_the_file_api_makes_belongs_to_the_user(multi: Api, homes: tu
     assert "done" in output_text(reply)
 
 
+async def test_no_shared_trash_to_list_restore_or_empty(multi: Api, scratch_environment: Path) -> None:
+    """One trash for all would show each user the others' deleted files, and let one empty it for all."""
+    home_b = Path(await home_of(multi, B))
+    (home_b / "gone.txt").write_text("x")
+    async with multi.request("DELETE", "/files/delete", params={"path": "gone.txt"}, headers=B) as response:
+        assert response.status == 200
+    assert not (home_b / "gone.txt").exists()
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/files/trash", {}), ("DELETE", "/files/trash", {}),
+        ("POST", "/files/trash/restore", {"json": {"id": "x"}})]
+    for method, path, options in attempts:
+        async with multi.request(method, path, headers=A, **options) as response:
+            assert response.status == 404, (method, path)
+    assert not (scratch_environment / ".local/share/Trash").exists()  # for good, not into the daemon's trash
+
+
 async def test_file_api_works_in_the_users_own_home(multi: Api) -> None:
     home_a = await home_of(multi, A)
     await multi.json("POST", "/files/write", json={"path": "notes/a.txt", "content": "mine"}, headers=A)

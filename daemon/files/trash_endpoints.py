@@ -12,11 +12,12 @@ from msgspec import Meta, Struct
 
 from daemon import audit
 from daemon.config import Config
+from daemon.errors import ApiError
 from daemon.files import changes
 from daemon.files.trash import Limits, Trash, home_trash
 from daemon.http.endpoints import Call, hidden
 from daemon.http.inputs import NoInput
-from daemon.keys import SCOPE
+from daemon.keys import CONFIG, SCOPE
 
 TRASH = web.AppKey("trash", Trash)
 
@@ -50,20 +51,27 @@ def delete(app: web.Application, path: str, *, permanent: bool = False) -> str:
     return changes.delete(path, app[SCOPE].beneath, app[TRASH].set_aside(path, permanent=permanent))
 
 
+def _shared(call: Call[Any, Any]) -> Trash:
+    """The trash, unless several users share this daemon: it would show and purge one for them all."""
+    if call.app[CONFIG].multi_user:
+        raise ApiError(404, "There is no trash in multi-user mode: deletes are for good")
+    return call.app[TRASH]
+
+
 async def list_trash(call: Call[NoInput, NoInput]) -> dict[str, Any]:
-    entries = await asyncio.to_thread(call.app[TRASH].entries)
+    entries = await asyncio.to_thread(_shared(call).entries)
     return {"entries": [entry.summary() for entry in reversed(entries)]}  # newest first
 
 
 async def restore(call: Call[NoInput, RestoreRequest]) -> dict[str, str]:
-    path, kind = await asyncio.to_thread(call.app[TRASH].restore, call.body.id, call.body.name,
+    path, kind = await asyncio.to_thread(_shared(call).restore, call.body.id, call.body.name,
                                          call.app[SCOPE].beneath)
     audit.record(call.app, "restore", call, path=path, type=kind, origin="trash")
     return {"path": path, "type": kind}
 
 
 async def remove(call: Call[EntryQuery, NoInput]) -> dict[str, Any]:
-    trash = call.app[TRASH]
+    trash = _shared(call)
     if call.query.id is None:
         removed = await asyncio.to_thread(trash.empty)
     else:
