@@ -8,6 +8,7 @@ import re
 import socket
 import sys
 
+from daemon import users
 from daemon.config import Config
 from daemon.git.runner import git_available
 from daemon.http.endpoints import Access, Call, Endpoint
@@ -25,6 +26,7 @@ def system_facts() -> dict[str, str]:
         "shell": os.environ.get("SHELL", "/bin/sh"),
         "python_version": sys.version.split()[0],
         "home": os.path.expanduser("~"),
+        **users.identity(),  # multi-user: the request's user's account, which their commands run as
     }
 
 

@@ -170,6 +170,12 @@ class Users:
 USERS = web.AppKey("users", Users)
 
 
+def identity() -> dict[str, str]:
+    """The system prompt's `user` and `home` for the request's user; empty in single-user mode."""
+    account = CURRENT.get()
+    return {} if account is None else {"user": account.name, "home": account.home}
+
+
 def trash_config(config: Config) -> Config:
     """Multi-user: no trash yet. The one trash the daemon keeps lies at its root (here, above every
     home), so one user could list and restore another's deleted files: deletes are for good instead."""

@@ -123,6 +123,12 @@ async def test_single_user_mode_needs_no_user_id(api: Api) -> None:
     assert output_text(reply).split() == ["0", os.environ["HOME"]]
 
 
+async def test_the_system_prompt_names_the_users_account(multi: Api, homes: tuple[Path, str]) -> None:
+    name = account_name(A["X-User-Id"], homes[1])
+    prompt = (await multi.json("GET", "/system", headers=A))["prompt"]
+    assert f"as user '{name}'" in prompt
+
+
 async def test_without_a_key_it_is_still_401_first(multi: Api) -> None:
     async with multi.request("GET", "/files/list?directory=.", auth=False) as response:
         assert response.status == 401
