@@ -193,6 +193,16 @@ async def test_chat_folders_are_per_user_even_with_the_same_chat_id(multi: Api) 
     assert output_text(reply).strip() == home_b
 
 
+async def test_a_command_cannot_read_the_daemons_state_or_another_users_output(multi: Api, tmp_path: Path) -> None:
+    """The process logs (every user's output) live in the daemon's state folder: out of a user's reach."""
+    await multi.run("echo B-output-secret", headers=B)
+    state = tmp_path / "state"
+    assert "B-output-secret" in "".join(path.read_text(errors="replace") for path in state.rglob("*") if path.is_file())
+    reply = await multi.run(f"grep -r B-output-secret {state} 2>&1; echo end", headers=A)
+    text = output_text(reply)
+    assert "B-output-secret" not in text and "Permission denied" in text
+
+
 # --- the file API ------------------------------------------------------------------------------
 
 
