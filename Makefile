@@ -73,8 +73,14 @@ lint: $(TEST_STAMP)
 # module fixtures (a daemon per file). `make test PYTEST_WORKERS=0` runs it in one process.
 PYTEST_WORKERS ?= auto
 # The binary is built first, so the bench smoke test (which prefers it) never runs a stale one.
+# The sandbox's core: the same suites again with every test server under `--sandbox bwrap`
+# (tests/conftest.py reads OPEN_TERMINAL_TEST_SANDBOX); tests marked host_view reach outside the workspace.
+SANDBOX_CORE := tests/test_sandbox.py tests/sandbox tests/processes/test_execute.py tests/terminals/test_terminals.py \
+                tests/net tests/git tests/notebooks/test_notebooks.py
 test: setup $(TEST_STAMP) debian-packages lint binary
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
+	OPEN_TERMINAL_TEST_SANDBOX=bwrap $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	  -m "not binary and not host_view" $(SANDBOX_CORE)
 	$(MAKE) test-binary
 
 # `make test` fuzzes /openapi.json briefly with a fixed seed; this runs far more cases with a fresh seed

@@ -16,7 +16,7 @@ import pytest
 from daemon import sandbox
 from daemon.app import create_app
 from daemon.cli import Exit, main
-from daemon.config import ConfigError, load
+from daemon.config import Config, ConfigError, load
 from tests.conftest import KEY, Api, eventually, make_config, output_text, process_group_members
 from tests.terminals.test_terminals import attach, create, read_until
 
@@ -64,8 +64,8 @@ def test_the_settings(tmp_path: Path) -> None:
     settings = load({}, environ, system_file=tmp_path / "none.toml")
     assert (settings.sandbox, settings.sandbox_network) == ("bwrap", False)
     assert load({}, {**environ, "OPEN_TERMINAL_SANDBOX": "off"}, system_file=tmp_path / "none.toml").sandbox == "off"
-    assert make_config(tmp_path).sandbox == "off"
-    assert sandbox.from_config(make_config(tmp_path)) is None
+    assert Config(api_key=KEY, cwd=tmp_path, state_dir=tmp_path).sandbox == "off"  # the default
+    assert sandbox.from_config(make_config(tmp_path, sandbox="off")) is None
     with pytest.raises(ConfigError, match="expected off or bwrap"):
         load({}, {**environ, "OPEN_TERMINAL_SANDBOX": "docker"}, system_file=tmp_path / "none.toml")
 

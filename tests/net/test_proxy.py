@@ -31,7 +31,7 @@ from daemon.app import create_app
 from daemon.http.auth import KeyGuard
 from daemon.http.sessions import COOKIE
 from daemon.net import proxy
-from tests.conftest import AUTH, KEY, Api, ApiFactory, eventually, make_config
+from tests.conftest import AUTH, KEY, Api, ApiFactory, eventually, make_config, needs_host_view
 from tests.http.test_sessions import Browser, new_browser
 from tests.net.test_ports import Listener, serve_files, start_listener
 
@@ -408,6 +408,7 @@ def serve_foreign(directory: Path, host: str, port: int) -> int:
     return int(subprocess.run(["bash", "-c", command], capture_output=True, check=True).stdout)
 
 
+@needs_host_view("uses tmp_path, outside the sandbox's workspace")
 async def test_a_foreign_server_on_the_same_port_is_never_reached(api: Api, tmp_path: Path) -> None:
     """The attack: a child listens on 127.0.0.2:P, another program on 127.0.0.1:P. The proxy used to
     match the port alone and connect to localhost, i.e. to the other program."""

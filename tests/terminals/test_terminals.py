@@ -17,7 +17,16 @@ from daemon.keys import TERMINALS
 from daemon.terminals import endpoints
 from daemon.terminals import session as session_module
 from daemon.terminals import table as table_module
-from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, process_group_members, process_stats
+from tests.conftest import (
+    KEY,
+    Api,
+    ApiFactory,
+    FakeClock,
+    eventually,
+    needs_host_view,
+    process_group_members,
+    process_stats,
+)
 
 Socket = aiohttp.ClientWebSocketResponse
 
@@ -259,6 +268,7 @@ async def test_a_plain_session_ends_with_its_socket(api: Api) -> None:
 # --- beyond the reference ---------------------------------------------------------------------------
 
 
+@needs_host_view("uses tmp_path, outside the sandbox's workspace")
 async def test_reattach_replays_what_happened_meanwhile(api: Api, tmp_path: Path) -> None:
     session = await create(api, detach=True)
     first = await attach(api, session["id"])
@@ -281,6 +291,7 @@ async def test_reattach_replays_what_happened_meanwhile(api: Api, tmp_path: Path
     assert process_group_members(session["pid"]), "a detachable shell outlives its socket"
 
 
+@needs_host_view("uses tmp_path, outside the sandbox's workspace")
 async def test_the_list_says_which_sessions_are_attached_and_where_their_shells_are(api: Api, tmp_path: Path) -> None:
     """What the terminal page's sessions list shows: a detached session to re-attach, one attached elsewhere."""
     session = await create(api, detach=True, cwd=str(tmp_path))
@@ -428,6 +439,7 @@ async def test_the_web_ui_cookie_authenticates_a_socket_from_our_origin_only(api
     assert refused.value.status == 403
 
 
+@needs_host_view("uses tmp_path, outside the sandbox's workspace")
 @pytest.mark.parametrize("detach", [False, True])
 async def test_all_output_arrives_before_the_close_even_for_a_slow_late_viewer(
         api: Api, detach: bool, tmp_path: Path) -> None:
