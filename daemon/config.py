@@ -235,6 +235,11 @@ class Config:
         # A tenant is a user of the multi-user machinery: tenants without it would share one home and uid.
         if self.tenants_file is not None and not self.multi_user:
             object.__setattr__(self, "multi_user", True)
+        # Until a kernel can run as its user's uid (it needs its connection file handed over, and the
+        # daemon's interpreter within the user's reach), multi-user mode has no notebooks: a kernel as
+        # the daemon would read every user's files.
+        if self.multi_user and self.enable_notebooks:
+            object.__setattr__(self, "enable_notebooks", False)
 
     @property
     def home(self) -> str:

@@ -302,6 +302,13 @@ async def test_another_users_process_ids_answer_404(multi: Api) -> None:
     await multi.json("DELETE", f"/execute/{started['id']}?force=true", headers=A)
 
 
+async def test_no_notebooks_in_multi_user_mode(multi: Api) -> None:
+    """A kernel would run as the daemon (so read every user's files): the routes are not there."""
+    assert (await multi.json("GET", "/api/config"))["features"]["notebooks"] is False
+    async with multi.request("POST", "/notebooks", json={"path": "a.ipynb"}, headers=A) as response:
+        assert response.status == 404
+
+
 async def test_another_users_terminal_answers_404(multi: Api, homes: tuple[Path, str]) -> None:
     created = await multi.json("POST", "/api/terminals", json={}, headers=A)
     # The shell runs as A (setpriv and env exec: the spawned pid becomes the shell, as A, once they have).
