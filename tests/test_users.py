@@ -235,6 +235,21 @@ async def test_file_api_cannot_reach_another_users_files(multi: Api) -> None:
     assert Path(secret).read_text() == "B's secret"
 
 
+async def test_a_link_in_ones_own_home_does_not_lead_into_anothers(multi: Api) -> None:
+    """A's command plants links to B's home; the file API follows none of them out of A's home."""
+    home_b = await home_of(multi, B)
+    await multi.json("POST", "/files/write", json={"path": "secret.txt", "content": "B's secret"}, headers=B)
+    await multi.run(f"ln -s {home_b}/secret.txt file-link && ln -s {home_b} folder-link", headers=A)
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/files/read", {"params": {"path": "file-link"}}),
+        ("GET", "/files/list", {"params": {"directory": "folder-link"}}),
+        ("POST", "/files/write", {"json": {"path": "folder-link/planted", "content": "x"}})]
+    for method, path, options in attempts:
+        async with multi.request(method, path, headers=A, **options) as response:
+            assert response.status == 403, (path, await response.text())
+    assert "planted" not in os.listdir(home_b)
+
+
 async def test_what_the_file_api_makes_belongs_to_the_user(multi: Api, homes: tuple[Path, str]) -> None:
     _, prefix = homes
     home_a = Path(await home_of(multi, A))
