@@ -115,6 +115,13 @@ class Sandbox:
                 decided = access
         return decided
 
+    def hidden_below(self, top: str) -> list[str]:
+        """The hidden paths strictly below `top`, for a walk or ripgrep to leave out. (A workspace
+        inside one of them, as under /tmp, is left out of a walk from above it as well.)"""
+        below = Path(top)
+        return [str(path) for path, access in self._rules
+                if access == Access.NONE and path != below and path.is_relative_to(below)]
+
     @functools.cached_property
     def _rules(self) -> tuple[tuple[Path, Access], ...]:
         """The mounts' paths and access; a hidden path that does not exist (yet) is hidden all the same."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from daemon.errors import not_found
-from daemon.files.mounts import RG_CWD, Excluded
+from daemon.files.mounts import RG_CWD, Excluded, pseudo_mounts
 from daemon.files.paths import FileScope
 from daemon.files.patterns import Regex, glob_matcher, user_regex
 from daemon.files.scanning import Budget, SearchStopped, read_regular
@@ -121,8 +121,7 @@ def grep(target: str, query: str, *, regex: bool, case_insensitive: bool, includ
     hits = Hits(job)
     try:
         searched = False
-        # With a sandbox the walk here leaves out what it hides; ripgrep would walk into it.
-        if rg and scope.sandbox is None and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
+        if rg and os.path.isdir(target) and not any(char in query for char in "\r\n\0"):
             searched = grep_with_rg(rg, target, hits, scope, budget)
         if not searched:
             grep_in_python(target, hits, scope, budget)
@@ -241,7 +240,9 @@ def grep_with_rg(rg: str, directory: str, hits: Hits, scope: FileScope, budget: 
     into walk order at the end (also when the deadline cut the search short). Neither walks into
     a pseudo file system.
     """
-    excluded = Excluded(directory)
+    # With a sandbox, ripgrep leaves out what it hides too (the state folder in the workspace).
+    excluded = Excluded(directory, None if scope.sandbox is None else
+                        [*pseudo_mounts(), *scope.sandbox.hidden_below(directory)])
     if excluded.everything:
         return True
     job = hits.job
