@@ -41,6 +41,8 @@ class PastProcess:
     truncated: bool
     started_at: float
     finished_at: float
+    #: The limit that ended it (`memory`, `processes`...: daemon/limits.py), from the end record.
+    limit: str | None = None
 
     def summary(self) -> dict[str, object]:
         """The same fields `GET /execute` lists for a process of this daemon."""
@@ -74,6 +76,7 @@ def read_past_process(path: Path) -> PastProcess | None:
         truncated=bool(end.get("truncated")) if end is not None else False,
         started_at=_timestamp(start, modified),
         finished_at=_timestamp(end, modified),
+        limit=_limit(end),
     )
 
 
@@ -93,6 +96,11 @@ def read_history(log_dir: Path) -> dict[str, PastProcess]:
             found.append(past)
     found.sort(key=lambda past: (past.started_at, past.id))
     return {past.id: past for past in found}
+
+
+def _limit(end: dict[str, Any] | None) -> str | None:
+    value = end.get("limit") if end is not None else None
+    return value if isinstance(value, str) else None
 
 
 def _timestamp(record: dict[str, Any] | None, fallback: float) -> float:

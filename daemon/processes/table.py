@@ -240,7 +240,7 @@ class ProcessTable:
             except OSError as exc:
                 raise from_os_error(exc) from None
             loaded = Process(past.id, past.command, past.cwd, past.owner, output_log, status=past.status,
-                             exit_code=past.exit_code, finished_at=past.finished_at)
+                             exit_code=past.exit_code, finished_at=past.finished_at, limit=past.limit)
             self._past_loaded[past.id] = loaded
             while len(self._past_loaded) > LOADED_PAST_LOGS:
                 self._past_loaded.popitem(last=False)
