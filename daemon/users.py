@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISSING_USER = "X-User-Id is required in multi-user mode"
+#: Said at start: as root the uids keep the homes apart, but only the sandbox's own /proc hides processes.
+NO_SANDBOX = ("multi-user mode without --sandbox bwrap: each user's commands run as their own uid in their "
+              "own home, but users can see each other's processes and command lines (ps, /proc); "
+              "use --sandbox bwrap (OPEN_TERMINAL_SANDBOX=bwrap) to isolate them")
 #: Linux account names: at most 32 characters, a lowercase letter first (useradd's default rule).
 MAX_NAME = 32
 #: Characters of the id kept readable in the account name (the reference keeps 8 and stops there:
@@ -203,6 +207,8 @@ def from_config(config: Config, sandbox: Sandbox | None) -> Users | None:
         raise UsersUnavailable("multi-user mode as root needs useradd (Debian package passwd)")
     if as_root and shutil.which("setpriv") is None:
         raise UsersUnavailable("multi-user mode as root needs setpriv (Debian package util-linux)")
+    if sandbox is None:
+        log.warning(NO_SANDBOX)
     homes = config.user_homes or (Path("/home") if as_root else config.state_dir / "homes")
     return Users(Path(os.path.realpath(homes)), config.user_prefix, as_root=as_root, sandbox=sandbox)
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from daemon import cli, config, sandbox
+from daemon import cli, config, sandbox, users
 from daemon.owner import Owner
 from daemon.users import MISSING_USER, Users, account_name, check_prefix
 from tests.conftest import Api, ApiFactory, eventually, make_config, output_text
@@ -104,6 +104,21 @@ def test_settings_come_from_flag_environment_and_toml(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError):
         config.load(base, {"OPEN_TERMINAL_USER_PREFIX": "Bad Prefix"}, system_file=none)
     assert cli.parser().parse_args(["run", "--multi-user"]).multi_user == "true"
+
+
+def test_without_the_sandbox_the_start_warns_that_users_see_each_others_processes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_config(tmp_path, multi_user=True, sandbox=None)
+    with caplog.at_level("WARNING", logger="daemon.users"):
+        assert users.from_config(settings, None) is not None
+    warned = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warned == [users.NO_SANDBOX] and "see each other's processes" in warned[0]
+    assert "--sandbox bwrap" in warned[0]
+    caplog.clear()
+    boxed = sandbox.from_config(make_config(tmp_path, sandbox="bwrap"))
+    with caplog.at_level("WARNING", logger="daemon.users"):
+        users.from_config(make_config(tmp_path, multi_user=True, sandbox="bwrap"), boxed)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 
 # --- requests need a user -----------------------------------------------------------------------
