@@ -145,7 +145,7 @@ async def terminal_socket(call: Call[NoInput, NoInput]) -> web.StreamResponse:
     # A tenant's token (handshake or auth frame) is the user, whatever the headers or query say.
     user = request.get(TENANT, request.headers.get("X-User-Id", request.query.get("user_id", "")))
     chat = request.headers.get("X-Session-Id", chat_id)
-    if session.owner != Owner(user, chat) or not session.alive:
+    if session.owner != Owner(user, chat) or not session.viewable:
         await socket.close(code=CLOSE_NOT_FOUND, message=b"Session not found")
         return socket
     if session.attached:

@@ -105,6 +105,17 @@ class TerminalSession:
         return not self.pty.finished.done() and self._closing is None
 
     @property
+    def awaiting_first_viewer(self) -> bool:
+        """A detachable session whose shell ended before anyone attached: kept until the attach grace,
+        so that its first viewer still gets what it printed (the replay) and a clean close."""
+        return self.detachable and not self.ever_attached and self.pty.finished.done() and self._closing is None
+
+    @property
+    def viewable(self) -> bool:
+        """Can still be attached to (or looked up): alive, or ended and awaiting its first viewer."""
+        return self.alive or self.awaiting_first_viewer
+
+    @property
     def attached(self) -> bool:
         return self._viewer is not None
 

@@ -90,6 +90,7 @@ class TerminalTable:
         try:
             group = session.pty.limits = self._limits.open(session.owner.user_id, f"term-{session.id}") \
                 if self._limits else None
+            session.pty.warm = self._gate.warm
             session.start(default_shell(), env)
         except (OSError, ValueError) as exc:
             if session.pty.limits is not None:
@@ -99,8 +100,15 @@ class TerminalTable:
             session.pty.finished.add_done_callback(lambda done: group.finished(done.result()))
         self._sessions[session.id] = session
         self._attach_by[session.id] = time.monotonic() + self._config.attach_grace
-        session.pty.finished.add_done_callback(lambda _: self._end(session))
+        session.pty.finished.add_done_callback(lambda _: self._shell_ended(session))
         return session
+
+    def _shell_ended(self, session: TerminalSession) -> None:
+        """The shell exited: the session goes, unless nobody has seen its output yet and it is
+        detachable (its output was drained into the replay buffer, not held in the PTY): then it
+        waits for its first viewer until the attach grace (`reap_detached`)."""
+        if not session.awaiting_first_viewer:
+            self._end(session)
 
     def _records(self, options: SessionOptions) -> bool:
         mode = self._config.recording
@@ -108,14 +116,14 @@ class TerminalTable:
 
     def get(self, session_id: str, owner: Owner) -> TerminalSession:
         session = self._sessions.get(session_id)
-        if session is None or session.owner != owner or not session.alive:
+        if session is None or session.owner != owner or not session.viewable:
             raise terminal_error(404, "Session not found")
         return session
 
     def find(self, session_id: str) -> TerminalSession | None:
         """A session by id whoever owns it (the WebSocket checks ownership after auth)."""
         session = self._sessions.get(session_id)
-        return session if session is not None and session.alive else None
+        return session if session is not None and session.viewable else None
 
     def owned_by(self, owner: Owner) -> list[TerminalSession]:
         self._prune()
@@ -137,8 +145,9 @@ class TerminalTable:
         await self._end(session)
 
     def release(self, session: TerminalSession) -> None:
-        """The viewer left: a detachable session waits for a re-attach, any other one ends."""
-        if not session.detachable:
+        """The viewer left: a detachable session waits for a re-attach, any other one ends (and so
+        does a detachable one whose shell has ended: its first viewer has had the output)."""
+        if not session.detachable or not session.alive:
             self._end(session)
 
     def abandon(self, session: TerminalSession) -> None:
@@ -162,7 +171,7 @@ class TerminalTable:
         return session.close()
 
     def _prune(self) -> None:
-        for session in [session for session in self._sessions.values() if not session.alive]:
+        for session in [session for session in self._sessions.values() if not session.viewable]:
             self._end(session)
 
     # --- lifetime -------------------------------------------------------------------------------

@@ -200,6 +200,36 @@ async def test_a_session_never_attached_gives_its_slot_back_after_the_grace(
     assert await eventually(lambda: all(process_group_members(gone["pid"]) == [] for gone in abandoned), timeout=10)
 
 
+def _shell_ended(api: Api, session_id: str) -> bool:
+    session = api.client.app[TERMINALS].find(session_id)
+    return session is not None and session.pty.finished.done()
+
+
+async def test_a_detachable_session_that_ended_before_any_attach_still_shows_its_output(api: Api) -> None:
+    """Its output went into the replay buffer, not the PTY: the session waits for its first viewer
+    (it used to be removed at once, and a late viewer got 403 with the output lost)."""
+    session = await create(api, detach=True, cmd="echo printed-$((40+2)) before anyone came")
+    await eventually(lambda: _shell_ended(api, session["id"]))
+    listed = await api.json("GET", "/api/terminals")
+    assert [entry["id"] for entry in listed] == [session["id"]]
+    socket = await attach(api, session["id"])
+    assert b"printed-42 before anyone came" in await read_until(socket, b"came")
+    assert await closed_with(socket) == 1000
+    await eventually(lambda: api.client.app[TERMINALS].find(session["id"]) is None)
+    assert await api.json("GET", "/api/terminals") == []
+
+
+async def test_an_ended_session_nobody_attached_to_is_freed_at_the_attach_grace(
+        api_with: ApiFactory, clock: FakeClock) -> None:
+    api = await api_with(attach_grace=30, max_sessions=1)
+    session = await create(api, detach=True, cmd="true")
+    await eventually(lambda: _shell_ended(api, session["id"]))
+    await create(api, status=429)  # kept for its first viewer, so it still holds its slot
+    clock.advance(30.5)
+    await create(api)
+    assert api.client.app[TERMINALS].find(session["id"]) is None
+
+
 async def test_an_attached_session_is_not_reaped_by_the_attach_grace(api_with: ApiFactory, clock: FakeClock) -> None:
     api = await api_with(attach_grace=30)
     session = await create(api)
