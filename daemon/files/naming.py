@@ -13,14 +13,12 @@ import enum
 import errno
 import os
 import secrets
-import threading
 from collections.abc import Iterator
-from contextlib import suppress
 
 from daemon.errors import ApiError, bad_request, from_os_error
 from daemon.files.beneath import Beneath
 from daemon.files.changes import rename_no_replace
-from daemon.files.ops import UNCONFINED, adopt_metadata
+from daemon.files.ops import UNCONFINED, TemporaryFile, adopt_metadata
 from daemon.owner import adopt, adopt_at
 
 #: Linux's NAME_MAX: no file system takes a longer component.
@@ -143,7 +141,7 @@ def existing_names(directory: int, names: list[str]) -> list[str]:
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class NewFile:
+class NewFile(TemporaryFile):
     """A file written under a temp name and placed without replacing anything (PendingWrite's
     twin for uploads that must not overwrite): `commit` gives it the name, or the next free one.
 
@@ -152,7 +150,7 @@ class NewFile:
     """
 
     def __init__(self, path: str, conflict: Conflict, opener: Beneath = UNCONFINED) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self.conflict = conflict
         self.parent, self.name = opener.parent(path, create=True, follow=False)
         try:
@@ -169,14 +167,6 @@ class NewFile:
             raise
         self.placed = self.name
 
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            if self.fd < 0:
-                raise ConnectionAbortedError("the write was abandoned")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
-
     def commit(self, *, durable: bool = True) -> os.stat_result:
         try:
             with self._lock:
@@ -189,20 +179,6 @@ class NewFile:
             return info
         finally:
             self.close()
-
-    def close(self) -> None:
-        """Drop the temp file unless it was placed; idempotent."""
-        with self._lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
-            if self.temporary:
-                with suppress(FileNotFoundError):
-                    os.unlink(self.temporary, dir_fd=self.parent)
-                self.temporary = ""
-            if self.parent >= 0:
-                os.close(self.parent)
-                self.parent = -1
 
 
 def create(directory: str, name: str, *, folder: bool, conflict: Conflict = Conflict.REFUSE,

@@ -367,7 +367,44 @@ class Keeper(Protocol):
     def replacing(self, parent: int, name: str) -> AbstractContextManager[None]: ...
 
 
-class PendingWrite:
+class TemporaryFile:
+    """A temp file being written in a folder's descriptor, then placed (`commit`, the subclass's) or
+    dropped (`close`): written from one worker thread while a dropped connection closes from another."""
+
+    parent: int
+    fd: int
+    temporary: str
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.fd < 0:
+                raise ConnectionAbortedError("the write was abandoned")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        """Drop the temp file unless it was placed; idempotent."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.temporary:
+            with suppress(FileNotFoundError):
+                os.unlink(self.temporary, dir_fd=self.parent)
+            self.temporary = ""
+        if self.parent >= 0:
+            os.close(self.parent)
+            self.parent = -1
+
+
+class PendingWrite(TemporaryFile):
     """A new file being written beside its target, renamed over it only when complete.
 
     Readers see the old file or the new one, never half of either; a failure (disk full, a dropped
@@ -379,8 +416,7 @@ class PendingWrite:
 
     def __init__(self, path: str, opener: Beneath = UNCONFINED, *, directory_status: int = 400,
                  history: Keeper | None = None) -> None:
-        #: An upload writes from one worker thread while a dropped connection closes from another.
-        self._lock = threading.Lock()
+        super().__init__()
         #: Keeps the bytes being replaced (daemon/files/history.py), under the file's lock, just before the rename.
         self.history = history
         self.parent, self.name = opener.parent(path, create=True)
@@ -390,14 +426,6 @@ class PendingWrite:
         except BaseException:
             os.close(self.parent)
             raise
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            if self.fd < 0:
-                raise ConnectionAbortedError("the write was abandoned")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
 
     def commit(self, *, durable: bool = True) -> os.stat_result:
         """Give the new file the old one's mode and owner, flush it to disk (when `durable`) and rename
@@ -416,23 +444,6 @@ class PendingWrite:
             return info
         finally:
             self.close()
-
-    def close(self) -> None:
-        """Drop the temp file unless it was renamed into place; idempotent."""
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.temporary:
-            with suppress(FileNotFoundError):
-                os.unlink(self.temporary, dir_fd=self.parent)
-            self.temporary = ""
-        if self.parent >= 0:
-            os.close(self.parent)
-            self.parent = -1
 
 
 def atomic_write(path: str, data: bytes, opener: Beneath = UNCONFINED, *, durable: bool = True,
