@@ -6,6 +6,7 @@ space, a tab, a newline or bytes that are not UTF-8 arrives as it is, ended by N
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,16 +67,19 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _records(output: bytes) -> Iterator[tuple[bytes, Iterator[bytes]]]:
+    """Each non-empty NUL-ended record of `-z` output, with the fields still to come, from which a
+    record that names two paths (a rename) takes its second."""
+    fields = iter(output.split(b"\0"))
+    for record in fields:
+        if record:
+            yield record, fields
+
+
 def parse_status(output: bytes) -> Status:
     """Records of `git status --porcelain=v2 -z --branch`: headers, 1, 2, u and ? lines."""
     status = Status()
-    records = output.split(b"\0")
-    index = 0
-    while index < len(records):
-        record = records[index]
-        index += 1
-        if not record:
-            continue
+    for record, following in _records(output):
         tag = record[:2]
         if record.startswith(b"# "):
             _header(status, _text(record[2:]))
@@ -84,8 +88,8 @@ def parse_status(output: bytes) -> Status:
             status.changes.append(Change(_text(fields[8]), "ordinary", chr(fields[1][0]), chr(fields[1][1])))
         elif tag == b"2 ":
             fields = record.split(b" ", 9)
-            original = _text(records[index]) if index < len(records) else None
-            index += 1  # a rename's source is the next NUL-ended field
+            source = next(following, None)  # a rename's source is the next NUL-ended field
+            original = _text(source) if source is not None else None
             kind = "copied" if fields[8].startswith(b"C") else "renamed"
             status.changes.append(Change(_text(fields[9]), kind, chr(fields[1][0]), chr(fields[1][1]), original))
         elif tag == b"u ":
@@ -115,20 +119,14 @@ def parse_numstat(output: bytes) -> dict[str, tuple[int | None, int | None]]:
     A rename is `added TAB removed TAB NUL source NUL destination NUL`; it is keyed by the destination.
     """
     counts: dict[str, tuple[int | None, int | None]] = {}
-    records = output.split(b"\0")
-    index = 0
-    while index < len(records):
-        record = records[index]
-        index += 1
-        if not record:
-            continue
+    for record, following in _records(output):
         parts = record.split(b"\t", 2)
         if len(parts) < 3:
             continue
         added, removed, path = parts
         if not path:  # a rename: source and destination follow
-            path = records[index + 1] if index + 1 < len(records) else b""
-            index += 2
+            next(following, None)
+            path = next(following, b"")
         counts[_text(path)] = (_count(added), _count(removed))
     return counts
 
