@@ -23,9 +23,10 @@ import aiohttp
 import pytest
 
 from daemon import cli, config, sandbox, users
+from daemon.keys import SESSIONS
 from daemon.owner import Owner
 from daemon.users import MISSING_USER, Users, account_name, check_prefix
-from tests.conftest import Api, ApiFactory, eventually, make_config, output_text
+from tests.conftest import KEY, Api, ApiFactory, eventually, make_config, output_text
 from tests.files.test_reading_documents import make_docx
 
 A = {"X-User-Id": "alice-0001-aaaa"}
@@ -449,3 +450,50 @@ async def test_git_runs_for_the_user_in_their_repository_only(boxed: Api) -> Non
     assert "f.txt" in str(status)
     async with boxed.request("GET", "/git/status", params={"path": f"{home_a}/repo"}, headers=B) as response:
         assert response.status in (403, 404)
+
+
+# --- the web pages ------------------------------------------------------------------------------------
+
+
+async def page_login(api: Api, **form: str) -> int:
+    async with api.client.post("/login", data=form, allow_redirects=False) as response:
+        return response.status
+
+
+async def test_the_login_form_asks_for_a_user_only_in_multi_user_mode(multi: Api, api: Api) -> None:
+    for server, asks in ((multi, True), (api, False)):
+        async with server.client.get("/login") as response:
+            assert response.status == 200
+            assert ('name="user"' in await response.text()) is asks
+
+
+async def test_a_page_session_is_the_user_it_logged_in_as(multi: Api) -> None:
+    mine, theirs = await home_of(multi, A), await home_of(multi, B)
+    await multi.json("POST", "/files/write", headers=A, json={"path": "a-note.txt", "content": "a"})
+    await multi.json("POST", "/files/write", headers=B, json={"path": "b-note.txt", "content": "b"})
+    assert await page_login(multi, key=KEY) == 400  # the admin key alone names nobody
+    assert await page_login(multi, key=KEY, user=" \n ") == 400
+    assert await page_login(multi, key="wrong", user=A["X-User-Id"]) == 401
+    assert await page_login(multi, key=KEY, user=A["X-User-Id"]) == 303
+    async with multi.client.get("/") as response:  # the user's home
+        page = await response.text()
+        assert response.status == 200 and "a-note.txt" in page and "b-note.txt" not in page
+    # The cookie's API calls are A's, whatever X-User-Id says; B's home is out of reach by URL.
+    assert (await multi.json("GET", "/files/cwd", auth=False, headers=B))["cwd"] == mine
+    async with multi.request("GET", f"/files/read?path={theirs}/b-note.txt", auth=False, headers=B) as response:
+        assert response.status == 403
+    async with multi.client.get(f"/browse{theirs}") as response:
+        assert response.status == 403 and "b-note.txt" not in await response.text()
+    async with multi.client.get(f"/browse{theirs}/b-note.txt") as response:
+        assert response.status == 403
+    theirs_running = await multi.run("true", headers=B)
+    listed = await multi.json("GET", "/execute", auth=False, headers=B)
+    assert theirs_running["id"] not in [entry["id"] for entry in listed]
+
+
+async def test_a_login_link_is_not_taken_in_multi_user_mode(multi: Api) -> None:
+    token = multi.client.app[SESSIONS].login_token()
+    async with multi.client.get(f"/?token={token}", allow_redirects=False) as response:
+        assert response.status == 400 and 'name="user"' in await response.text()
+    assert not multi.client.app[SESSIONS].redeem("not-a-token")
+    assert multi.client.app[SESSIONS].redeem(token)  # left unused

@@ -172,10 +172,13 @@ def identify(request: web.Request, tokens: Iterable[str] = ()) -> Identity:
     session = sessions.find(request.cookies.get(COOKIE))
     if session is not None and not from_this_origin(request):
         return Identity(key or tenant is not None, None, cross_site=True, tenant=tenant)
-    if session is not None and session.tenant is not None and not key and tenant is None:
+    user = (session.tenant or session.user) if session is not None else None
+    if user is not None and not key and tenant is None:
         from daemon.tenants import TENANT
 
-        request[TENANT] = session.tenant  # a tenant's page session: its pages and their API calls are its own
+        # A tenant's page session, or a user's (multi-user): its pages and their API calls are that
+        # user's own, whatever X-User-Id says.
+        request[TENANT] = user
     return Identity(key or tenant is not None, session, tenant=tenant)
 
 

@@ -39,6 +39,8 @@ class PageSession:
     ended: bool = False
     #: The tenant who logged in with its token (daemon/tenants.py); None: the admin key or a login link.
     tenant: str | None = None
+    #: Multi-user: the user id given with the admin key at login; the session acts as that user alone.
+    user: str | None = None
 
 
 class PageSessions:
@@ -53,11 +55,11 @@ class PageSessions:
         #: Socket closes under way, kept so the tasks are not garbage-collected mid-close.
         self._closing: set[asyncio.Future[Any]] = set()
 
-    def create(self, tenant: str | None = None) -> tuple[str, PageSession]:
+    def create(self, tenant: str | None = None, user: str | None = None) -> tuple[str, PageSession]:
         self.sweep()
         cookie = secrets.token_urlsafe(32)
         now = time.monotonic()
-        session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now, tenant=tenant)
+        session = PageSession(csrf=secrets.token_urlsafe(32), created=now, seen=now, tenant=tenant, user=user)
         self._sessions[digest(cookie)] = session
         return cookie, session
 

@@ -65,13 +65,15 @@ def _safe_next(target: str) -> str:
 async def index(call: Call[IndexQuery, NoInput]) -> web.StreamResponse:
     sessions = call.app[SESSIONS]
     if call.query.token is not None:
+        if call.app[CONFIG].multi_user:  # the link names no user: left unused, for the form that does
+            return _login_page(call, "/", "In multi-user mode, log in with the API key and a user id.", 400)
         if not sessions.redeem(call.query.token):
-            return render(call.request, "login.html", {"next": "/", "error": "That login link was already used "
-                          "or has expired. Enter the API key instead."}, status=401)
+            return _login_page(call, "/", "That login link was already used or has expired. Enter the API key "
+                               "instead.", 401)
         return _start_session(call, "/")
     session = identify(call.request).session
     if session is None:
-        return render(call.request, "login.html", {"next": "/", "error": ""})
+        return _login_page(call, "/")
     last = session.state.get("last_dir")
     if last is None and call.app[CONFIG].multi_user:
         # This route is public: only /browse (a page route) knows the user (a tenant) and so its home.
@@ -79,8 +81,14 @@ async def index(call: Call[IndexQuery, NoInput]) -> web.StreamResponse:
     return redirect(browse_url(last or call.app[DIRECTORIES].home))
 
 
+def _login_page(call: Call[Any, Any], destination: str, error: str = "", status: int = 200) -> web.Response:
+    # Multi-user: the form asks for a user id too (the admin key acts as the user it names).
+    return render(call.request, "login.html", {"next": destination, "error": error,
+                                               "multi_user": call.app[CONFIG].multi_user}, status=status)
+
+
 async def login_form(call: Call[LoginQuery, NoInput]) -> web.Response:
-    return render(call.request, "login.html", {"next": _safe_next(call.query.next), "error": ""})
+    return _login_page(call, _safe_next(call.query.next))
 
 
 async def login(call: Call[LoginQuery, NoInput]) -> web.StreamResponse:
@@ -91,14 +99,33 @@ async def login(call: Call[LoginQuery, NoInput]) -> web.StreamResponse:
     admin = call.app[GUARD].matches(key)
     tenant = None if admin else tenants.login(call.app, key)  # a tenant's token opens its own pages
     if not admin and tenant is None:
-        return render(call.request, "login.html", {"next": destination, "error": "That key is not right."},
-                      status=401)
-    return _start_session(call, destination, tenant)
+        return _login_page(call, destination, "That key is not right.", 401)
+    user = None
+    if admin and call.app[CONFIG].multi_user:
+        user, problem = login_user(form.get("user"))
+        if user is None:
+            return _login_page(call, destination, problem, 400)
+    return _start_session(call, destination, tenant, user)
 
 
-def _start_session(call: Call[Any, Any], destination: str, tenant: str | None = None) -> web.StreamResponse:
+#: A user id longer than this is not one Open WebUI sends (it sends UUIDs): a typo or an attack.
+MAX_USER_ID = 256
+
+
+def login_user(value: object) -> tuple[str | None, str]:
+    """The user id a multi-user login form names (trimmed), or None and what is wrong with it."""
+    user = value.strip() if isinstance(value, str) else ""
+    if not user:
+        return None, "Enter the user id to log in as (the admin key acts as the user it names)."
+    if len(user) > MAX_USER_ID or any(ord(char) < 32 or ord(char) == 127 for char in user):
+        return None, f"A user id is at most {MAX_USER_ID} printable characters."
+    return user, ""
+
+
+def _start_session(call: Call[Any, Any], destination: str, tenant: str | None = None,
+                   user: str | None = None) -> web.StreamResponse:
     """Redirect with a fresh session cookie (the redirect also takes a token out of the address bar)."""
-    cookie, _ = call.app[SESSIONS].create(tenant)
+    cookie, _ = call.app[SESSIONS].create(tenant, user)
     response = redirect(destination)
     set_cookie(response, cookie, call.request)
     return response
