@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import secrets
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +17,7 @@ from daemon.users import USERS, Account
 from tests.browser.conftest import Site, Watched
 from tests.browser.test_terminal_page import CONNECTED, WAIT, run, wait_for_line
 from tests.conftest import KEY, make_config
+from tests.test_users import homes  # noqa: F401  (the fixture: a homes folder and prefix, every account removed)
 
 A, B = "alice-pages-0001", "bob-pages-0002"
 
@@ -29,29 +25,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is 
                                 reason="multi-user accounts need root and useradd")
 
 
-class Users:
+class People:
     def __init__(self, a: Account, b: Account) -> None:
         self.a, self.b = a, b
 
 
 @pytest.fixture
-def homes() -> Iterator[tuple[Path, str]]:
-    """A homes folder the accounts can pass through and a prefix of this run's own; every account made
-    with it is removed afterwards, whatever the test did."""
-    prefix = f"p{secrets.token_hex(3)}-"
-    folder = Path(tempfile.mkdtemp(prefix="opentermd-homes-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder, prefix
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(prefix):
-            subprocess.run(["pkill", "-KILL", "-U", str(entry.pw_uid)], check=False)
-            subprocess.run(["userdel", "--force", "--remove", entry.pw_name], capture_output=True, check=False)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 async def accounts(aiohttp_server: Any, tmp_path: Path, scratch_environment: Path,
-                   homes: tuple[Path, str]) -> tuple[Site, Users]:
+                   homes: tuple[Path, str]) -> tuple[Site, People]:  # noqa: F811 (the imported fixture)
     folder, prefix = homes
     server = await aiohttp_server(create_app(make_config(tmp_path, multi_user=True, user_prefix=prefix,
                                                          user_homes=folder)))
@@ -61,11 +42,11 @@ async def accounts(aiohttp_server: Any, tmp_path: Path, scratch_environment: Pat
         note = Path(account.home) / name
         note.write_text(f"{name}\n")
         os.chown(note, account.uid, account.gid)
-    return Site(server, Path(a.home)), Users(a, b)
+    return Site(server, Path(a.home)), People(a, b)
 
 
 @pytest.fixture
-def site(accounts: tuple[Site, Users]) -> Site:
+def site(accounts: tuple[Site, People]) -> Site:
     return accounts[0]  # the browser fixtures' server is this multi-user one, with A's home as "home"
 
 
@@ -83,7 +64,7 @@ VIEWS = [({"width": 1440, "height": 900}, "light"), ({"width": 390, "height": 84
 
 @pytest.mark.parametrize(("viewport", "scheme"), VIEWS, ids=["desktop-light", "phone-dark"])
 async def test_a_user_logs_in_and_sees_only_their_own_files(
-        open_page: Any, accounts: tuple[Site, Users], viewport: dict[str, int], scheme: str) -> None:
+        open_page: Any, accounts: tuple[Site, People], viewport: dict[str, int], scheme: str) -> None:
     site, people = accounts
     watched: Watched = await open_page(viewport=viewport, color_scheme=scheme)
     page = watched.page
@@ -111,7 +92,7 @@ async def test_a_user_logs_in_and_sees_only_their_own_files(
     watched.assert_clean()
 
 
-async def test_the_terminal_is_the_users_shell_in_their_home(watched: Watched, accounts: tuple[Site, Users]) -> None:
+async def test_the_terminal_is_the_users_shell_in_their_home(watched: Watched, accounts: tuple[Site, People]) -> None:
     site, people = accounts
     await log_in_as(watched, A)
     page = watched.page
