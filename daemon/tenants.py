@@ -271,6 +271,36 @@ def sessions_ender(sessions: PageSessions) -> Changed:
     return end
 
 
+def work_ender(app: Mapping[Any, Any]) -> Changed:
+    """A removed tenant's running commands and terminal shells end with it: nobody can reach them any
+    more, and they would go on using its home, ports and limits. A new token for
+    the same tenant leaves them running (the tenant is still there; only what the old token opened ends)."""
+
+    def end(before: tuple[Tenant, ...], after: tuple[Tenant, ...]) -> None:
+        removed = {tenant.name for tenant in before} - {tenant.name for tenant in after}
+        if removed:
+            end_work(app, removed)
+
+    return end
+
+
+def end_work(app: Mapping[Any, Any], names: set[str]) -> None:
+    """SIGKILL the process groups of these users' running commands and terminal shells (each is its
+    group's leader, under its own PTY); the tables then see them end, as any other exit (a command's
+    status says exit code -9). Safe from pid reuse: the tables list only unreaped children."""
+    from daemon.keys import PROCESSES, TERMINALS
+
+    pids: set[int] = set()
+    for name in sorted(names):
+        log.info("tenant %s removed: ending its commands and terminal shells", name)
+        pids |= app[PROCESSES].pids_of(name)
+        if TERMINALS in app:
+            pids |= app[TERMINALS].pids_of(name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def network_applier(people: Users, sandboxed: bool) -> Changed:
     """Each tenant's `network` to its sandbox (from its next command or shell on); without a sandbox
     nothing can take a child's network away, which is said once per change rather than ignored."""
@@ -305,7 +335,8 @@ def _signature(path: Path) -> tuple[int, int, int, int] | None:
 
 
 TENANTS = web.AppKey("tenants", TenantBook)
-#: The tenant a request authenticated as (its name), set by `daemon.http.auth.identify`.
+#: The user a request authenticated as, set by `daemon.http.auth.identify`: a tenant (its name), or the
+#: user a page session logged in as (multi-user: the admin key and a user id at /login).
 TENANT = web.RequestKey("opentermd.tenant", str)
 
 
@@ -322,9 +353,11 @@ def login(app: Mapping[Any, Any], token: str) -> str | None:
 
 def cleanup_context(book: TenantBook) -> Callable[[web.Application], AsyncIterator[None]]:
     """While the app runs: inotify on the file's folder (the file is usually replaced by a rename,
-    so a watch on the file itself would go stale) and SIGHUP both make the book read it again."""
+    so a watch on the file itself would go stale) and SIGHUP both make the book read it again; and a
+    removed tenant's commands and shells (the app's, which exist only while it runs) end."""
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
+        book.subscribe(work_ender(app))
         loop = asyncio.get_running_loop()
         notify = _watch(book.path.parent)
         if notify is not None:

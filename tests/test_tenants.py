@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from daemon import cli, tenants
+from daemon.keys import TERMINALS
 from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
 from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
 from tests.terminals.test_terminals import closed_with, read_until
@@ -476,3 +477,54 @@ async def test_a_sandboxed_tenant_cannot_read_the_tenants_file(homes: Path, api_
         assert "token_sha256" in listing.read_text()  # the daemon's own view is unchanged
     finally:
         shutil.rmtree(folder)
+
+
+# --- a removed tenant's work --------------------------------------------------------------------------
+
+
+def gone(pid: int) -> bool:
+    """The process has exited and been reaped (not even a zombie left)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+async def test_a_removed_tenants_commands_and_shells_end_with_it_and_the_others_stay(
+        api: Api, tenants_file: Path) -> None:
+    table = api.client.app[TERMINALS]
+    started = {}
+    for name, token in (("alpha", ALPHA), ("beta", BETA)):
+        reply = await api.json("POST", "/execute", auth=False, headers=bearer(token),
+                               json={"command": "echo pid=$$; exec sleep 1000"})
+        status = await api.json("GET", f"/execute/{reply['id']}/status?wait=20&until=output", auth=False,
+                                headers=bearer(token))
+        await api.json("POST", "/api/terminals", auth=False, headers=bearer(token))
+        (shell,) = table.pids_of(name)
+        pid = int(re.findall(r"pid=(\d+)", output_text(status))[0])
+        started[name] = (reply["id"], pid, shell)
+    replace(tenants_file, entry("beta", BETA))  # alpha removed
+
+    process_id, pid, shell = started["alpha"]
+    await eventually(lambda: gone(pid) and gone(shell))
+    as_alpha = {"X-User-Id": "alpha"}  # the admin key still reads what alpha left behind
+    status = await api.json("GET", f"/execute/{process_id}/status", headers=as_alpha)
+    assert status["status"] != "running" and status["exit_code"] == -9, status
+
+    async def no_terminals() -> bool:
+        listed: list[Any] = await api.json("GET", "/api/terminals", headers=as_alpha)
+        return listed == []
+
+    await eventually(no_terminals)
+    process_id, pid, shell = started["beta"]
+    assert not gone(pid) and not gone(shell)
+    assert (await api.json("GET", f"/execute/{process_id}/status", auth=False, headers=bearer(BETA)))["status"] \
+        == "running"
+    assert len(await api.json("GET", "/api/terminals", auth=False, headers=bearer(BETA))) == 1
+
+
+async def test_a_new_token_leaves_the_tenants_commands_running(api: Api, tenants_file: Path) -> None:
+    reply = await api.json("POST", "/execute", auth=False, headers=bearer(ALPHA),
+                           json={"command": "exec sleep 1000"})
+    replace(tenants_file, entry("alpha", GAMMA) + entry("beta", BETA))  # same tenant, new token
+    await eventually(lambda: api.client.app[TENANTS].find(GAMMA) is not None)
+    assert await status_of(api, "/execute", BETA) == 200  # a request later: an ender would have begun by now
+    status = await api.json("GET", f"/execute/{reply['id']}/status", auth=False, headers=bearer(GAMMA))
+    assert status["status"] == "running"
