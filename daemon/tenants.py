@@ -272,16 +272,36 @@ def sessions_ender(sessions: PageSessions) -> Changed:
 
 
 def work_ender(app: Mapping[Any, Any]) -> Changed:
-    """A removed tenant's running commands and terminal shells end with it: nobody can reach them any
-    more, and they would go on using its home, ports and limits. A new token for
+    """A removed tenant's running commands, terminal shells and (as root) every other process of its uid
+    end with it: nobody can reach them any more, and they would go on using its home, ports and limits. A new token for
     the same tenant leaves them running (the tenant is still there; only what the old token opened ends)."""
+
+    sweeps: set[asyncio.Future[Any]] = set()
 
     def end(before: tuple[Tenant, ...], after: tuple[Tenant, ...]) -> None:
         removed = {tenant.name for tenant in before} - {tenant.name for tenant in after}
         if removed:
             end_work(app, removed)
+            sweep = asyncio.ensure_future(end_strays(app, removed))
+            sweeps.add(sweep)
+            sweep.add_done_callback(sweeps.discard)
 
     return end
+
+
+async def end_strays(app: Mapping[Any, Any], names: set[str]) -> None:
+    """As root each tenant has a uid of its own: whatever still runs as it (a `setsid cmd &` left its
+    shell's group; a notebook kernel) is killed too. Without root there is no such uid to go by."""
+    from daemon.users import USERS, end_processes_of
+
+    people = app.get(USERS)
+    if people is None or not people.as_root:
+        return
+    for name in sorted(names):
+        account = people.known(name)
+        if account is not None:
+            killed = await asyncio.to_thread(end_processes_of, account.uid)
+            log.info("tenant %s removed: %d more process(es) of uid %d ended", name, killed, account.uid)
 
 
 def end_work(app: Mapping[Any, Any], names: set[str]) -> None:

@@ -23,6 +23,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -130,6 +131,10 @@ class Users:
                 self._scopes[found.name] = FileScope(found.home, confinement if confinement.bwrap else None)
             return found
 
+    def known(self, user_id: str) -> Account | None:
+        """The user's account if this daemon has made or found it already (never makes one)."""
+        return self._accounts.get(user_id)
+
     def scope(self, account: Account) -> FileScope:
         return self._scopes[account.name]
 
@@ -176,6 +181,47 @@ class Users:
 
 
 USERS = web.AppKey("users", Users)
+
+#: Scans of /proc before `end_processes_of` gives up on a uid whose processes keep forking.
+END_ROUNDS = 50
+
+
+def end_processes_of(uid: int) -> int:
+    """SIGKILL every process whose real or effective uid is `uid` (one of our accounts: never below 1000
+    nor the daemon's), scanning /proc again until none is left, since one may fork between a scan and its
+    kill. Reaches what left its process group (`setsid cmd &`), as killing the groups alone would not.
+    Each kill goes through a pidfd opened before the uid is checked, so a reused pid is never hit.
+    Returns how many were killed; blocking (run it off the loop)."""
+    if uid < FIRST_USER_UID or uid in (os.getuid(), os.geteuid()):
+        raise ValueError(f"refusing to end the processes of uid {uid}")
+    killed = 0
+    for _ in range(END_ROUNDS):
+        found = 0
+        for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+            found += _kill_if_owned(pid, uid)
+        killed += found
+        if not found:
+            return killed
+    log.warning("uid %d: processes still appearing after %d rounds of SIGKILL", uid, END_ROUNDS)
+    return killed
+
+
+def _kill_if_owned(pid: int, uid: int) -> int:
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:
+        return 0  # gone already
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        if str(uid) not in fields.get("Uid", "").split()[:2] or fields.get("State", "").split()[:1] == ["Z"]:
+            return 0  # someone else's, or dead already (a zombie waits for its parent, not for a signal)
+        signal.pidfd_send_signal(handle, signal.SIGKILL)
+        return 1
+    except OSError:
+        return 0  # exited meanwhile
+    finally:
+        os.close(handle)
 
 
 def identity() -> dict[str, str]:

@@ -27,6 +27,7 @@ import pytest
 from daemon import cli, tenants
 from daemon.keys import TERMINALS
 from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
+from daemon.users import end_processes_of
 from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
 from tests.terminals.test_terminals import closed_with, read_until
 from tests.test_cli import ROOT, _banner, daemon_command, environment
@@ -483,8 +484,12 @@ async def test_a_sandboxed_tenant_cannot_read_the_tenants_file(homes: Path, api_
 
 
 def gone(pid: int) -> bool:
-    """The process has exited and been reaped (not even a zombie left)."""
-    return not os.path.exists(f"/proc/{pid}")
+    """The process has exited (reaped, or a zombie waiting for a parent that is not the daemon)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 async def test_a_removed_tenants_commands_and_shells_end_with_it_and_the_others_stay(
@@ -528,3 +533,25 @@ async def test_a_new_token_leaves_the_tenants_commands_running(api: Api, tenants
     assert await status_of(api, "/execute", BETA) == 200  # a request later: an ender would have begun by now
     status = await api.json("GET", f"/execute/{reply['id']}/status", auth=False, headers=bearer(GAMMA))
     assert status["status"] == "running"
+
+
+async def test_a_removed_tenants_process_that_left_its_group_ends_too(api: Api, tenants_file: Path) -> None:
+    async def stray(token: str) -> int:
+        # `setsid` puts the sleep in a session and group of its own: killing the command's group misses
+        # it. The command waits until it is there (field 6 of /proc/<pid>/stat is the session).
+        command = ("setsid sleep 1000 </dev/null >/dev/null 2>&1 & p=$!; "
+                   'until [ "$(cut -d" " -f6 /proc/$p/stat)" = "$p" ]; do :; done; echo stray=$p')
+        reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token), json={"command": command})
+        return int(re.findall(r"stray=(\d+)", output_text(reply))[0])
+
+    alphas, betas = await stray(ALPHA), await stray(BETA)
+    assert not gone(alphas) and os.getsid(alphas) == alphas
+    replace(tenants_file, entry("beta", BETA))  # alpha removed
+    await eventually(lambda: gone(alphas))
+    assert not gone(betas)  # beta's uid is not alpha's
+
+
+def test_ending_a_uids_processes_refuses_the_system_and_the_daemon() -> None:
+    for uid in (0, 1, 999, os.getuid()):
+        with pytest.raises(ValueError):
+            end_processes_of(uid)
