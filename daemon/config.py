@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -235,11 +236,13 @@ class Config:
         # A tenant is a user of the multi-user machinery: tenants without it would share one home and uid.
         if self.tenants_file is not None and not self.multi_user:
             object.__setattr__(self, "multi_user", True)
-        # Until a kernel can run as its user's uid (it needs its connection file handed over, and the
-        # daemon's interpreter within the user's reach), multi-user mode has no notebooks: a kernel as
-        # the daemon would read every user's files.
-        if self.multi_user and self.enable_notebooks:
+        # A user's kernel runs as their uid, so it needs the daemon's interpreter: the sandbox shows it
+        # to them (daemon/sandbox.py); without one, notebooks stay off unless every uid can reach it.
+        if self.multi_user and self.enable_notebooks and self.sandbox == "off" and not _interpreter_shared():
             object.__setattr__(self, "enable_notebooks", False)
+            logging.getLogger(__name__).warning(
+                "multi-user without --sandbox bwrap: notebooks are off, as the users' uids cannot reach the "
+                "daemon's Python (%s)", sys.base_prefix)
 
     @property
     def home(self) -> str:
@@ -351,6 +354,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
     Setting("tenants_file", lambda text: Path(text).expanduser().absolute()),
 )
+
+
+def _interpreter_shared() -> bool:
+    """Whether any uid can run the daemon's Python (then a user's kernel can, without the sandbox)."""
+    from daemon.sandbox import interpreter_folders, reachable_by_others  # the sandbox module imports this one
+
+    return reachable_by_others(interpreter_folders())
 
 
 def _importable(*modules: str) -> bool:

@@ -3,7 +3,9 @@
 With `--sandbox bwrap` every child gets its own mount, pid, ipc, uts and (unless the network is on)
 network namespaces: the system read-only, the workspace (`--root`, else `--cwd`) read-write, a
 private `/tmp`, and empty folders over what the daemon keeps to itself (its state directory, logs,
-config folder, the host's `/run` sockets); a key file is replaced by `/dev/null`.
+config folder, the host's `/run` sockets) and over other people's homes (`/root`, `/home`: the
+workspace is bound back, and so is the daemon's own interpreter, read-only, when it lies in one, so that
+kernels and workers still start); a key file is replaced by `/dev/null`.
 
 No `--new-session`: the PTY must stay the controlling terminal so that `\\x03` interrupts. Its usual
 reason, TIOCSTI (pushing input into the terminal), buys nothing here: each child's PTY is its own,
@@ -16,11 +18,14 @@ workspace inside a hidden folder (or under `/tmp`) stays visible.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import functools
 import os
 import shutil
+import stat
 import subprocess
+import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,6 +40,9 @@ if TYPE_CHECKING:
     from daemon.config import Config
 
 MODES = ("off", "bwrap")
+#: Where people's homes are: each becomes an empty folder in the sandbox (but the workspace, and the
+#: daemon's interpreter when it lies there, shown again).
+HOMES = (Path("/root"), Path("/home"))
 #: Processes between the spawned bwrap and the command: bwrap itself, then its init (pid 1 inside).
 WRAPPERS = 2
 
@@ -72,8 +80,16 @@ class UserSwitch:
     home: str
 
     def prefix(self) -> list[str]:
-        return [self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--",
-                self.env, f"HOME={self.home}", f"USER={self.name}", f"LOGNAME={self.name}"]
+        return [self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *self._env()]
+
+    def inside(self) -> list[str]:
+        """The switch as the sandbox's first command (`Sandbox.inside`): the only capabilities bwrap
+        hands it (setuid, setgid) go with the switch, and none is left inheritable."""
+        return [self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--inh-caps=-all",
+                "--", *self._env()]
+
+    def _env(self) -> list[str]:
+        return [self.env, f"HOME={self.home}", f"USER={self.name}", f"LOGNAME={self.name}"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,10 @@ class Sandbox:
     #: Files replaced by /dev/null.
     hidden_files: tuple[Path, ...] = ()
     user: UserSwitch | None = None
+    #: Folders shown read-only although they lie in a hidden one: the daemon's own interpreter.
+    revealed: tuple[Path, ...] = ()
+    #: The uid switch made inside bwrap (which then runs as root) instead of before it: see `inside`.
+    switch_inside: bool = False
 
     def mounts(self) -> list[Mount]:
         """What the sandbox shows, parent first: the one definition behind bwrap's argv and the file API.
@@ -104,8 +124,21 @@ class Sandbox:
         mounts += [Mount(path, Access.NONE, ("--ro-bind", "/dev/null", str(path))) for path in self.hidden_files
                    if path.is_file()]
         mounts += [Mount(path, Access.READ, ("--ro-bind", str(path), str(path))) for path in _resolver(self.hidden)]
+        if self.user is None or self.switch_inside:  # a uid switched before bwrap cannot reach them
+            mounts += [Mount(path, Access.READ, (*self._passable(path), "--ro-bind", str(path), str(path)))
+                       for path in self.revealed if path.is_dir() and not path.is_relative_to(self.workspace)]
         mounts.sort(key=lambda mount: len(mount.path.parts))  # stable: /tmp before a workspace at /tmp
         return mounts
+
+    def _passable(self, path: Path) -> list[str]:
+        """The folders bwrap makes on the way to `path` in a hidden one, searchable by every uid (it
+        would make them 0700, as root's, and a kernel switched to its user could not pass)."""
+        above = [folder for folder in self.hidden if path.is_relative_to(folder) and path != folder]
+        if not above:
+            return []
+        top = max(above, key=lambda folder: len(folder.parts))
+        steps = [parent for parent in reversed(path.parents) if parent.is_relative_to(top) and parent != top]
+        return [argument for step in steps for argument in ("--perms", "0755", "--dir", str(step))]
 
     def access(self, real: str | Path) -> Access:
         """What a command may do at the real path `real`: the deepest mount that holds it decides."""
@@ -134,9 +167,13 @@ class Sandbox:
         """The argv that runs what follows it inside the sandbox, starting in `cwd`; `binds` are host
         folders shown read-write at the same place (a kernel's socket folder under /tmp); `unset` are
         environment variables taken away."""
-        argv = [self.bwrap, "--unshare-all"]
-        if self.network:
-            argv.append("--share-net")
+        if self.switch_inside and self.user is not None:
+            # bwrap as root makes no user namespace (its uid 0 could not become the user's in one), and
+            # hands the command only what `UserSwitch.inside` needs to become the user.
+            argv = [self.bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                    *(() if self.network else ("--unshare-net",)), "--cap-add", "CAP_SETUID,CAP_SETGID"]
+        else:
+            argv = [self.bwrap, "--unshare-all", *(("--share-net",) if self.network else ())]
         argv.append("--die-with-parent")
         for mount in self.mounts():
             argv += mount.argv
@@ -147,8 +184,18 @@ class Sandbox:
         return [*argv, "--chdir", cwd]
 
     def wrap(self, argv: Sequence[str], cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = ()) -> list[str]:
+        if self.switch_inside and self.user is not None and self.bwrap:
+            return [*self.prefix(cwd, binds, unset), *self.user.inside(), *argv]
         inner = [*self.prefix(cwd, binds, unset), *argv] if self.bwrap else list(argv)
         return [*self.user.prefix(), *inner] if self.user is not None else inner
+
+    def inside(self) -> Sandbox:
+        """This sandbox with the uid switched inside bwrap, for a child that needs the daemon's own
+        interpreter (a notebook kernel): a user's bwrap cannot reach it through a hidden `/root`, bwrap as
+        root can. Only as root (bwrap privileged); otherwise the sandbox as it is."""
+        if self.user is None or not self.bwrap or os.geteuid() != 0:
+            return self
+        return dataclasses.replace(self, switch_inside=True)
 
 
 def _resolver(hidden: Sequence[Path]) -> list[Path]:
@@ -198,14 +245,37 @@ def from_config(config: Config) -> Sandbox | None:
         # Made now, so that a sandboxed command cannot plant it (or a symlink in its place) first.
         with contextlib.suppress(OSError):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    hidden = [*own, Path("/run")]
+    hidden = [*own, Path("/run"), *HOMES]
     # The config files may hold the key too.
     hidden += [SYSTEM_CONFIG.parent] + ([config.config_file.parent] if config.config_file is not None else [])
     # The tenants file holds only digests, but which tenants there are and their limits are the daemon's.
     files = [path for path in (config.api_key_file, config.tenants_file) if path is not None]
-    return Sandbox(bwrap, config.file_root or config.cwd, config.sandbox_network,
-                   hidden=tuple(dict.fromkeys(_absolute(path) for path in hidden)),
-                   hidden_files=tuple(_absolute(path) for path in files))
+    hidden = list(dict.fromkeys(_absolute(path) for path in hidden))
+    return Sandbox(bwrap, config.file_root or config.cwd, config.sandbox_network, hidden=tuple(hidden),
+                   hidden_files=tuple(_absolute(path) for path in files),
+                   revealed=tuple(folder for folder in interpreter_folders()
+                                  if any(folder.is_relative_to(place) for place in hidden)))
+
+
+def interpreter_folders() -> list[Path]:
+    """Where the daemon's own Python lives: the venv, the Python it was made from, a frozen binary's
+    folder and unpacked files. Kernels and document workers run it."""
+    folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    if getattr(sys, "frozen", False):
+        folders += [os.path.dirname(sys.executable), getattr(sys, "_MEIPASS", sys.prefix)]
+    return list(dict.fromkeys(_absolute(Path(folder)) for folder in folders))
+
+
+def reachable_by_others(folders: Sequence[Path]) -> bool:
+    """Whether any uid can run what is in `folders`: every folder above them searchable by others."""
+    for folder in folders:
+        for step in (folder, *folder.parents):
+            try:
+                if not step.stat().st_mode & stat.S_IXOTH:
+                    return False
+            except OSError:
+                return False
+    return True
 
 
 def _absolute(path: Path) -> Path:

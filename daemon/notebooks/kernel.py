@@ -29,6 +29,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 
+from daemon.limits import LimitGroup
 from daemon.notebooks.outputs import CellOutputs
 from daemon.sandbox import Sandbox, command_pid
 
@@ -70,6 +71,18 @@ class LeanSession(Session):
         return message if str(header.get("version", "")).startswith("5.") else adapt(message)
 
 
+class HandingManager(AsyncKernelManager):
+    """Gives the connection file to `owner` (uid, gid) as soon as it is written: jupyter_client writes it
+    just before the launch, once it holds everything (ports, keys), so it cannot be written earlier."""
+
+    owner: tuple[int, int] | None = None
+
+    def write_connection_file(self, **kwargs: Any) -> None:
+        super().write_connection_file(**kwargs)
+        if self.owner is not None:
+            os.chown(self.connection_file, *self.owner)
+
+
 class KernelStartError(Exception):
     """No kernel could be started: the message says which and why."""
 
@@ -95,16 +108,21 @@ def choose_kernel(wanted: str | None) -> str:
 
 
 class Kernel:
-    def __init__(self, name: str, cwd: str, env: dict[str, str], box: Sandbox | None = None) -> None:
+    def __init__(self, name: str, cwd: str, env: dict[str, str], box: Sandbox | None = None,
+                 group: LimitGroup | None = None) -> None:
         self.name = name
         # Unix sockets in a private folder (0700) instead of loopback TCP ports: no other local user can
         # reach the kernel at all (over TCP only its HMAC key stops them), and a round trip is faster.
         self._sockets = tempfile.mkdtemp(prefix="opentermd-kernel-")
-        self._manager = AsyncKernelManager(kernel_name=name, transport="ipc", ip=os.path.join(self._sockets, "k"))
-        #: In the commands' sandbox, with the socket folder (and the connection file in it) bound in.
-        self._sandbox = box
+        self._manager = HandingManager(kernel_name=name, transport="ipc", ip=os.path.join(self._sockets, "k"))
+        #: In the commands' sandbox, with the socket folder (and the connection file in it) bound in; as
+        #: a user's uid, with the uid switched inside bwrap, which (as root) reaches the daemon's interpreter.
+        self._sandbox = box.inside() if box is not None else None
         if box is not None:
             self._manager.connection_file = os.path.join(self._sockets, "kernel.json")
+        #: The user's limit group (Part L's): the kernel and its cells are one tree under the user's.
+        self.group = group
+        self._wrapped = False
         self._client: Any = None
         self._env = env
         self._cwd = cwd
@@ -134,11 +152,10 @@ class Kernel:
         if getattr(sys, "frozen", False) and spec.argv:
             # jupyter_client swaps `python`/`python3` for sys.executable, which here is this binary.
             spec.argv[0] = shutil.which(spec.argv[0], path=self._env.get("PATH")) or spec.argv[0]
-        if self._sandbox is not None and spec.argv and spec.argv[0] != self._sandbox.bwrap:
-            # JPY_PARENT_PID names the daemon, which the kernel cannot see from its pid namespace: it would
-            # take its parent for gone and quit (bwrap's --die-with-parent does that job instead).
-            spec.argv = self._sandbox.wrap(_python_swapped(spec.argv), self._cwd, binds=[self._sockets],
-                                           unset=["JPY_PARENT_PID"])
+        if not self._wrapped and spec.argv:  # once: a restart reuses the spec
+            spec.argv = self._confined(spec.argv)
+            self._wrapped = True
+        self._hand_over()
         self._stderr_read, self._stderr_write = os.pipe()
         os.set_blocking(self._stderr_read, False)
         asyncio.get_running_loop().add_reader(self._stderr_read, self._read_stderr)
@@ -151,6 +168,27 @@ class Kernel:
         self._client = self._manager.client(session=LeanSession.like(self._manager.session))
         self._client.start_channels()
         await self._until_ready()
+
+    def _confined(self, argv: list[str]) -> list[str]:
+        """The kernel's argv inside its limit group (outermost) and its sandbox."""
+        if self._sandbox is not None:
+            # JPY_PARENT_PID names the daemon, which the kernel cannot see from its pid namespace: it would
+            # take its parent for gone and quit (bwrap's --die-with-parent does that job instead).
+            argv = self._sandbox.wrap(_python_swapped(argv), self._cwd, binds=[self._sockets],
+                                      unset=["JPY_PARENT_PID"])
+        elif self.group is not None:
+            argv = _python_swapped(argv)
+        return self.group.wrap(argv) if self.group is not None else argv
+
+    def _hand_over(self) -> None:
+        """As another user's uid the kernel must read its connection file (written 0600 by the daemon) and
+        make its sockets: both become that user's, in a folder only they (and root) can enter."""
+        switch = self._sandbox.user if self._sandbox is not None else None
+        if switch is None or os.geteuid() != 0:
+            return
+        os.chown(self._sockets, switch.uid, switch.gid)
+        os.chmod(self._sockets, 0o700)
+        self._manager.owner = (switch.uid, switch.gid)
 
     async def _until_ready(self) -> None:
         """jupyter_client's `wait_for_ready` without its last step, which waits until IOPub has been quiet

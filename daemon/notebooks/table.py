@@ -22,6 +22,7 @@ from daemon import sandbox
 from daemon.config import Config
 from daemon.errors import ApiError, bad_request, not_found
 from daemon.files.beneath import Beneath
+from daemon.limits import Limits
 from daemon.processes.runner import child_environment
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ class NotebookSession:
 
 
 class NotebookTable:
-    def __init__(self, config: Config, opener: Beneath) -> None:
+    def __init__(self, config: Config, opener: Beneath, limits: Limits | None = None) -> None:
         self._config = config
         self._opener = opener
+        self._limits = limits
         self._sessions: dict[str, NotebookSession] = {}
         self._starting = 0
         self._closed = False
@@ -90,26 +92,41 @@ class NotebookTable:
         try:
             kernels, document = await self._load()
             notebook, size = await asyncio.to_thread(document.read_notebook, path, self._opener, MAX_NOTEBOOK_BYTES)
-            kernel = await self._start_kernel(kernels, notebook, os.path.dirname(path))
+            kernel = await self._start_kernel(kernels, notebook, os.path.dirname(path), user_id)
         finally:
             self._starting -= 1
         if self._closed:  # the daemon began to shut down while the kernel started
             await kernel.stop()
+            _release(kernel)
             raise ApiError(503, "The server is shutting down")
         session = NotebookSession(self._new_id(), path, user_id, notebook, kernel, time.monotonic(), size)
         self._sessions[session.id] = session
         log.info("notebook %s: kernel %s (group %s) for %s", session.id, kernel.name, kernel.pgid, path)
         return session
 
-    async def _start_kernel(self, kernels: ModuleType, notebook: Any, cwd: str) -> Any:
+    async def _start_kernel(self, kernels: ModuleType, notebook: Any, cwd: str, user_id: str) -> Any:
         wanted = notebook.metadata.get("kernelspec", {}).get("name")
+        name = await self._kernel_name(kernels, wanted if isinstance(wanted, str) else None)
+        # A kernel is like a terminal: a tree of its own (its cells' children too) in the user's group.
+        group = self._limits.open(user_id, f"kernel-{secrets.token_hex(6)}") if self._limits else None
+        kernel = kernels.Kernel(name, cwd, dict(self._environment), sandbox.current(), group)
         try:
-            name = await asyncio.to_thread(kernels.choose_kernel, wanted if isinstance(wanted, str) else None)
-            kernel = kernels.Kernel(name, cwd, dict(self._environment), sandbox.current())
             await kernel.start(self._config.notebook_start_timeout)
         except kernels.KernelStartError as exc:
+            _release(kernel)
             raise ApiError(500, str(exc)) from None
+        except BaseException:
+            _release(kernel)
+            raise
         return kernel
+
+    @staticmethod
+    async def _kernel_name(kernels: ModuleType, wanted: str | None) -> str:
+        try:
+            name: str = await asyncio.to_thread(kernels.choose_kernel, wanted)
+        except kernels.KernelStartError as exc:
+            raise ApiError(500, str(exc)) from None
+        return name
 
     def _check_room(self) -> None:
         limit = self._config.max_notebooks
@@ -136,6 +153,7 @@ class NotebookTable:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await session.running
         await session.kernel.stop()
+        _release(session.kernel)
         log.info("notebook %s: stopped", session.id)
 
     # --- cells ----------------------------------------------------------------------------------
@@ -225,3 +243,9 @@ class NotebookTable:
                 await self._sweeper
         await asyncio.gather(*(self.delete(session) for session in list(self._sessions.values())),
                              return_exceptions=True)
+
+
+def _release(kernel: Any) -> None:
+    """The kernel's limit group goes with it (once its processes are gone: Limits retries a busy one)."""
+    if kernel.group is not None:
+        kernel.group.limits.release(kernel.group)
