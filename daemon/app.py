@@ -125,7 +125,7 @@ def create_app(config: Config) -> web.Application:
                                    confine=people.sandbox_for if people else None)
     app[SCOPE] = (FileScope(str(config.file_root) if config.file_root else None, confinement) if people is None
                   else users.UserScope(people))
-    app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath)
+    app[NOTEBOOKS] = NotebookTable(config, app[SCOPE].beneath, limiting)
     app[LINKS] = LinkStore(config.link_ttl)
     app[LISTINGS] = ListingCache()
     app[TRASH] = trash_from_config(users.trash_config(config), app[SCOPE].root)
