@@ -497,3 +497,21 @@ async def test_a_login_link_is_not_taken_in_multi_user_mode(multi: Api) -> None:
         assert response.status == 400 and 'name="user"' in await response.text()
     assert not multi.client.app[SESSIONS].redeem("not-a-token")
     assert multi.client.app[SESSIONS].redeem(token)  # left unused
+
+
+async def test_a_users_page_session_sees_no_trash_page(multi: Api, scratch_environment: Path) -> None:
+    """The daemon's own trash (here its scratch HOME's) is nobody's in multi-user mode: the /trash page
+    answers 404 as the trash API does (never listing what the daemon's trash holds), with no link to it."""
+    stash = scratch_environment / ".local/share/Trash"
+    (stash / "files").mkdir(parents=True)
+    (stash / "info").mkdir()
+    (stash / "files" / "daemon-secret.txt").write_text("x")
+    (stash / "info" / "daemon-secret.txt.trashinfo").write_text(
+        f"[Trash Info]\nPath={scratch_environment}/daemon-secret.txt\nDeletionDate=2026-01-01T00:00:00\n")
+    assert await page_login(multi, key=KEY, user=A["X-User-Id"]) == 303
+    async with multi.client.get("/trash") as response:
+        text = await response.text()
+        assert "daemon-secret" not in text
+        assert response.status == 404
+    async with multi.client.get("/") as response:
+        assert 'href="/trash"' not in await response.text()  # and no link to it

@@ -30,8 +30,9 @@ PAGE_HEADERS = {
 def render(request: web.Request, template: str, context: dict[str, Any], status: int = 200) -> web.Response:
     session: PageSession | None = request.get(SESSION_KEY)
     # With OPEN_TERMINAL_ENABLE_TERMINAL=false the header must not link to the missing /terminal page.
-    context = {"csrf_token": session.csrf if session else "",
-               "terminal_enabled": request.config_dict[CONFIG].enable_terminal, **context}
+    config = request.config_dict[CONFIG]
+    context = {"csrf_token": session.csrf if session else "", "terminal_enabled": config.enable_terminal,
+               "trash_page": not config.multi_user, **context}  # multi-user: no trash (users.trash_config)
     response = aiohttp_jinja2.render_template(template, request, context, status=status)
     response.headers.update(PAGE_HEADERS)
     return response

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.files.trash_endpoints import TRASH
+from daemon.files.trash_endpoints import _shared as shared_trash
 from daemon.http.endpoints import Access, Call, Endpoint
 from daemon.http.inputs import NoInput
 from daemon.pages.layout import browse_url, render
@@ -20,7 +20,7 @@ from daemon.pages.listing import human_size
 
 
 async def trash_page(call: Call[NoInput, NoInput]) -> web.Response:
-    trash = call.app[TRASH]
+    trash = shared_trash(call)  # none in multi-user mode (404), as for the trash API
     entries = await asyncio.to_thread(trash.entries)
     rows = [_row(entry.summary()) for entry in reversed(entries)]  # newest first, as the API lists them
     return render(call.request, "trash.html", {"rows": rows, "enabled": trash.enabled})
