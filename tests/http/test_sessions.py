@@ -103,6 +103,12 @@ class Browser:
 
 
 @pytest.fixture
+def home(config: Config) -> Path:
+    """The workspace the file calls act in (with OPEN_TERMINAL_TEST_SANDBOX=bwrap, the only one writable)."""
+    return Path(config.home)
+
+
+@pytest.fixture
 async def browser(aiohttp_client: Any, config: Config) -> Browser:
     client = await aiohttp_client(create_app(config))
     page = Browser(client)
@@ -447,9 +453,9 @@ async def test_the_login_link_is_still_good_just_before_it_expires(aiohttp_clien
 # --- expiry, restart and logout --------------------------------------------------------------------------
 
 
-async def test_an_idle_session_expires(clock: FakeClock, browser: Browser, tmp_path: Path) -> None:
+async def test_an_idle_session_expires(clock: FakeClock, browser: Browser, home: Path) -> None:
     clock.advance(12 * 3600 + 1)
-    async with browser.client.get("/files/list", params={"directory": str(tmp_path)}) as response:
+    async with browser.client.get("/files/list", params={"directory": str(home)}) as response:
         assert response.status == 401
     async with browser.client.get("/browse/", allow_redirects=False) as response:
         assert response.status == 303
@@ -457,17 +463,17 @@ async def test_an_idle_session_expires(clock: FakeClock, browser: Browser, tmp_p
 
 
 async def test_a_restart_forgets_every_session(aiohttp_client: Any, config: Config, browser: Browser,
-                                               tmp_path: Path) -> None:
+                                               home: Path) -> None:
     restarted = await new_browser(aiohttp_client, config)  # same configuration, same key, new process state
     cookie = {"Cookie": f"{COOKIE}={browser.cookie}"}
-    query = {"directory": str(tmp_path)}
+    query = {"directory": str(home)}
     async with restarted.client.get("/files/list", params=query, headers=cookie) as response:
         assert response.status == 401
         assert await response.json() == {"detail": "Invalid API key"}
-    async with restarted.client.post("/files/mkdir", json={"path": str(tmp_path / "x")},
+    async with restarted.client.post("/files/mkdir", json={"path": str(home / "x")},
                                      headers={**cookie, CSRF_HEADER: browser.csrf}) as response:
         assert response.status == 401
-    assert not (tmp_path / "x").exists()
+    assert not (home / "x").exists()
     async with restarted.client.get("/browse/", headers=cookie, allow_redirects=False) as response:
         assert response.status == 303
         assert response.headers["Location"] == "/login?next=/browse/"
@@ -479,7 +485,7 @@ async def test_a_restart_forgets_every_session(aiohttp_client: Any, config: Conf
         assert response.status == 200
 
 
-async def test_logout_revokes_the_session_and_clears_the_cookie(browser: Browser, tmp_path: Path) -> None:
+async def test_logout_revokes_the_session_and_clears_the_cookie(browser: Browser, home: Path) -> None:
     async with browser.client.post("/logout", data={"csrf_token": browser.csrf}, allow_redirects=False) as response:
         assert response.status == 303
         assert response.headers["Location"] == "/login"
@@ -488,7 +494,7 @@ async def test_logout_revokes_the_session_and_clears_the_cookie(browser: Browser
     # Whether or not the browser forgets the cookie, the server does.
     cookie = {"Cookie": f"{COOKIE}={browser.cookie}"}
     browser.client.session.cookie_jar.clear()
-    async with browser.client.get("/files/list", params={"directory": str(tmp_path)}, headers=cookie) as response:
+    async with browser.client.get("/files/list", params={"directory": str(home)}, headers=cookie) as response:
         assert response.status == 401
     async with browser.client.get("/browse/", headers=cookie, allow_redirects=False) as response:
         assert response.status == 303 and response.headers["Location"].startswith("/login")
@@ -524,13 +530,13 @@ async def test_logout_with_the_token_from_another_site_is_refused(browser: Brows
 
 
 async def test_two_browsers_have_separate_sessions(aiohttp_client: Any, config: Config, browser: Browser,
-                                                   tmp_path: Path) -> None:
+                                                   home: Path) -> None:
     client = browser.client
     other = Browser(await aiohttp_client(client.server))
     await other.log_in()
     assert other.cookie != browser.cookie and other.csrf != browser.csrf
     # One session's token is no good with the other's cookie.
-    async with other.client.post("/files/mkdir", json={"path": str(tmp_path / "x")},
+    async with other.client.post("/files/mkdir", json={"path": str(home / "x")},
                                  headers={CSRF_HEADER: browser.csrf}) as response:
         assert response.status == 403
     async with other.client.post("/logout", data={"csrf_token": other.csrf}, allow_redirects=False) as response:
@@ -542,8 +548,8 @@ async def test_two_browsers_have_separate_sessions(aiohttp_client: Any, config: 
 # --- CSRF on the JSON API with a cookie ------------------------------------------------------------------
 
 
-async def test_a_change_without_the_csrf_token_is_refused(browser: Browser, tmp_path: Path) -> None:
-    target = tmp_path / "made"
+async def test_a_change_without_the_csrf_token_is_refused(browser: Browser, home: Path) -> None:
+    target = home / "made"
     async with browser.client.post("/files/mkdir", json={"path": str(target)}) as response:
         assert response.status == 403
         assert await response.json() == {"detail": "Missing or invalid CSRF token, or a cross-site request"}
@@ -551,43 +557,43 @@ async def test_a_change_without_the_csrf_token_is_refused(browser: Browser, tmp_
 
 
 @pytest.mark.parametrize("token", ["", "wrong", "x" * 43])
-async def test_a_change_with_a_wrong_csrf_token_is_refused(browser: Browser, tmp_path: Path, token: str) -> None:
-    target = tmp_path / "made"
+async def test_a_change_with_a_wrong_csrf_token_is_refused(browser: Browser, home: Path, token: str) -> None:
+    target = home / "made"
     async with browser.client.post("/files/mkdir", json={"path": str(target)},
                                    headers={CSRF_HEADER: token}) as response:
         assert response.status == 403
     assert not target.exists()
 
 
-async def test_the_cookie_value_is_not_a_csrf_token(browser: Browser, tmp_path: Path) -> None:
-    async with browser.client.post("/files/mkdir", json={"path": str(tmp_path / "made")},
+async def test_the_cookie_value_is_not_a_csrf_token(browser: Browser, home: Path) -> None:
+    async with browser.client.post("/files/mkdir", json={"path": str(home / "made")},
                                    headers={CSRF_HEADER: browser.cookie}) as response:
         assert response.status == 403
 
 
-async def test_a_change_with_the_csrf_token_is_done(browser: Browser, tmp_path: Path) -> None:
-    target = tmp_path / "made"
+async def test_a_change_with_the_csrf_token_is_done(browser: Browser, home: Path) -> None:
+    target = home / "made"
     async with browser.client.post("/files/mkdir", json={"path": str(target)},
                                    headers={CSRF_HEADER: browser.csrf}) as response:
         assert response.status == 200, await response.text()
         assert await response.json() == {"path": str(target)}
     assert target.is_dir()
     # What a browser's fetch from our own page sends is accepted too.
-    async with browser.client.post("/files/mkdir", json={"path": str(tmp_path / "second")}, headers={
+    async with browser.client.post("/files/mkdir", json={"path": str(home / "second")}, headers={
             CSRF_HEADER: browser.csrf, "Sec-Fetch-Site": "same-origin", "Origin": browser.origin}) as response:
         assert response.status == 200
-    assert (tmp_path / "second").is_dir()
+    assert (home / "second").is_dir()
 
 
-async def test_every_unsafe_method_needs_the_token(browser: Browser, tmp_path: Path) -> None:
-    victim = tmp_path / "victim.txt"
+async def test_every_unsafe_method_needs_the_token(browser: Browser, home: Path) -> None:
+    victim = home / "victim.txt"
     victim.write_text("keep me")
     async with browser.client.delete("/files/delete", params={"path": str(victim)}) as response:
         assert response.status == 403
     async with browser.client.post("/files/write", json={"path": str(victim), "content": "gone"}) as response:
         assert response.status == 403
     async with browser.client.post("/files/move", json={"source": str(victim),
-                                                        "destination": str(tmp_path / "moved")}) as response:
+                                                        "destination": str(home / "moved")}) as response:
         assert response.status == 403
     assert victim.read_text() == "keep me"
     async with browser.client.delete("/files/delete", params={"path": str(victim)},
@@ -596,14 +602,14 @@ async def test_every_unsafe_method_needs_the_token(browser: Browser, tmp_path: P
     assert not victim.exists()
 
 
-async def test_a_csrf_token_in_a_multipart_body_does_not_count(browser: Browser, tmp_path: Path) -> None:
+async def test_a_csrf_token_in_a_multipart_body_does_not_count(browser: Browser, home: Path) -> None:
     """Only the header or a urlencoded form field: a multipart upload is never read for the token."""
     form = FormData()
     form.add_field("csrf_token", browser.csrf)
     form.add_field("file", b"payload", filename="dropped.txt")
-    async with browser.client.post("/files/upload", params={"directory": str(tmp_path)}, data=form) as response:
+    async with browser.client.post("/files/upload", params={"directory": str(home)}, data=form) as response:
         assert response.status == 403
-    assert not (tmp_path / "dropped.txt").exists()
+    assert not (home / "dropped.txt").exists()
 
 
 @pytest.mark.parametrize("headers", [
@@ -613,24 +619,24 @@ async def test_a_csrf_token_in_a_multipart_body_does_not_count(browser: Browser,
     {"Origin": "null"},
     {"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example"},
 ], ids=["cross-site", "same-site", "foreign-origin", "null-origin", "same-origin-but-foreign-origin"])
-async def test_the_right_token_from_another_site_is_refused(browser: Browser, tmp_path: Path,
+async def test_the_right_token_from_another_site_is_refused(browser: Browser, home: Path,
                                                             headers: dict[str, str]) -> None:
-    target = tmp_path / "made"
+    target = home / "made"
     async with browser.client.post("/files/mkdir", json={"path": str(target)},
                                    headers={CSRF_HEADER: browser.csrf, **headers}) as response:
         assert response.status == 403
     assert not target.exists()
 
 
-async def test_another_port_on_localhost_is_another_origin(browser: Browser, tmp_path: Path) -> None:
+async def test_another_port_on_localhost_is_another_origin(browser: Browser, home: Path) -> None:
     """SameSite ignores ports: a page on localhost:9999 sends our cookie, but must get nothing back."""
     other_port = f"http://{browser.client.host}:{int(browser.client.port or 0) + 1}"
-    query = {"directory": str(tmp_path)}
+    query = {"directory": str(home)}
     async with browser.client.get("/files/list", params=query, headers={"Sec-Fetch-Site": "same-site"}) as response:
         assert response.status == 403
     async with browser.client.get("/files/list", params=query, headers={"Origin": other_port}) as response:
         assert response.status == 403
-    async with browser.client.get("/files/view", params={"path": str(tmp_path)},
+    async with browser.client.get("/files/view", params={"path": str(home)},
                                   headers={"Sec-Fetch-Site": "cross-site"}) as response:
         assert response.status == 403
     async with browser.client.get("/browse/", headers={"Sec-Fetch-Site": "cross-site"},
@@ -640,17 +646,17 @@ async def test_another_port_on_localhost_is_another_origin(browser: Browser, tmp
 
 @pytest.mark.parametrize("headers", [{}, {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}],
                          ids=["no-fetch-metadata", "same-origin", "typed-url"])
-async def test_reads_from_our_own_pages_need_no_token(browser: Browser, tmp_path: Path,
+async def test_reads_from_our_own_pages_need_no_token(browser: Browser, home: Path,
                                                       headers: dict[str, str]) -> None:
-    (tmp_path / "seen.txt").write_text("x")
-    async with browser.client.get("/files/list", params={"directory": str(tmp_path)}, headers=headers) as response:
+    (home / "seen.txt").write_text("x")
+    async with browser.client.get("/files/list", params={"directory": str(home)}, headers=headers) as response:
         assert response.status == 200
         names = [entry["name"] for entry in (await response.json())["entries"]]
     assert "seen.txt" in names
 
 
-async def test_same_origin_check_uses_our_exact_origin(browser: Browser, tmp_path: Path) -> None:
-    query = {"directory": str(tmp_path)}
+async def test_same_origin_check_uses_our_exact_origin(browser: Browser, home: Path) -> None:
+    query = {"directory": str(home)}
     async with browser.client.get("/files/list", params=query, headers={"Origin": browser.origin}) as response:
         assert response.status == 200
     for near_miss in (browser.origin + "/", browser.origin.replace("http:", "https:"),
@@ -665,23 +671,23 @@ async def test_same_origin_check_uses_our_exact_origin(browser: Browser, tmp_pat
 @pytest.mark.parametrize("headers", [
     {}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
 ], ids=["plain", "cross-site", "foreign-origin"])
-async def test_bearer_calls_need_no_csrf_token(api: Api, tmp_path: Path, headers: dict[str, str]) -> None:
-    target = tmp_path / "by-key"
+async def test_bearer_calls_need_no_csrf_token(api: Api, home: Path, headers: dict[str, str]) -> None:
+    target = home / "by-key"
     await api.json("POST", "/files/mkdir", json={"path": str(target)}, headers=headers)
     assert target.is_dir()
-    listing = await api.json("GET", "/files/list", params={"directory": str(tmp_path)}, headers=headers)
+    listing = await api.json("GET", "/files/list", params={"directory": str(home)}, headers=headers)
     assert "by-key" in [entry["name"] for entry in listing["entries"]]
     await api.json("DELETE", "/files/delete", params={"path": str(target)}, headers=headers)
     assert not target.exists()
 
 
-async def test_a_bearer_call_alongside_a_stale_cookie_still_works(api: Api, tmp_path: Path) -> None:
-    await api.json("POST", "/files/mkdir", json={"path": str(tmp_path / "k")},
+async def test_a_bearer_call_alongside_a_stale_cookie_still_works(api: Api, home: Path) -> None:
+    await api.json("POST", "/files/mkdir", json={"path": str(home / "k")},
                    headers={"Cookie": f"{COOKIE}=stale", "Sec-Fetch-Site": "cross-site"})
-    assert (tmp_path / "k").is_dir()
+    assert (home / "k").is_dir()
 
 
-async def test_a_wrong_bearer_key_without_a_session_is_refused(api: Api, tmp_path: Path) -> None:
-    await api.json("POST", "/files/mkdir", auth=False, status=401, json={"path": str(tmp_path / "never")},
+async def test_a_wrong_bearer_key_without_a_session_is_refused(api: Api, home: Path) -> None:
+    await api.json("POST", "/files/mkdir", auth=False, status=401, json={"path": str(home / "never")},
                    headers={"Authorization": "Bearer wrong"})
-    assert not os.path.exists(tmp_path / "never")
+    assert not os.path.exists(home / "never")
