@@ -272,9 +272,10 @@ def sessions_ender(sessions: PageSessions) -> Changed:
 
 
 def work_ender(app: Mapping[Any, Any]) -> Changed:
-    """A removed tenant's running commands, terminal shells and (as root) every other process of its uid
-    end with it: nobody can reach them any more, and they would go on using its home, ports and limits. A new token for
-    the same tenant leaves them running (the tenant is still there; only what the old token opened ends)."""
+    """A removed tenant's running commands, terminal shells, notebook sessions and (as root) every other
+    process of its uid end with it: nobody can reach them any more, and they would go on using its home,
+    ports and limits. A new token for the same tenant leaves them running (the tenant is still there;
+    only what the old token opened ends)."""
 
     sweeps: set[asyncio.Future[Any]] = set()
 
@@ -290,10 +291,18 @@ def work_ender(app: Mapping[Any, Any]) -> Changed:
 
 
 async def end_strays(app: Mapping[Any, Any], names: set[str]) -> None:
-    """As root each tenant has a uid of its own: whatever still runs as it (a `setsid cmd &` left its
-    shell's group; a notebook kernel) is killed too. Without root there is no such uid to go by."""
+    """The tenants' notebook sessions stop (kernel and all); and as root, where each tenant has a uid of
+    its own, whatever still runs as it (a `setsid cmd &` that left its shell's group) is killed too.
+    Without root there is no such uid to go by."""
+    from daemon.keys import NOTEBOOKS
     from daemon.users import USERS, end_processes_of
 
+    notebooks = app.get(NOTEBOOKS)
+    if notebooks is not None:
+        stopping = [notebooks.delete(session) for name in names for session in notebooks.of_user(name)]
+        for failed in await asyncio.gather(*stopping, return_exceptions=True):
+            if isinstance(failed, Exception):
+                log.warning("stopping a removed tenant's notebook: %s", failed)
     people = app.get(USERS)
     if people is None or not people.as_root:
         return

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 
 from daemon import cli, tenants
-from daemon.keys import TERMINALS
+from daemon.keys import NOTEBOOKS, TERMINALS
 from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
 from daemon.users import end_processes_of
 from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
+from tests.notebooks.helpers import open_notebook, write_notebook
 from tests.terminals.test_terminals import closed_with, read_until
 from tests.test_cli import ROOT, _banner, daemon_command, environment
 
@@ -555,3 +556,29 @@ def test_ending_a_uids_processes_refuses_the_system_and_the_daemon() -> None:
     for uid in (0, 1, 999, os.getuid()):
         with pytest.raises(ValueError):
             end_processes_of(uid)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (a tenant's kernel runs in its sandbox)")
+async def test_a_removed_tenants_notebook_kernels_end_with_it(homes: Path, api_with: ApiFactory,
+                                                               tenants_file: Path) -> None:
+    api = await api_with(tenants_file=tenants_file, user_prefix=prefix_of(homes), user_homes=homes, sandbox="bwrap")
+    home = Path((await api.json("GET", "/files/cwd", auth=False, headers=bearer(ALPHA)))["cwd"])
+    path = write_notebook(home / "n.ipynb", "print(6 * 7)")
+    os.chown(path, os.stat(home).st_uid, os.stat(home).st_gid)
+    session = await open_notebook(api, path, auth=False, headers=bearer(ALPHA))
+    (kernel,) = [entry.kernel for entry in api.client.app[NOTEBOOKS].of_user("alpha")]
+    group = kernel.pgid
+    assert group is not None and not group_gone(group)
+    replace(tenants_file, entry("beta", BETA))  # alpha removed
+
+    await eventually(lambda: not api.client.app[NOTEBOOKS].of_user("alpha") and group_gone(group))
+    async with api.request("GET", f"/notebooks/{session}", headers={"X-User-Id": "alpha"}) as response:
+        assert response.status == 404
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

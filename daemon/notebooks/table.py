@@ -145,6 +145,10 @@ class NotebookTable:
             raise not_found("Session not found")
         return session
 
+    def of_user(self, user_id: str) -> list[NotebookSession]:
+        """This user's sessions (a removed tenant's are stopped)."""
+        return [session for session in self._sessions.values() if session.user_id == user_id]
+
     async def delete(self, session: NotebookSession) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
