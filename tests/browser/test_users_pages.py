@@ -15,6 +15,7 @@ import pytest
 from daemon.app import create_app
 from daemon.users import USERS, Account
 from tests.browser.conftest import Site, Watched
+from tests.browser.test_accessibility import VARIANTS, Audit
 from tests.browser.test_terminal_page import CONNECTED, WAIT, run, wait_for_line
 from tests.conftest import KEY, make_config
 from tests.test_users import homes  # noqa: F401  (the fixture: a homes folder and prefix, every account removed)
@@ -104,3 +105,11 @@ async def test_the_terminal_is_the_users_shell_in_their_home(watched: Watched, a
     await wait_for_line(page, "refused")
     await watched.shot("terminal")
     watched.assert_clean()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+async def test_the_multi_user_login_page_has_no_serious_accessibility_violation(open_page: Any, variant: str) -> None:
+    watched: Watched = await open_page(bypass_csp=True, **VARIANTS[variant])  # CSP bypassed for axe alone
+    audit = Audit(watched, variant)
+    await audit.visit("multi-user-login", "/login", ready="#user")
+    assert not audit.blocking(), "\n".join(audit.blocking())
