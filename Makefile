@@ -76,7 +76,8 @@ PYTEST_WORKERS ?= auto
 # The sandbox's core: the same suites again with every test server under `--sandbox bwrap`
 # (tests/conftest.py reads OPEN_TERMINAL_TEST_SANDBOX); tests marked host_view reach outside the workspace.
 SANDBOX_CORE := tests/test_sandbox.py tests/sandbox tests/processes/test_execute.py tests/terminals/test_terminals.py \
-                tests/net tests/git tests/notebooks/test_notebooks.py
+                tests/net tests/git tests/notebooks/test_notebooks.py \
+                tests/files tests/http/test_sessions.py
 test: setup $(TEST_STAMP) debian-packages lint binary
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(ARGS)
 	OPEN_TERMINAL_TEST_SANDBOX=bwrap $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile \

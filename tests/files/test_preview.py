@@ -214,6 +214,8 @@ async def test_without_libreoffice_the_original_bytes(api_with: ApiFactory, home
     original = make_docx(home / "report.docx")
     empty = tmp_path / "empty-bin"
     empty.mkdir()
+    if shutil.which("bwrap"):  # the daemon's sandbox (OPEN_TERMINAL_TEST_SANDBOX), not a converter
+        (empty / "bwrap").symlink_to(shutil.which("bwrap") or "")
     monkeypatch.setenv("PATH", str(empty))  # no soffice, no libreoffice
     for api in (await api_with(), await api_with(libreoffice="off")):
         async with api.request("GET", view(home / "report.docx")) as reply:

@@ -22,7 +22,7 @@ from yarl import URL
 
 from daemon.errors import ApiError
 from daemon.files import mounts, ops, transfer
-from tests.conftest import Api, ApiFactory
+from tests.conftest import Api, ApiFactory, needs_host_view
 
 CHAT = {"X-Session-Id": "chat-safety"}
 #: Generous: only bounds a test that would otherwise hang on a blocking open.
@@ -92,6 +92,7 @@ def protected_paths(home: Path) -> list[str]:
             "..", "work/..", str(home / "work")]
 
 
+@needs_host_view("the ancestors of the home lie outside the workspace, refused by the sandbox before this check")
 async def test_delete_refuses_home_cwd_root_and_their_ancestors(api: Api, home: Path) -> None:
     (home / "work").mkdir()
     (home / "work" / "f.txt").write_text("x")
@@ -104,6 +105,7 @@ async def test_delete_refuses_home_cwd_root_and_their_ancestors(api: Api, home: 
     assert await api.json("DELETE", "/files/delete?path=work") == {"path": str(home / "work"), "type": "directory"}
 
 
+@needs_host_view("the ancestors of the home lie outside the workspace, refused by the sandbox before this check")
 async def test_move_refuses_the_same_sources(api: Api, home: Path) -> None:
     (home / "work").mkdir()
     (home / "work" / "f.txt").write_text("x")
@@ -114,6 +116,7 @@ async def test_move_refuses_the_same_sources(api: Api, home: Path) -> None:
     assert (home / "work" / "f.txt").read_text() == "x" and not (home / "moved-away").exists()
 
 
+@needs_host_view("about the host's /sys and /proc, which the sandbox refuses as a whole")
 async def test_the_machines_device_and_kernel_files_are_never_removed(api: Api, home: Path) -> None:
     """Found in this session: a DELETE of /dev/zero removed the machine's zero device (and one of /dev
     would have emptied devtmpfs). /sys and /proc stand in for /dev here: if this check ever regresses,
@@ -296,6 +299,7 @@ async def test_six_blocked_opens_cannot_exhaust_the_workers(api: Api, home: Path
     assert {entry["name"] for entry in listing["entries"]} >= {"pipe0", "pipe5"}
 
 
+@needs_host_view("reads the host's /proc, which the sandbox's view does not show")
 async def test_proc_files_are_read_with_a_cap(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """procfs files report size 0 and some never end: they are read up to PSEUDO_FILE_CAP."""
     reply = await api.json("GET", "/files/read?path=/proc/self/status")
@@ -328,6 +332,7 @@ async def test_a_fifo_named_skill_md_does_not_block_the_skill_list(api: Api, hom
     assert [skill["name"] for skill in listed] == ["fine"]
 
 
+@needs_host_view("archives the host's /proc, which the sandbox's view does not show")
 async def test_proc_files_are_archived_with_the_same_cap(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transfer, "PSEUDO_FILE_CAP", 5)
     async with api.request("POST", "/files/archive", json={"paths": ["/proc/self/status"]}) as response:

@@ -22,7 +22,7 @@ import pytest
 
 from daemon.errors import ApiError
 from daemon.files import mounts, patterns
-from tests.conftest import Api, ApiFactory, eventually, process_stats, wait_until
+from tests.conftest import Api, ApiFactory, eventually, needs_host_view, process_stats, wait_until
 from tests.files.test_search import RG, engine, get, write  # noqa: F401 - engine: a fixture, ripgrep on PATH or not
 
 #: Bounds a failing test only: a passing one answers in milliseconds.
@@ -217,6 +217,7 @@ def test_pseudo_mounts_are_read_from_mountinfo(procfs_inside: Path) -> None:
     assert mounts.Excluded("/proc/self", found).everything and not excluded.everything
 
 
+@needs_host_view("searches the host's /proc, which the sandbox's view does not show")
 @pytest.mark.usefixtures("engine")
 async def test_searches_never_walk_into_a_procfs(api: Api, home: Path, procfs_inside: Path) -> None:
     tree = home / "tree"

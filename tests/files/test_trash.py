@@ -17,7 +17,7 @@ import pytest
 from daemon.app import create_app
 from daemon.files.trash import Limits
 from daemon.files.trash_endpoints import TRASH
-from tests.conftest import Api, ApiFactory, FakeClock, make_config
+from tests.conftest import Api, ApiFactory, FakeClock, make_config, needs_host_view
 
 UID = os.getuid()
 DATE = re.compile(r"^DeletionDate=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$", re.M)
@@ -131,6 +131,7 @@ async def test_restore_with_a_bad_name_or_an_unknown_id_is_refused(api: Api, hom
     assert len(await entries(api)) == 1
 
 
+@needs_host_view("the link's target is tmp_path beside the workspace")
 async def test_a_symlink_is_trashed_as_a_link_never_followed(api: Api, home: Path, tmp_path: Path,
                                                              trash: Path) -> None:
     outside = tmp_path / "outside"
@@ -219,6 +220,7 @@ def far_disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
+@needs_host_view("files on tmpfs disks mounted beside the workspace")
 async def test_only_the_mount_trashes_the_daemon_used_or_that_lie_in_home_are_listed_and_emptied(
         aiohttp_client: Any, tmp_path: Path, far_disks: tuple[Path, Path]) -> None:
     used, unrelated = far_disks
