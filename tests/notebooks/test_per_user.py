@@ -124,3 +124,19 @@ def test_notebooks_stay_off_without_the_sandbox_unless_the_interpreter_is_shared
     shared = config._interpreter_shared()
     assert settings.enable_notebooks is shared
     assert config.Config(api_key=KEY, multi_user=True, sandbox="bwrap", enable_notebooks=True).enable_notebooks
+
+
+@needs_cgroups
+@pytest.mark.parametrize("mode", ["off", "bwrap"])
+async def test_a_single_users_kernel_is_a_limit_group_too(api_with: ApiFactory, tmp_path: Path, mode: str) -> None:
+    api = await api_with(sandbox=mode, limit_processes=30)
+    path = write_notebook(tmp_path / "home" / "n.ipynb", "import os; print(os.getpid())")
+    session = await open_notebook(api, path)
+    kernel = api.client.app[NOTEBOOKS].get(session, "").kernel
+    group = api.client.app[LIMITS].controller_path(kernel.group, "pids")
+    assert (group / "pids.max").read_text().strip() == "30"
+    assert (await run_cell(api, session, 0))["status"] == "ok"
+    kernel_pid = kernel.pgid if mode == "off" else command_pid(kernel.pgid)  # past bwrap and its init
+    assert str(kernel_pid) in (group / "cgroup.procs").read_text().split()
+    await api.json("DELETE", f"/notebooks/{session}")
+    await eventually(lambda: not group.exists())
