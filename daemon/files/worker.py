@@ -58,9 +58,11 @@ async def run(command: str, args: Sequence[str], *, timeout: float, on_timeout: 
         # A hostile document that takes over its parser is then in the commands' sandbox: it cannot
         # read the daemon's state or key, nor write outside the workspace. It reads the file the
         # server opened (`fds`, passed on by bwrap), whatever the sandbox shows at that path.
-        # Multi-user: not as the user's uid (daemon/users.py), whose account may not reach the daemon's
-        # own interpreter; the fds are all it reads, and the user's sandbox still hides the other homes.
-        argv = dataclasses.replace(box, user=None).wrap(argv, "/")
+        # Multi-user as root: as the user's uid, switched inside bwrap (which reaches the daemon's own
+        # interpreter where the user's account may not, as a kernel does); without bwrap not as the user,
+        # whose account may not reach it: the fds are all it reads.
+        inside = box.inside()
+        argv = (inside if inside.switch_inside else dataclasses.replace(box, user=None)).wrap(argv, "/")
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
