@@ -4,18 +4,26 @@ the sandbox and one with it, alternating (A B A B A B), as the other benchmarks 
 Run as ``.venv/bin/python bench/sandbox.py [--smoke] [--source]`` (``make bench`` runs it after
 ``bench/run.py``); ``--source`` runs ``python -m daemon`` even where ``dist/opentermd`` exists.
 
-* **exec latency p50**: sequential ``POST /execute?wait=5 {"command": "echo hi"}`` (target: at most
-  +3 ms over no sandbox; bubblewrap's own start, new namespaces and a dozen mounts, is most of it).
+* **exec latency p50**: sequential ``POST /execute?wait=5 {"command": "echo hi"}`` back to back (target:
+  at most +3 ms over no sandbox; bubblewrap's own start, new namespaces and a dozen mounts, is most of it).
+  A warm sandbox (daemon/warm.py) is started ahead for the next command, but back to back that start
+  is still on the way of the next request (each command needs one sandbox, and its start costs more
+  CPU than the command).
+* **exec latency p50, paced**: the same with ``PACE_SECONDS`` between commands, as a client that reads
+  the output before its next command: the next warm sandbox is ready when the request comes.
 * **terminal start to first byte**: ``POST /api/terminals`` for ``bash``, attach, the first output frame.
 * **notebook cell round trip p50**: a ``1+1`` cell (the kernel runs inside the sandbox), as bench/notebooks.py.
 * **per-user memory**: the serving process's RSS growth after 20 users (``X-User-Id``) each ran one
-  command and went idle, per user. A sandbox lives only as long as its command: an idle user keeps
-  no process, so this is the daemon's bookkeeping alone.
+  command and went idle, per user: the daemon's bookkeeping. Single-user here, the users share one
+  sandbox; in multi-user mode each user's sandbox is its own, with its own warm entry.
+* **warm entry RSS**: what the waiting sandbox (bwrap, its init, the shell) holds, summed over its
+  processes; it is dropped after ``daemon.warm.IDLE_SECONDS`` unused (an idle user keeps none).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -41,9 +49,11 @@ from bench.harness import (
 
 USERS = 20
 EXEC_TARGET_MS = 3.0
+#: Seconds between paced commands (a client reading the output first, an LLM thinking, takes longer).
+PACE_SECONDS = 0.05
 
 
-async def exec_latency(server: Server, runs: int, warmup: int) -> Latency:
+async def exec_latency(server: Server, runs: int, warmup: int, pace: float = 0.0) -> Latency:
     async with open_session(server.key) as session:
         samples, failures = [], 0
         body = json.dumps({"command": "echo hi"})
@@ -54,7 +64,33 @@ async def exec_latency(server: Server, runs: int, warmup: int) -> Latency:
             if index >= warmup:
                 samples.append(elapsed)
                 failures += "hi" not in joined_output(reply)
+            if pace:
+                await asyncio.sleep(pace)  # a benchmark's think time, not a synchronisation
         return Latency(samples, failures)
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of `pid` and every process below it."""
+    total, pids = 0, [pid]
+    while pids:
+        current = pids.pop()
+        with contextlib.suppress(OSError, BenchError):
+            total += rss_kib(current)
+            pids += [int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+    return total
+
+
+async def warm_entry_kib(server: Server) -> float:
+    """The RSS of the daemon's child processes once its commands have ended: the warm entries."""
+    async with open_session(server.key) as session:
+        await call(session, "POST", f"{server.base_url}/execute?wait=5", json.dumps({"command": "true"}))
+    pid = server.serving_pid()
+    deadline = time.monotonic() + 10
+    while True:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if found or time.monotonic() > deadline or "bwrap" not in server.label:
+            return float(sum(tree_rss_kib(int(child)) for child in found))
+        await asyncio.sleep(0.05)  # the entry is being set up
 
 
 async def terminal_first_byte(server: Server, runs: int) -> Latency:
@@ -100,6 +136,8 @@ def measure(servers: list[Server], smoke: bool) -> dict[str, dict[str, float]]:
         if exec_.failures:
             raise BenchError(f"{server.label}: {exec_.failures} commands did not print hi")
         found.setdefault("exec latency p50 (ms)", []).append(exec_.p50)
+        paced = asyncio.run(exec_latency(server, max(5, runs // 4), warmup, PACE_SECONDS))
+        found.setdefault(f"exec latency p50, {PACE_SECONDS * 1000:g} ms apart (ms)", []).append(paced.p50)
         found.setdefault("terminal start to first byte p50 (ms)", []).append(
             asyncio.run(terminal_first_byte(server, max(3, runs // 20))).p50)
         cell = asyncio.run(notebooks.round_trips(server, sizes))
@@ -112,6 +150,7 @@ def measure(servers: list[Server], smoke: bool) -> dict[str, dict[str, float]]:
               for label, found in figures.items()}
     for server in servers:
         result[server.label]["per idle user RSS (KiB)"] = asyncio.run(per_user_kib(server))
+        result[server.label]["warm entry RSS (KiB)"] = asyncio.run(warm_entry_kib(server))
     return result
 
 

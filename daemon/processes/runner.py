@@ -21,12 +21,13 @@ import signal
 import struct
 import termios
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from daemon.limits import LimitGroup
 from daemon.resources import system_environment
 from daemon.sandbox import Sandbox
+from daemon.warm import WarmPool
 
 READ_SIZE = 64 * 1024
 #: Seconds between SIGTERM and SIGKILL when a process group is stopped.
@@ -56,6 +57,35 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: int = 80, *,
+                 limited: bool = False, pass_fds: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
+    """Start `argv` in a new session on a new PTY (the slave its controlling terminal); its pid and
+    the master. `pass_fds`: (ours, the child's) descriptors (a warm sandbox's pipes)."""
+    master, slave = os.openpty()
+    try:
+        set_window_size(slave, rows, cols)
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
+                   (os.POSIX_SPAWN_DUP2, 0, 1),
+                   (os.POSIX_SPAWN_DUP2, 0, 2)]
+        actions += [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in pass_fds]
+        pid = os.posix_spawn(
+            argv[0], argv, dict(env), file_actions=actions, setsid=True,
+            # Python ignores SIGXFSZ and children inherit that: a file size limit would then be a
+            # silent EFBIG instead of the signal a shell's child gets (and the status reports).
+            setsigdef=(signal.SIGXFSZ,) if limited else ())
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return pid, master
+
+
+def warm_spawn(argv: list[str], env: Mapping[str, str], pass_fds: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """How daemon/warm.py starts an entry: as a cold start would, with its pipes on fds 3 and 4."""
+    return spawn_on_pty(argv, env, pass_fds=pass_fds)
+
+
 class SpawnGate:
     """Runs child starts in arrival order, at most `per_turn` in one loop iteration.
 
@@ -70,6 +100,8 @@ class SpawnGate:
         if per_turn < 1:
             raise ValueError("a spawn gate must let at least one start through per turn")
         self.per_turn = per_turn
+        #: Sandboxes started ahead for the children this gate starts (daemon/warm.py `attach`).
+        self.warm: WarmPool | None = None
         self._waiting: deque[tuple[Callable[[], object], asyncio.Future[object]]] = deque()
         self._turn_handle: asyncio.Handle | None = None
 
@@ -81,6 +113,11 @@ class SpawnGate:
         if self._turn_handle is None:
             self._turn_handle = loop.call_soon(self._turn)
         return await done  # type: ignore[return-value]  # `done` holds what `start` returned
+
+    async def settle(self, sandbox: Sandbox | None) -> None:
+        """Before a start in `sandbox`: let a warm one still being set up finish (daemon/warm.py)."""
+        if self.warm is not None:
+            await self.warm.settle(sandbox)
 
     @property
     def waiting(self) -> int:
@@ -118,6 +155,8 @@ class PtyProcess:
         self._sandbox = sandbox
         #: The tree's limit group (daemon/limits.py), set before `start`; None: no limits.
         self.limits: LimitGroup | None = None
+        #: Sandboxes started ahead (daemon/warm.py), set before `start`; None: always a cold start.
+        self.warm: WarmPool | None = None
         self._on_output = on_output
         self._on_bytes = on_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -131,39 +170,23 @@ class PtyProcess:
         self._reading = False
 
     def start(self, command: str, cwd: str, env: Mapping[str, str], rows: int = 24, cols: int = 80) -> None:
-        master, slave = os.openpty()
-        try:
-            set_window_size(slave, rows, cols)
+        entry = None
+        if self.warm is not None and self._sandbox is not None and self.limits is None:
+            entry = self.warm.take(self._sandbox, command, cwd, env)
+        if entry is not None:  # a sandbox started ahead (daemon/warm.py), now running the command
+            set_window_size(entry.master, rows, cols)
+            self.pid, self._master, self._pidfd = entry.pid, entry.master, entry.pidfd
+        else:
             # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
-            script = f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"
-            argv = ["/bin/sh", "-c", script]
+            argv = ["/bin/sh", "-c", f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"]
             if self._sandbox is not None:
                 argv = self._sandbox.wrap(argv, cwd)
             if self.limits is not None:  # outermost: joins its groups and sets rlimits, then execs on
                 argv = self.limits.wrap(argv)
-            self.pid = os.posix_spawn(
-                argv[0],
-                argv,
-                dict(env),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
-                    (os.POSIX_SPAWN_DUP2, 0, 1),
-                    (os.POSIX_SPAWN_DUP2, 0, 2),
-                ],
-                setsid=True,
-                # Python ignores SIGXFSZ and children inherit that: a file size limit would then be a
-                # silent EFBIG instead of the signal a shell's child gets (and the status reports).
-                setsigdef=(signal.SIGXFSZ,) if self.limits is not None else (),
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        self._master = master
-        os.set_blocking(master, False)
+            self.pid, self._master = spawn_on_pty(argv, env, rows, cols, limited=self.limits is not None)
+            self._pidfd = os.pidfd_open(self.pid)
+        os.set_blocking(self._master, False)
         self.resume_reading()
-        self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._reap)
 
     @property

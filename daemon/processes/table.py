@@ -152,6 +152,7 @@ class ProcessTable:
         if not os.path.isdir(cwd):
             raise not_found(f"Working directory not found: {cwd}")
         environment = {**self._environment, **(env or {})}
+        await self._gate.settle(self._sandbox_for(owner))
         return await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
 
     def _sandbox_for(self, owner: Owner) -> Sandbox | None:
@@ -176,6 +177,7 @@ class ProcessTable:
         pty = PtyProcess(process.output, sandbox=self._sandbox_for(owner))
         try:
             pty.limits = self._limits.open(owner.user_id, f"cmd-{process_id}") if self._limits else None
+            pty.warm = self._gate.warm
             pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:
             if pty.limits is not None:

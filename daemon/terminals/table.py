@@ -69,6 +69,7 @@ class TerminalTable:
             except OSError as exc:
                 log.warning("terminal %s: not recorded: %s", session.id, exc)
         try:
+            await self._gate.settle(self._sandbox_for(owner))
             return await self._gate.run(lambda: self._launch(session, env))
         except BaseException:  # refused, failed, or cancelled while waiting its turn: no shell runs
             if session.recorder is not None and session.id not in self._sessions:
