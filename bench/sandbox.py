@@ -69,14 +69,22 @@ async def exec_latency(server: Server, runs: int, warmup: int, pace: float = 0.0
         return Latency(samples, failures)
 
 
-def tree_rss_kib(pid: int) -> int:
-    """RSS of `pid` and every process below it."""
-    total, pids = 0, [pid]
+def tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    found, pids = [], [pid]
     while pids:
         current = pids.pop()
-        with contextlib.suppress(OSError, BenchError):
-            total += rss_kib(current)
+        found.append(current)
+        with contextlib.suppress(OSError):
             pids += [int(child) for child in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for member in tree(pid):
+        with contextlib.suppress(OSError, BenchError):
+            total += rss_kib(member)
     return total
 
 
@@ -88,7 +96,9 @@ async def warm_entry_kib(server: Server) -> float:
     deadline = time.monotonic() + 10
     while True:
         found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if found or time.monotonic() > deadline or "bwrap" not in server.label:
+        # Set up: bwrap, its init and the waiting shell.
+        ready = sum(len(tree(int(child))) for child in found) >= 3
+        if ready or time.monotonic() > deadline or "bwrap" not in server.label:
             return float(sum(tree_rss_kib(int(child)) for child in found))
         await asyncio.sleep(0.05)  # the entry is being set up
 
