@@ -211,6 +211,8 @@ class WarmPool:
         script_read, script = os.pipe()
         ready, ready_write = os.pipe()
         try:
+            if sandbox.user is not None:  # `. /dev/fd/3` opens the pipe again: as the user, it must be theirs
+                os.fchown(script_read, sandbox.user.uid, sandbox.user.gid)
             # Niced (nice execs: no process added), so that setting up the next sandbox takes little
             # CPU from the command running now; `_promote` puts it back before its own command.
             argv = [*self._idle, *sandbox.wrap(WAITING_SHELL, str(sandbox.workspace))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -18,8 +19,12 @@ from daemon import warm
 from daemon.app import create_app
 from daemon.processes.runner import SpawnGate, child_environment, warm_spawn
 from daemon.sandbox import Sandbox
-from tests.conftest import KEY, Api, FakeClock, eventually, make_config, output_text, wait_until
+from daemon.users import account_name
+from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, make_config, output_text, wait_until
 from tests.test_cli import ROOT, environment
+from tests.test_users import homes
+
+__all__ = ["homes"]  # a fixture: accounts with a prefix of this run's, removed afterwards
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -114,6 +119,26 @@ async def test_each_sandbox_has_its_own_entries(workspace: Path) -> None:
     finally:
         await pool.close()
     assert pool.entries == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None, reason="accounts need root")
+async def test_pooled_commands_run_as_their_users_own_account(api_with: ApiFactory, homes: tuple[Path, str],
+                                                              workspace: Path) -> None:
+    folder, prefix = homes
+    api = await api_with(multi_user=True, user_prefix=prefix, user_homes=folder, sandbox="bwrap",
+                         cwd=workspace, state_dir=workspace / "state")
+    pool = pool_of(api)
+    users = [{"X-User-Id": "warm-alice"}, {"X-User-Id": "warm-bob"}]
+    for user in users:  # each user's first command starts cold and leaves a warm sandbox of that user's
+        await api.run("true", headers=user)
+    await eventually(lambda: len(pool.entries) == 2)
+    waiting = {entry.pid for entry in pool.entries}
+    for user in reversed(users):  # bob first: he must not get alice's, made first
+        reply = await api.run("id -u; echo $HOME $USER; pwd", headers=user)
+        record = await eventually(lambda: _first_record(reply["log_path"]))  # noqa: B023
+        assert record["pid"] in waiting  # pooled
+        account = pwd.getpwnam(account_name(user["X-User-Id"], prefix))
+        assert output_text(reply).split() == [str(account.pw_uid), account.pw_dir, account.pw_name, account.pw_dir]
 
 
 def test_pool_entries_die_with_the_daemon(tmp_path: Path) -> None:
