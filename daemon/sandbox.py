@@ -47,6 +47,11 @@ HOMES = (Path("/root"), Path("/home"))
 WRAPPERS = 2
 
 
+#: The sandbox's own /tmp (a tmpfs per child): an interpreter there (a checkout or a venv under /tmp, a
+#: one-file binary unpacked in /tmp/_MEI*) is shown again, as one in a hidden home is.
+OWN_TMP = Path("/tmp")
+
+
 class SandboxUnavailable(Exception):
     """bubblewrap is missing or cannot make namespaces here; the message says which."""
 
@@ -117,7 +122,7 @@ class Sandbox:
         mounts = [Mount(Path("/"), Access.READ, ("--ro-bind", "/", "/")),
                   Mount(Path("/dev"), Access.NONE, ("--dev", "/dev")),
                   Mount(Path("/proc"), Access.NONE, ("--proc", "/proc")),
-                  Mount(Path("/tmp"), Access.NONE, ("--tmpfs", "/tmp")),
+                  Mount(OWN_TMP, Access.NONE, ("--tmpfs", str(OWN_TMP))),
                   Mount(self.workspace, Access.WRITE, ("--bind", str(self.workspace), str(self.workspace)))]
         mounts += [Mount(folder, Access.NONE, ("--tmpfs", str(folder))) for folder in self.hidden
                    if folder.is_dir() and folder not in (self.workspace, Path("/"))]
@@ -133,7 +138,7 @@ class Sandbox:
     def _passable(self, path: Path) -> list[str]:
         """The folders bwrap makes on the way to `path` in a hidden one, searchable by every uid (it
         would make them 0700, as root's, and a kernel switched to its user could not pass)."""
-        above = [folder for folder in self.hidden if path.is_relative_to(folder) and path != folder]
+        above = [folder for folder in (*self.hidden, OWN_TMP) if path.is_relative_to(folder) and path != folder]
         if not above:
             return []
         top = max(above, key=lambda folder: len(folder.parts))
@@ -254,7 +259,7 @@ def from_config(config: Config) -> Sandbox | None:
     return Sandbox(bwrap, config.file_root or config.cwd, config.sandbox_network, hidden=tuple(hidden),
                    hidden_files=tuple(_absolute(path) for path in files),
                    revealed=tuple(folder for folder in interpreter_folders()
-                                  if any(folder.is_relative_to(place) for place in hidden)))
+                                  if any(folder.is_relative_to(place) for place in (*hidden, OWN_TMP))))
 
 
 def interpreter_folders() -> list[Path]:
@@ -263,6 +268,8 @@ def interpreter_folders() -> list[Path]:
     folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     if getattr(sys, "frozen", False):
         folders += [os.path.dirname(sys.executable), getattr(sys, "_MEIPASS", sys.prefix)]
+    else:  # this package itself, which a source checkout (an editable install) keeps outside the venv
+        folders.append(os.path.dirname(os.path.abspath(__file__)))
     return list(dict.fromkeys(_absolute(Path(folder)) for folder in folders))
 
 

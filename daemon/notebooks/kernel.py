@@ -34,6 +34,10 @@ from daemon.notebooks.outputs import CellOutputs
 from daemon.sandbox import Sandbox, command_pid
 
 DEFAULT_KERNEL = "python3"
+#: How long a start waits for IOPub to carry its kernel_info's status once the shell has answered. The
+#: status is published before the reply, so this only waits on a busy machine; 0.2 s was too short
+#: there, and each retry went back to waiting for a new reply.
+IOPUB_JOINED_WAIT = 2.0
 #: How often a cell that prints nothing checks that its kernel is still alive.
 LIVENESS_POLL = 1.0
 #: After an interrupt (the time limit, or a lost kernel reply), how long the kernel gets to go idle
@@ -201,7 +205,7 @@ class Kernel:
                 if reply["msg_type"] == "kernel_info_reply" and reply["parent_header"].get("msg_id") == request:
                     # A SUB socket misses what was published before it joined: IOPub works once it carries
                     # the status messages of this very request.
-                    await self._client.get_iopub_msg(timeout=0.2)
+                    await self._client.get_iopub_msg(timeout=IOPUB_JOINED_WAIT)
                     self._client._handle_kernel_info_reply(reply)  # the protocol version, as wait_for_ready does
                     return
             if not await self.alive():
