@@ -315,14 +315,17 @@ async def end_strays(app: Mapping[Any, Any], names: set[str]) -> None:
 
 def end_work(app: Mapping[Any, Any], names: set[str]) -> None:
     """SIGKILL the process groups of these users' running commands and terminal shells (each is its
-    group's leader, under its own PTY); the tables then see them end, as any other exit (a command's
-    status says exit code -9). Safe from pid reuse: the tables list only unreaped children."""
+    group's leader, under its own PTY); the tables then see them end (a command's status says
+    `killed`, exit code -9). Safe from pid reuse: the tables list only unreaped children."""
     from daemon.keys import PROCESSES, TERMINALS
 
     pids: set[int] = set()
     for name in sorted(names):
         log.info("tenant %s removed: ending its commands and terminal shells", name)
-        pids |= app[PROCESSES].pids_of(name)
+        for process in app[PROCESSES].running_of(name):
+            if process.pty is not None:
+                process.status = "killed"  # as a DELETE /execute/{id} says, not "done"
+                pids.add(process.pty.pid)
         if TERMINALS in app:
             pids |= app[TERMINALS].pids_of(name)
     for pid in pids:

@@ -512,7 +512,7 @@ async def test_a_removed_tenants_commands_and_shells_end_with_it_and_the_others_
     await eventually(lambda: gone(pid) and gone(shell))
     as_alpha = {"X-User-Id": "alpha"}  # the admin key still reads what alpha left behind
     status = await api.json("GET", f"/execute/{process_id}/status", headers=as_alpha)
-    assert status["status"] != "running" and status["exit_code"] == -9, status
+    assert status["status"] == "killed" and status["exit_code"] == -9, status
 
     async def no_terminals() -> bool:
         listed: list[Any] = await api.json("GET", "/api/terminals", headers=as_alpha)

@@ -206,10 +206,14 @@ class ProcessTable:
     def running_count(self) -> int:
         return self._running
 
+    def running_of(self, user_id: str) -> list[Process]:
+        """This user's running commands, every chat of theirs."""
+        return [process for process in self._processes.values()
+                if process.owner.user_id == user_id and process.running and process.pty is not None]
+
     def pids_of(self, user_id: str) -> set[int]:
-        """The spawned pids of this user's running commands, every chat of theirs (for /ports per user)."""
-        return {process.pty.pid for process in self._processes.values()
-                if process.owner.user_id == user_id and process.running and process.pty is not None}
+        """The spawned pids of this user's running commands (for /ports per user)."""
+        return {process.pty.pid for process in self.running_of(user_id) if process.pty is not None}
 
     async def get(self, process_id: str, owner: Owner) -> Process:
         self.forget_finished()
