@@ -198,11 +198,12 @@ class Kernel:
         """jupyter_client's `wait_for_ready` without its last step, which waits until IOPub has been quiet
         for 0.2 s: half of a kernel's start here. Messages left over are harmless: a cell only takes
         those whose parent is its own request. The caller bounds the wait (`start`'s timeout)."""
+        sent: set[str] = set()
         while True:
-            request = self._client.kernel_info()
-            with contextlib.suppress(queue.Empty):
-                reply = await self._client.get_shell_msg(timeout=1.0)
-                if reply["msg_type"] == "kernel_info_reply" and reply["parent_header"].get("msg_id") == request:
+            sent.add(self._client.kernel_info())
+            reply = await self._kernel_info_reply(sent)
+            if reply is not None:
+                with contextlib.suppress(queue.Empty):
                     # A SUB socket misses what was published before it joined: IOPub works once it carries
                     # the status messages of this very request.
                     await self._client.get_iopub_msg(timeout=IOPUB_JOINED_WAIT)
@@ -210,6 +211,20 @@ class Kernel:
                     return
             if not await self.alive():
                 raise KernelStartError("the kernel exited before it answered")
+
+    async def _kernel_info_reply(self, sent: set[str]) -> dict[str, Any] | None:
+        """The first reply to any kernel_info sent so far, or None once a second passes without one.
+
+        Any of them counts: a kernel slow to start (a busy machine) answers the requests queued
+        meanwhile in order, and waiting for the newest only, one request sent per reply read, never
+        caught up (a start then failed after its whole timeout)."""
+        while True:
+            try:
+                reply: dict[str, Any] = await self._client.get_shell_msg(timeout=1.0)
+            except queue.Empty:
+                return None
+            if reply["msg_type"] == "kernel_info_reply" and reply["parent_header"].get("msg_id") in sent:
+                return reply
 
     def _read_stderr(self) -> None:
         try:
