@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 PER_SANDBOX = 1
 #: How nice an entry is while its sandbox is set up (a command started meanwhile comes first).
 NICENESS = 10
+#: At most this long `close` waits for entries still being set up.
+CLOSE_SECONDS = 5.0
 #: At most this long a start waits for an entry being set up (then it starts cold).
 SETTLE_SECONDS = 1.0
 #: Seconds a sandbox may go unused before its entry is dropped.
@@ -199,6 +201,9 @@ class WarmPool:
             return
         finally:
             slot.starting -= 1
+        if self._closed:  # started after `close` hung up the others: it has no one to wait for
+            self._drop(entry)
+            return
         slot.pending.append(entry)
         ready = await self._ready(entry)
         slot.pending.remove(entry)
@@ -316,8 +321,13 @@ class WarmPool:
             for entry in slot.ready:
                 self._drop(entry)
         self._slots.clear()
-        # Not cancelled: a fill whose start already ran would lose its entry; closed, it drops it.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Not cancelled at first: a fill whose start already ran would lose its entry; closed, it drops
+        # it. Bounded all the same: a shutdown never waits on a sandbox that does not start.
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_SECONDS)
+            for task in late:
+                log.warning("a warm sandbox still starting at shutdown: given up")
+                task.cancel()
         deadline = time.monotonic() + 5
         while pids and time.monotonic() < deadline:
             pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
