@@ -43,6 +43,8 @@ LIVENESS_POLL = 1.0
 #: After an interrupt (the time limit, or a lost kernel reply), how long the kernel gets to go idle
 #: before it is restarted.
 INTERRUPT_GRACE = 5.0
+#: At most this long an interrupt waits for the running cell's code to begin before it signals anyway.
+CELL_START_WAIT = 5.0
 #: The last bytes a kernel wrote to stderr, quoted when it fails to start.
 STDERR_TAIL = 2048
 #: For IPython kernels: no history database. Each cell's sqlite commit was 40% of a `1+1` round trip
@@ -128,6 +130,9 @@ class Kernel:
         self.group = group
         self._wrapped = False
         self._client: Any = None
+        #: Set once the running cell's code has begun (IOPub's execute_input): only then does the kernel
+        #: turn a SIGINT into a KeyboardInterrupt in the cell; before, the signal is lost.
+        self._cell_started = asyncio.Event()
         self._env = env
         self._cwd = cwd
         self._stderr = deque[bytes]()
@@ -268,7 +273,14 @@ class Kernel:
         shutil.rmtree(self._sockets, ignore_errors=True)
 
     async def interrupt(self) -> None:
-        """SIGINT to the kernel's group (a KeyboardInterrupt in the running cell)."""
+        """A KeyboardInterrupt in the running cell: SIGINT once its code has begun (waited for, a few
+        seconds at most: an interrupt that came right after the request, on a busy machine, was lost)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cell_started.wait(), CELL_START_WAIT)
+        await self._signal_interrupt()
+
+    async def _signal_interrupt(self) -> None:
+        """SIGINT to the kernel's group."""
         with contextlib.suppress(ProcessLookupError, RuntimeError):
             if self._sandbox is not None and self.pgid is not None:
                 # The group holds bwrap too, which a SIGINT would end (and the kernel with it).
@@ -292,6 +304,7 @@ class Kernel:
         """Run `code`; collect its outputs until the kernel goes idle. At `limit` seconds the kernel is
         interrupted; a kernel that then stays busy, or dies, is restarted, and the cell says so."""
         outputs = CellOutputs(output_limit)
+        self._cell_started.clear()
         msg_id = self._client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
         problem = await self._collect(msg_id, outputs, limit)
         if problem is not None:
@@ -318,12 +331,14 @@ class Kernel:
                 if not await self.alive():
                     return "DeadKernelError", "The kernel died while running this cell"
                 if deadline is not None and loop.time() >= deadline:
-                    await self.interrupt()
+                    await self._signal_interrupt()
                     return "CellTimeoutError", f"The cell ran past the {limit:g} s limit and was interrupted"
                 continue
             if _is_idle(msg, msg_id):
                 return None
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                if msg["header"]["msg_type"] == "execute_input":
+                    self._cell_started.set()
                 outputs.add(msg)
 
     async def _went_idle(self, msg_id: str, outputs: CellOutputs) -> bool:
