@@ -53,12 +53,20 @@ def child_environment() -> dict[str, str]:
     return {key: value for key, value in system_environment().items() if not key.startswith("OPEN_TERMINAL_")}
 
 
+#: Back to their default action in every child, as subprocess's restore_signals does and a login shell
+#: has them. An ignored signal stays ignored across exec: Python ignores SIGPIPE and SIGXFSZ (so `yes |
+#: head -1` printed "Broken pipe", and a file size limit was a silent EFBIG), and a daemon started in the
+#: background of a script ignores SIGINT and SIGQUIT (so Ctrl-C reached no command or shell).
+CHILD_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                         signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
 def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: int = 80, *,
-                 limited: bool = False, pass_fds: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
+                 pass_fds: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
     """Start `argv` in a new session on a new PTY (the slave its controlling terminal); its pid and
     the master. `pass_fds`: (ours, the child's) descriptors (a warm sandbox's pipes)."""
     master, slave = os.openpty()
@@ -68,11 +76,8 @@ def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: 
                    (os.POSIX_SPAWN_DUP2, 0, 1),
                    (os.POSIX_SPAWN_DUP2, 0, 2)]
         actions += [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in pass_fds]
-        pid = os.posix_spawn(
-            argv[0], argv, dict(env), file_actions=actions, setsid=True,
-            # Python ignores SIGXFSZ and children inherit that: a file size limit would then be a
-            # silent EFBIG instead of the signal a shell's child gets (and the status reports).
-            setsigdef=(signal.SIGXFSZ,) if limited else ())
+        pid = os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
+                             setsigdef=CHILD_DEFAULT_SIGNALS)
     except BaseException:
         os.close(master)
         raise
@@ -183,7 +188,7 @@ class PtyProcess:
                 argv = self._sandbox.wrap(argv, cwd)
             if self.limits is not None:  # outermost: joins its groups and sets rlimits, then execs on
                 argv = self.limits.wrap(argv)
-            self.pid, self._master = spawn_on_pty(argv, env, rows, cols, limited=self.limits is not None)
+            self.pid, self._master = spawn_on_pty(argv, env, rows, cols)
             self._pidfd = os.pidfd_open(self.pid)
         os.set_blocking(self._master, False)
         self.resume_reading()

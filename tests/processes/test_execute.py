@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,19 @@ async def test_execute_timeout_is_the_default_wait(api_with: ApiFactory) -> None
     assert reply["status"] == "done" and output_text(reply) == "late\r\n"
     immediate = await api.json("POST", "/execute?wait=0", json={"command": "sleep 0.3"})
     assert immediate["status"] == "running"
+
+
+async def test_commands_get_default_signal_actions_whatever_the_daemon_ignores(api: Api) -> None:
+    """Ignored signals survive exec: Python ignores SIGPIPE (so `yes | head -1` said "Broken pipe"), and a
+    daemon started in a script's background ignores SIGINT (so Ctrl-C reached nothing). The server here
+    runs in this process, which is made to ignore SIGINT for the test."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        piped = await api.run("yes | head -1")
+        assert output_text(piped) == "y\r\n" and piped["exit_code"] == 0, piped
+        ignored = await api.run("grep SigIgn /proc/self/status")
+        mask = int(output_text(ignored).split()[1], 16)
+        for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGQUIT, signal.SIGXFSZ):
+            assert not mask & (1 << (sig - 1)), (sig, output_text(ignored))
+    finally:
+        signal.signal(signal.SIGINT, previous)
