@@ -20,8 +20,19 @@ from daemon.app import create_app
 from daemon.processes.runner import SpawnGate, child_environment, warm_spawn
 from daemon.sandbox import Sandbox
 from daemon.users import account_name
-from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, make_config, output_text, wait_until
+from tests.conftest import (
+    KEY,
+    Api,
+    ApiFactory,
+    FakeClock,
+    eventually,
+    make_config,
+    output_text,
+    process_stats,
+    wait_until,
+)
 from tests.test_cli import ROOT, environment
+from tests.test_sandbox import _first_record
 from tests.test_users import homes
 
 __all__ = ["homes"]  # a fixture: accounts with a prefix of this run's, removed afterwards
@@ -158,14 +169,6 @@ def test_pool_entries_die_with_the_daemon(tmp_path: Path) -> None:
     assert wait_until(lambda: not any(alive(pid) for pid in waiting), timeout=20)
 
 
-def _first_record(log_path: str) -> dict[str, Any] | None:
-    try:
-        line = Path(log_path).read_text().split("\n", 1)[0]
-        return dict(json.loads(line)) if line else None
-    except (OSError, ValueError):
-        return None
-
-
 def _local_url(process: subprocess.Popen[str]) -> str:
     assert process.stdout is not None
     for line in process.stdout:
@@ -184,18 +187,15 @@ def _execute(url: str, command: str) -> dict[str, Any]:
 
 def _bwraps_of(parent: int) -> list[int]:
     """The daemon's bwrap children that are alive: after a command has ended, its warm entry."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == parent and "(bwrap)" in stat and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in process_stats().items()
+            if int(fields[1]) == parent and fields[0] != "Z" and _command_name(pid) == "bwrap"]
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 @pytest.fixture
