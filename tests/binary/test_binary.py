@@ -67,8 +67,9 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def start(tmp: Path, name: str = "otd-copy") -> Running:
-    """Copy the binary to `tmp/bin/<name>`, start it from `tmp/elsewhere` and wait for the banner."""
+def start(tmp: Path, name: str = "otd-copy", options: tuple[str, ...] = ()) -> Running:
+    """Copy the binary to `tmp/bin/<name>`, start it from `tmp/elsewhere` (with `options` after `run`'s
+    usual ones) and wait for the banner."""
     (tmp / "bin").mkdir(exist_ok=True)
     copy = tmp / "bin" / name
     if not copy.exists():
@@ -83,7 +84,8 @@ def start(tmp: Path, name: str = "otd-copy") -> Running:
     log = tmp / "opentermd.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(copy), "run", "--host", "127.0.0.1", "--port", "0", f"--api-key={KEY}", "--cwd", str(tmp / "home")],
+            [str(copy), "run", "--host", "127.0.0.1", "--port", "0", f"--api-key={KEY}", "--cwd", str(tmp / "home"),
+             *options],
             cwd=tmp / "elsewhere", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -209,6 +211,31 @@ async def test_commands_get_the_users_environment_not_the_launchers(server: Runn
             assert reply.status == 200, body
     lines = "".join(entry["data"] for entry in body["output"]).split()
     assert lines == [f"LD_LIBRARY_PATH={USER_LIBRARY_PATH}", "0"], "no bundled library path, no _PYI_ marker"
+
+
+async def test_sandboxed_commands_run_in_the_frozen_launcher(tmp_path: Path) -> None:
+    """With --sandbox bwrap the binary starts itself as each sandbox's launcher (daemon/launcher.py),
+    reusing its unpacked files; the commands it starts get the user's environment, share the sandbox's
+    /tmp, and nothing of the sandbox outlives the daemon."""
+    running = start(tmp_path, options=("--sandbox", "bwrap"))
+    try:
+        first = await _run(running, "echo kept > /tmp/note; cat /proc/1/comm")
+        second = await _run(running, "cat /tmp/note; env | grep -E '^(LD_LIBRARY_PATH|_PYI_)' | sort")
+        family = descendants(running.process.pid)
+        assert first.split() == ["opentermd-init"], running.output()
+        assert second.split() == ["kept", f"LD_LIBRARY_PATH={USER_LIBRARY_PATH}"]
+    finally:
+        code = stop(running)
+    assert code == 0, running.output()
+    assert survivors(running.marker, family) == {}
+    assert list(running.tmpdir.iterdir()) == [], "an extraction was left behind"
+
+
+async def _run(running: Running, command: str) -> str:
+    async with session() as http, http.post(f"{running.url}/execute?wait=10", json={"command": command}) as reply:
+        body = await reply.json()
+        assert reply.status == 200 and body["status"] == "done", body
+    return "".join(entry["data"] for entry in body["output"])
 
 
 async def test_write_read_and_upload(server: Running) -> None:
