@@ -36,6 +36,7 @@ from tests.conftest import (
 )
 from tests.test_cli import ROOT, environment
 from tests.test_sandbox import _comm, _first_record
+from tests.test_tenants import STRAY
 from tests.test_users import homes
 
 __all__ = ["homes"]  # a fixture: accounts with a prefix of this run's, removed afterwards
@@ -180,6 +181,30 @@ async def test_each_sandbox_has_its_own_resident(workspace: Path) -> None:
     finally:
         await pool.close()
     assert pool.residents == [] and not any(alive(pid) for pid in pids)
+
+
+async def test_ending_a_sandbox_ends_what_left_its_commands_group(workspace: Path) -> None:
+    """What a removed tenant's sandbox gets (daemon/tenants.py `end_sandboxes`), root or not: a
+    `setsid` stray, which no group kill reaches, ends with its sandbox; the other sandbox runs on."""
+    (workspace / "other").mkdir()
+    doomed, kept = Sandbox("/usr/bin/bwrap", workspace), Sandbox("/usr/bin/bwrap", workspace / "other")
+    pool = resident.ResidentPool(SpawnGate())
+    try:
+        for box in (doomed, kept):
+            await pool.prepare(box)
+            master, slave = os.openpty()
+            launch = pool.launch(box, ["/bin/sh", "-c", STRAY], child_environment(), str(box.workspace), slave)
+            os.close(slave)
+            assert launch is not None and await launch.ended == 0
+            os.close(master)
+        [gone_one] = [sandbox for sandbox in pool.residents if sandbox.sandbox == doomed]
+        inside = tree(gone_one.pid)[1:]
+        assert len(inside) == 2  # the launcher and the stray
+        assert pool.end_where(lambda box: box == doomed) == 1
+        await eventually(lambda: not any(alive(pid) for pid in [gone_one.pid, *inside]))
+        assert [sandbox.sandbox for sandbox in pool.residents] == [kept]
+    finally:
+        await pool.close()
 
 
 async def test_a_start_the_launcher_cannot_make_reports_127(workspace: Path) -> None:
