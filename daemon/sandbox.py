@@ -112,6 +112,9 @@ class Sandbox:
     revealed: tuple[Path, ...] = ()
     #: The uid switch made inside bwrap (which then runs as root) instead of before it: see `inside`.
     switch_inside: bool = False
+    #: The HOME its children get: a user's own in multi-user mode without root (with root the uid
+    #: switch sets it), not the daemon's, which the sandbox shows read-only if at all.
+    home: str = ""
 
     def mounts(self) -> list[Mount]:
         """What the sandbox shows, parent first: the one definition behind bwrap's argv and the file API.
@@ -191,6 +194,8 @@ class Sandbox:
             argv += ["--bind", folder, folder]
         for name in unset:
             argv += ["--unsetenv", name]
+        if self.home and self.user is None:
+            argv += ["--setenv", "HOME", self.home]
         return [*argv, "--chdir", cwd]
 
     def wrap(self, argv: Sequence[str], cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = (),

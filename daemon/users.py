@@ -148,7 +148,7 @@ class Users:
             return Sandbox("", Path(account.home), user=switch)
         return dataclasses.replace(self._sandbox, workspace=Path(account.home),
                                    hidden=(*self._sandbox.hidden, self.homes),
-                                   user=switch if self.as_root else None,
+                                   user=switch if self.as_root else None, home=account.home,
                                    network=self.network.get(account.name, self._sandbox.network))
 
     def _folder(self, name: str) -> Account:

@@ -90,7 +90,7 @@ def effective(sandbox: Sandbox, env: Mapping[str, str]) -> dict[str, str]:
     """The environment a command in `sandbox` gets from `env`: a uid switch's `env HOME=... USER=...`
     wins (a resident sandbox's launcher execs the command with exactly this)."""
     if sandbox.user is None:
-        return dict(env)
+        return {**env, "HOME": sandbox.home} if sandbox.home else dict(env)
     user = sandbox.user
     return {**env, "HOME": user.home, "USER": user.name, "LOGNAME": user.name}
 
