@@ -49,6 +49,8 @@ IDLE_SECONDS = 60.0
 CLOSE_SECONDS = 5.0
 #: At most this long a start waits for its sandbox's resident to be ready (then it starts cold).
 READY_SECONDS = 5.0
+#: Seconds a sandbox whose resident failed to start goes without one (its commands start cold).
+RETRY_SECONDS = 60.0
 #: A request larger than this (a huge command or environment) starts cold rather than block the loop.
 MESSAGE_LIMIT = 128 * 1024
 #: How a code ends when its sandbox ended first (every process in it was killed with it).
@@ -97,6 +99,8 @@ class Resident:
     #: When it last started or ended a command (the idle sweep's measure).
     used_at: float = 0.0
     next_id: int = 0
+    #: Closed by the daemon (idle, a removed tenant, shutdown), not ended on its own.
+    closed: bool = False
 
     @property
     def alive(self) -> bool:
@@ -186,6 +190,8 @@ class ResidentPool:
         self._tasks: set[asyncio.Task[None]] = set()
         #: bwrap pids not yet reaped, for `close` to wait on.
         self._living: set[int] = set()
+        #: When a sandbox's resident last failed to start: it is not tried again for `RETRY_SECONDS`.
+        self._failed_at: dict[Sandbox, float] = {}
         self._all_reaped = asyncio.Event()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -224,9 +230,12 @@ class ResidentPool:
         return resident.launch(argv, env, cwd, slave)
 
     def _start_later(self, sandbox: Sandbox) -> asyncio.Task[None] | None:
-        """Start `sandbox`'s resident in the background; the task, or None when one is on its way."""
+        """Start `sandbox`'s resident in the background; the task (one already on its way, perhaps), or
+        None while a failed start is recent."""
         if sandbox in self._starting:
             return self._starting[sandbox]
+        if self._clock() - self._failed_at.get(sandbox, -RETRY_SECONDS) < RETRY_SECONDS:
+            return None
         task = asyncio.get_running_loop().create_task(self._start(sandbox))
         self._starting[sandbox] = task
         self._tasks.add(task)
@@ -273,9 +282,16 @@ class ResidentPool:
 
     def _reaper(self, resident: Resident) -> Callable[[], None]:
         def reap() -> None:
+            status = 0
             with contextlib.suppress(ChildProcessError):
-                if os.waitpid(resident.pid, os.WNOHANG)[0] == 0:
+                pid, status = os.waitpid(resident.pid, os.WNOHANG)
+                if pid == 0:
                     return
+            started = resident.ready.done() and resident.ready.result()
+            if not started and not resident.closed:  # it failed: say why once, and start cold for a while
+                log.warning("a resident sandbox ended before it was ready (exit code %d): its commands start "
+                            "cold for %g s", os.waitstatus_to_exitcode(status), RETRY_SECONDS)
+                self._failed_at[resident.sandbox] = self._clock()
             loop = asyncio.get_running_loop()
             loop.remove_reader(resident.pidfd)
             os.close(resident.pidfd)
@@ -292,6 +308,7 @@ class ResidentPool:
     def _end(self, resident: Resident) -> None:
         """Close its socket: the launcher reads end-of-file and exits, and as pid 1 takes everything
         in the sandbox with it; the pidfd reaps bwrap."""
+        resident.closed = True
         resident.gone()
 
     def end_where(self, doomed: Callable[[Sandbox], bool]) -> int:

@@ -207,6 +207,26 @@ async def test_ending_a_sandbox_ends_what_left_its_commands_group(workspace: Pat
         await pool.close()
 
 
+async def test_a_sandbox_whose_resident_cannot_start_starts_cold_for_a_while(
+        workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    broken = Sandbox("/usr/bin/bwrap", workspace / "missing")  # bwrap cannot bind a folder that is not there
+    pool = resident.ResidentPool(SpawnGate(), clock=clock)
+    try:
+        await pool.prepare(broken)
+        await eventually(lambda: "ended before it was ready" in caplog.text)  # bwrap reaped
+        assert pool.residents == []
+        caplog.clear()
+        clock.now += resident.RETRY_SECONDS - 1
+        await pool.prepare(broken)  # not tried again yet: no second warning, no process
+        assert pool.launch(broken, ["/bin/true"], {}, "/", -1) is None and caplog.text == ""
+        clock.now += 1
+        await pool.prepare(broken)
+        await eventually(lambda: "ended before it was ready" in caplog.text)
+    finally:
+        await pool.close()
+
+
 async def test_a_start_the_launcher_cannot_make_reports_127(workspace: Path) -> None:
     box = Sandbox("/usr/bin/bwrap", workspace)
     pool = resident.ResidentPool(SpawnGate())
