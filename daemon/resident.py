@@ -106,10 +106,10 @@ class Resident:
     def alive(self) -> bool:
         return self.control.fileno() >= 0
 
-    def launch(self, argv: list[str], env: Mapping[str, str], cwd: str, slave: int) -> Launch | None:
+    def launch(self, argv: list[str], env: Mapping[str, str], slave: int) -> Launch | None:
         """Ask the launcher to start `argv` on the PTY `slave`; None when it cannot take the request now."""
         self.next_id += 1
-        message = json.dumps({"id": self.next_id, "argv": argv, "env": dict(env), "cwd": cwd}).encode()
+        message = json.dumps({"id": self.next_id, "argv": argv, "env": dict(env)}).encode()
         if len(message) > MESSAGE_LIMIT or not self.alive:
             return None
         try:
@@ -139,7 +139,8 @@ class Resident:
         if said.get("ready") is True and not self.ready.done():
             self.ready.set_result(True)
         elif (launch := self.launches.get(said.get("started", 0))) is not None and not launch.started.done():
-            launch.started.set_result(sender)
+            launch.started.set_result(_host_pid(sender, int(said.get("pid", 0))))
+            self._say({"known": said["started"]})  # the launcher may reap it now
         elif (launch := self.launches.pop(said.get("exit", 0), None)) is not None:
             self.used_at = self.clock()
             _settle(launch.started, OSError("the command ended before it started"))
@@ -147,6 +148,10 @@ class Resident:
         elif (launch := self.launches.pop(said.get("failed", 0), None)) is not None:
             _settle(launch.started, OSError(str(said.get("error", "cannot start"))))
             launch.ended.set_result(127)
+
+    def _say(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):  # a full or closed socket: the sandbox is going, `gone` follows
+            self.control.send(json.dumps(message).encode())
 
     def gone(self) -> None:
         """The sandbox ended (or is being closed): what ran in it ended with it."""
@@ -167,6 +172,21 @@ def _settle(future: asyncio.Future[int], failure: Exception) -> None:
     if not future.done():
         future.set_exception(failure)
         future.exception()  # retrieved: nobody may be waiting for a start that never came
+
+
+def _host_pid(launcher: int, inner: int) -> int:
+    """The pid the daemon knows the launcher's child `inner` (its pid inside) by: the launcher's child
+    whose NSpid ends in it. 0 when it is gone already (reaped: nothing is left to signal)."""
+    try:
+        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    except OSError:
+        return 0
+    for child in children:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("NSpid:") and int(line.split()[-1]) == inner:
+                    return int(child)
+    return 0
 
 
 def _sender(ancillary: list[tuple[int, int, bytes]]) -> int:
@@ -214,8 +234,7 @@ class ResidentPool:
         if resident is not None and not resident.ready.done():
             await asyncio.wait([resident.ready], timeout=READY_SECONDS)
 
-    def launch(self, sandbox: Sandbox, argv: list[str], env: Mapping[str, str], cwd: str,
-               slave: int) -> Launch | None:
+    def launch(self, sandbox: Sandbox, argv: list[str], env: Mapping[str, str], slave: int) -> Launch | None:
         """Start `argv` in `sandbox`'s resident; None (start it cold) while there is none ready,
         in which case one is started for the next command."""
         if not sandbox.bwrap or self._closed:
@@ -227,7 +246,7 @@ class ResidentPool:
         resident.used_at = self._clock()
         if not resident.ready.done() or not resident.ready.result():
             return None
-        return resident.launch(argv, env, cwd, slave)
+        return resident.launch(argv, env, slave)
 
     def _start_later(self, sandbox: Sandbox) -> asyncio.Task[None] | None:
         """Start `sandbox`'s resident in the background; the task (one already on its way, perhaps), or

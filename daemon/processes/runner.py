@@ -187,7 +187,7 @@ class PtyProcess:
     def start(self, command: str, cwd: str, env: Mapping[str, str], rows: int = 24, cols: int = 80) -> None:
         # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
         argv = ["/bin/sh", "-c", f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"]
-        if self._start_resident(argv, cwd, env, rows, cols):
+        if self._start_resident(argv, env, rows, cols):
             return
         if self._sandbox is not None:
             argv = self._sandbox.wrap(argv, cwd)
@@ -200,14 +200,16 @@ class PtyProcess:
         self._apply_reading()
         self._loop.add_reader(self._pidfd, self._reap)
 
-    def _start_resident(self, argv: list[str], cwd: str, env: Mapping[str, str], rows: int, cols: int) -> bool:
+    def _start_resident(self, argv: list[str], env: Mapping[str, str], rows: int, cols: int) -> bool:
         """Start in the sandbox's resident (daemon/resident.py); False when it cannot (start cold)."""
         if self.residents is None or self._sandbox is None or self.limits is not None:
             return False
         master, slave = os.openpty()
         try:
             set_window_size(slave, rows, cols)
-            launch = self.residents.launch(self._sandbox, argv, effective(self._sandbox, env), cwd, slave)
+            if self._sandbox.user is not None:  # the launcher, as the user, opens it again (as a login's is theirs)
+                os.fchown(slave, self._sandbox.user.uid, self._sandbox.user.gid)
+            launch = self.residents.launch(self._sandbox, argv, effective(self._sandbox, env), slave)
         except BaseException:
             os.close(master)
             raise

@@ -151,7 +151,7 @@ async def test_an_idle_sandbox_is_closed_and_a_busy_one_is_not(workspace: Path) 
         await pool.prepare(box)
         [sandbox] = pool.residents
         master, slave = os.openpty()
-        launch = pool.launch(box, ["/bin/sh", "-c", "read line"], child_environment(), str(workspace), slave)
+        launch = pool.launch(box, ["/bin/sh", "-c", "read line"], child_environment(), slave)
         os.close(slave)
         assert launch is not None
         await launch.started
@@ -193,7 +193,7 @@ async def test_ending_a_sandbox_ends_what_left_its_commands_group(workspace: Pat
         for box in (doomed, kept):
             await pool.prepare(box)
             master, slave = os.openpty()
-            launch = pool.launch(box, ["/bin/sh", "-c", STRAY], child_environment(), str(box.workspace), slave)
+            launch = pool.launch(box, ["/bin/sh", "-c", STRAY], child_environment(), slave)
             os.close(slave)
             assert launch is not None and await launch.ended == 0
             os.close(master)
@@ -219,7 +219,7 @@ async def test_a_sandbox_whose_resident_cannot_start_starts_cold_for_a_while(
         caplog.clear()
         clock.now += resident.RETRY_SECONDS - 1
         await pool.prepare(broken)  # not tried again yet: no second warning, no process
-        assert pool.launch(broken, ["/bin/true"], {}, "/", -1) is None and caplog.text == ""
+        assert pool.launch(broken, ["/bin/true"], {}, -1) is None and caplog.text == ""
         clock.now += 1
         await pool.prepare(broken)
         await eventually(lambda: "ended before it was ready" in caplog.text)
@@ -233,7 +233,7 @@ async def test_a_start_the_launcher_cannot_make_reports_127(workspace: Path) -> 
     try:
         await pool.prepare(box)
         master, slave = os.openpty()
-        launch = pool.launch(box, ["/nonexistent/program"], child_environment(), str(workspace), slave)
+        launch = pool.launch(box, ["/nonexistent/program"], child_environment(), slave)
         os.close(slave)
         assert launch is not None
         assert await launch.ended == 127
