@@ -34,6 +34,8 @@ READ_SIZE = 64 * 1024
 KILL_GRACE = 3.0
 #: Output read in one loop turn is coalesced into one entry, up to this many bytes.
 COALESCE_LIMIT = 256 * 1024
+#: At most this long a request waits for the pid of a start in a resident sandbox.
+START_SECONDS = 10.0
 #: After the shell exits, how long to wait for PTY end-of-file before deciding a background job
 #: still holds the terminal open.
 DRAIN_GRACE = 0.25
@@ -241,9 +243,10 @@ class PtyProcess:
             self._launch.started.add_done_callback(lambda _: callback())
 
     async def started(self) -> None:
-        """Until the pid is known (or the start has failed, and `finished` will say so)."""
+        """Until the pid is known (or the start has failed, and `finished` will say so); bounded, so
+        that a launcher that does not answer holds no request (the pid is then 0 until it does)."""
         if self._launch is not None:
-            await asyncio.wait([self._launch.started])
+            await asyncio.wait([self._launch.started], timeout=START_SECONDS)
 
     @property
     def command_pid(self) -> int:
