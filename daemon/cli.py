@@ -18,7 +18,7 @@ from typing import TextIO
 from daemon import __version__, config, sandbox, shutdown, stored_key, users
 from daemon.files import worker
 from daemon.key_source import describe_key, source_name
-from daemon.resources import raise_open_file_limit
+from daemon.resources import keep_inherited_descriptors, raise_open_file_limit
 
 
 class Exit(enum.IntEnum):
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return Exit.USAGE
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise_open_file_limit()
+    keep_inherited_descriptors()
     try:
         asyncio.run(serve_mcp(settings, args.transport) if args.command == "mcp" else serve(settings, out))
     except OSError as exc:

@@ -107,6 +107,9 @@ class Launcher:
 
 
 def main() -> int:
+    # Whatever else the daemon was started with (a shell's or a CI runner's descriptors) and bwrap passed
+    # on: no command may inherit it.
+    os.closerange(CONTROL_FD + 1, os.sysconf("SC_OPEN_MAX"))
     os.set_inheritable(CONTROL_FD, False)  # inherited from bwrap: a command must not get it
     launcher = Launcher(socket.socket(fileno=CONTROL_FD))
     _set_up_process()

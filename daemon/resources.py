@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -50,6 +51,21 @@ def without_launcher(environ: Mapping[str, str]) -> dict[str, str]:
 def system_environment() -> dict[str, str]:
     """The environment for a system program (a shell, rg, git): ours without the launcher's changes."""
     return without_launcher(os.environ)
+
+
+def keep_inherited_descriptors() -> int:
+    """Mark the descriptors this process was started with (beyond stdio) close-on-exec; how many.
+    Python leaves them inheritable, so every command and shell got the descriptors of whatever
+    started the daemon (a shell's job-control pipe, a CI runner's)."""
+    marked = 0
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+                    marked += 1
+    return marked
 
 
 def raise_open_file_limit() -> tuple[int, int]:

@@ -266,3 +266,22 @@ def test_a_socket_flood_under_a_low_open_files_limit_meets_the_cap_not_emfile(tm
             log = process.stderr.read()
             assert "at most 64 connections at once" in log
             assert "Traceback" not in log and "cannot accept" not in log
+
+
+def test_commands_do_not_inherit_what_the_daemon_was_started_with(tmp_path: Path) -> None:
+    """A shell's job-control pipe or a CI runner's descriptors, passed to the daemon, reached every
+    command and shell (Python leaves inherited descriptors inheritable)."""
+    read, write = os.pipe()
+    try:
+        with subprocess.Popen(daemon_command("run", "--port", "0", "--cwd", str(tmp_path)), cwd=ROOT,
+                              env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, pass_fds=(read, write)) as started:
+            for process, url in _banner(started):
+                reply = call(f"{url}/execute?wait=10", process.key, "POST",  # type: ignore[attr-defined]
+                             {"command": f"ls -l /proc/$$/fd/ > {tmp_path}/fds; cat {tmp_path}/fds"})
+                assert isinstance(reply, dict) and reply["status"] == "done"
+                listed = "".join(entry["data"] for entry in reply["output"])
+                assert "0 -> /dev/pts/" in listed and f"pipe:[{os.fstat(write).st_ino}]" not in listed, listed
+    finally:
+        os.close(read)
+        os.close(write)

@@ -21,7 +21,7 @@ from bench.sandbox import tree
 from daemon import resident
 from daemon.app import create_app
 from daemon.processes.runner import SpawnGate, child_environment
-from daemon.sandbox import Sandbox
+from daemon.sandbox import Sandbox, interpreter_folders
 from daemon.users import account_name
 from tests.conftest import (
     KEY,
@@ -53,6 +53,12 @@ async def sandboxed(aiohttp_client: Any, workspace: Path) -> Api:
 @pytest.fixture
 async def api_sandboxed(aiohttp_client: Any, workspace: Path) -> Api:
     return await sandboxed(aiohttp_client, workspace)
+
+
+def bare(workspace: Path, **settings: Any) -> Sandbox:
+    """A sandbox made by hand, showing the daemon's interpreter as `sandbox.from_config` does (a venv
+    under /tmp, as in a CI clone, is under the sandbox's own /tmp otherwise): the launcher runs it."""
+    return Sandbox("/usr/bin/bwrap", workspace, revealed=tuple(interpreter_folders()), **settings)
 
 
 def pool_of(api: Api) -> resident.ResidentPool:
@@ -96,7 +102,7 @@ async def test_commands_run_in_the_resident_with_the_requests_own_env_and_cwd(ap
     assert b"s3cret" not in environ and b"OPEN_TERMINAL_" not in environ and KEY.encode() not in environ
 
     second = await api.run("echo \"[$SECRET_OF_FIRST][$ADDED][$TERM]\"; pwd; env | grep -c OPEN_TERMINAL_; "
-                           "for fd in /proc/$$/fd/*; do readlink $fd; done | sort -u | tr '\\n' ' '; echo; echo $PPID",
+                           "ls -l /proc/$$/fd/ > /tmp/fds; tr '\\n' ' ' < /tmp/fds; echo; echo $PPID",
                            cwd=str(workspace / "second"), env={"ADDED": "it's $x"})
     lines = output_text(second).split("\r\n")
     assert lines[0] == f"[][it's $x][{child_environment().get('TERM', '')}]"
@@ -145,7 +151,7 @@ async def test_a_command_cannot_ptrace_the_launcher_or_open_its_socket(api_sandb
 
 async def test_an_idle_sandbox_is_closed_and_a_busy_one_is_not(workspace: Path) -> None:
     clock = FakeClock()
-    box = Sandbox("/usr/bin/bwrap", workspace, network=False, hidden=(workspace / "state",))
+    box = bare(workspace, network=False, hidden=(workspace / "state",))
     pool = resident.ResidentPool(SpawnGate(), clock=clock, idle_seconds=60)
     try:
         await pool.prepare(box)
@@ -171,7 +177,7 @@ async def test_an_idle_sandbox_is_closed_and_a_busy_one_is_not(workspace: Path) 
 
 async def test_each_sandbox_has_its_own_resident(workspace: Path) -> None:
     (workspace / "other").mkdir()
-    first, other = Sandbox("/usr/bin/bwrap", workspace), Sandbox("/usr/bin/bwrap", workspace / "other")
+    first, other = bare(workspace), bare(workspace / "other")
     pool = resident.ResidentPool(SpawnGate())
     try:
         await pool.prepare(first)
@@ -187,7 +193,7 @@ async def test_ending_a_sandbox_ends_what_left_its_commands_group(workspace: Pat
     """What a removed tenant's sandbox gets (daemon/tenants.py `end_sandboxes`), root or not: a
     `setsid` stray, which no group kill reaches, ends with its sandbox; the other sandbox runs on."""
     (workspace / "other").mkdir()
-    doomed, kept = Sandbox("/usr/bin/bwrap", workspace), Sandbox("/usr/bin/bwrap", workspace / "other")
+    doomed, kept = bare(workspace), bare(workspace / "other")
     pool = resident.ResidentPool(SpawnGate())
     try:
         for box in (doomed, kept):
@@ -210,7 +216,7 @@ async def test_ending_a_sandbox_ends_what_left_its_commands_group(workspace: Pat
 async def test_a_sandbox_whose_resident_cannot_start_starts_cold_for_a_while(
         workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
-    broken = Sandbox("/usr/bin/bwrap", workspace / "missing")  # bwrap cannot bind a folder that is not there
+    broken = bare(workspace / "missing")  # bwrap cannot bind a folder that is not there
     pool = resident.ResidentPool(SpawnGate(), clock=clock)
     try:
         await pool.prepare(broken)
@@ -228,7 +234,7 @@ async def test_a_sandbox_whose_resident_cannot_start_starts_cold_for_a_while(
 
 
 async def test_a_start_the_launcher_cannot_make_reports_127(workspace: Path) -> None:
-    box = Sandbox("/usr/bin/bwrap", workspace)
+    box = bare(workspace)
     pool = resident.ResidentPool(SpawnGate())
     try:
         await pool.prepare(box)
