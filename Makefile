@@ -142,4 +142,4 @@ image: binary container-packages
 # Smoke suite against the image: start, /health, a command, files, upload, a terminal, the login page,
 # `podman stop` (exit 0 inside 10 s), and the home and the generated key across a new container.
 test-image: image $(TEST_STAMP)
-	OPENTERMD_IMAGE=$(IMAGE) $(BIN)/pytest -m image tests/deploy
+	OPENTERMD_IMAGE=$(IMAGE) OPENTERMD_BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -m image tests/deploy

@@ -5,7 +5,7 @@
 set -euo pipefail
 IMAGE=${BASE_IMAGE:-localhost/debian:bookworm-slim}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/opentermd
-TAR=$CACHE/debian-bookworm-minbase.tar
+TAR=$CACHE/debian-bookworm-slim.tar
 
 podman image exists "$IMAGE" && exit 0
 
@@ -26,8 +26,16 @@ if [ ! -s "$TAR" ]; then
     # under its temporary folder (a shared /tmp has such walkers here).
     work=$(mktemp -d "$CACHE/mmdebstrap.XXXXXX")
     trap 'rm -rf "$work"' EXIT
+    # The dpkg path filters of Debian's own -slim images (no manuals, docs or translations, in this
+    # bootstrap and in every later install), and no package lists or .debs left in the layer.
+    # Its hooks talk a lot: the log is shown only when it fails.
     TMPDIR=$work mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-        bookworm "$work/base.tar" "$(mirror)"
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/groff/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/lintian/*' --dpkgopt='path-exclude=/usr/share/linda/*' \
+        --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+        bookworm "$work/base.tar" "$(mirror)" >"$work/log" 2>&1 || { cat "$work/log" >&2; exit 1; }
     mv "$work/base.tar" "$TAR"
 fi
 podman import --quiet "$TAR" "$IMAGE" >/dev/null

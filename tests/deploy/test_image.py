@@ -9,7 +9,6 @@ the tests skip, which fails in CI (tests/conftest.py): `make test-image` install
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import wait_until
+from tests.smoke import terminal_echoes, writes_reads_and_uploads
 
 pytestmark = pytest.mark.image
 
@@ -161,37 +161,14 @@ async def test_a_command_runs_as_user_in_the_home_with_passwordless_sudo(running
 
 
 async def test_write_read_and_upload(running: Container) -> None:
-    payload = os.urandom(200_000)
     async with session() as http:
-        async with http.post(f"{running.url}/files/write", json={"path": "notes/a.txt", "content": "héllo\n"}) as reply:
-            assert reply.status == 200, await reply.text()
-        async with http.get(f"{running.url}/files/read?path=notes/a.txt") as reply:
-            body = await reply.json()
-            assert reply.status == 200 and body["content"] == "héllo\n", body
-        form = aiohttp.FormData()
-        form.add_field("file", payload, filename="up.bin")
-        async with http.post(f"{running.url}/files/upload?directory=/home/user/in", data=form) as reply:
-            body = await reply.json()
-            assert reply.status == 200, body
-            assert body["size"] == len(payload) and body["path"] == "/home/user/in/up.bin"
+        payload = await writes_reads_and_uploads(http, running.url, "/home/user/in")
     assert (await run(running.url, "sha256sum < in/up.bin")).split()[0] == hashlib.sha256(payload).hexdigest()
 
 
 async def test_terminal_echo_over_websocket(running: Container) -> None:
     async with session() as http:
-        async with http.post(f"{running.url}/api/terminals", json={}) as reply:
-            created = await reply.json()
-            assert reply.status == 200, created
-        socket = await http.ws_connect(f"{running.url}/api/terminals/{created['id']}")
-        await socket.send_str(json.dumps({"type": "auth", "token": KEY}))
-        await socket.send_bytes(b"echo container-$((40+2))\n")
-        seen = b""
-        deadline = time.monotonic() + 20
-        while b"container-42" not in seen:
-            message = await socket.receive(timeout=max(0.01, deadline - time.monotonic()))
-            assert message.type == aiohttp.WSMsgType.BINARY, (message, seen)
-            seen += message.data
-        await socket.close()
+        await terminal_echoes(http, running.url, KEY)
 
 
 async def test_the_login_page_opens(running: Container) -> None:
@@ -204,6 +181,21 @@ async def test_the_login_page_opens(running: Container) -> None:
 def test_the_image_healthcheck_passes(running: Container) -> None:
     result = podman("healthcheck", "run", running.name, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_sudo_build_argument_takes_sudo_away(image: str) -> None:
+    """`--build-arg SUDO=false`: the same image but for the sudoers entry (its layers come from the cache)."""
+    tag = f"localhost/{unique('nosudo')}:latest"
+    base = os.environ.get("OPENTERMD_BASE_IMAGE", "debian:bookworm-slim")
+    try:
+        podman("build", "--quiet", "--format", "docker", "--pull=never", "--build-arg", f"BASE={base}",
+               "--build-arg", "SUDO=false", "--tag", tag, "--file", str(ROOT / "Containerfile"), str(ROOT),
+               timeout=600)
+        result = podman("run", "--rm", "--entrypoint", "sh", tag, "-c", "id -un; sudo -n true || echo refused",
+                        check=False)
+        assert result.stdout.split() == ["user", "refused"], result.stdout + result.stderr
+    finally:
+        podman("rmi", "--force", tag, check=False)
 
 
 async def test_stop_is_clean_and_the_home_and_generated_key_survive_a_new_container(image: str, volume: str) -> None:
