@@ -134,10 +134,14 @@ container-packages:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap >/dev/null; }
 
+# The build the tag named before is removed once replaced: untagged, each would keep its 50 MB executable.
 image: binary container-packages
 	BASE_IMAGE=$(BASE_IMAGE) deploy/podman/base-image.sh
+	previous=$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE) 2>/dev/null); \
 	$(PODMAN) build --quiet --format docker --pull=never --build-arg BASE=$(BASE_IMAGE) --tag $(IMAGE) \
-	  --file Containerfile .
+	  --file Containerfile . && \
+	if [ -n "$$previous" ] && [ "$$previous" != "$$($(PODMAN) image inspect --format '{{.Id}}' $(IMAGE))" ]; then \
+	  $(PODMAN) rmi "$$previous" >/dev/null 2>&1 || true; fi
 
 # Smoke suite against the image: start, /health, a command, files, upload, a terminal, the login page,
 # `podman stop` (exit 0 inside 10 s), and the home and the generated key across a new container.
