@@ -168,7 +168,10 @@ def test_the_pieces_refer_to_each_other() -> None:
     [rule] = policy["ingress"]
     [source] = rule["from"]
     assert source["podSelector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/name", "operator": "In", "values": ["open-webui"]}], "only Open WebUI gets in"
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["open-webui"]}], "only Open WebUI gets in"
+    # kustomize's `labels` (the per-user overlay's) add themselves to every matchLabels of a NetworkPolicy:
+    # Open WebUI's pods would then need our instance label (seen with `kubectl kustomize`).
+    assert "matchLabels" not in source["podSelector"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
     secrets = {volume["secret"]["secretName"] for volume in pod_template["spec"]["volumes"] if "secret" in volume}
     assert secrets == {resources["Secret"]["metadata"]["name"]}
