@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import eventually, wait_until
 from tests.smoke import terminal_echoes, writes_reads_and_uploads
 
 pytestmark = pytest.mark.image
@@ -176,6 +176,17 @@ async def test_the_login_page_opens(running: Container) -> None:
         text = await reply.text()
         assert reply.status == 200 and reply.content_type == "text/html"
         assert "<form" in text.lower()
+
+
+async def test_orphans_are_reaped(running: Container) -> None:
+    """tini is pid 1: a process whose parent left (`setsid cmd &`) is re-parented to it and reaped when it
+    ends. The onefile launcher as pid 1 would leave it a zombie for the container's life (tried: it does)."""
+    await run(running.url, "(setsid sleep 0.2 &)")
+
+    async def sleep_is_gone() -> bool:
+        return (await run(running.url, "ps -eo stat=,comm= | grep -c ' sleep$' || true")).strip() == "0"
+
+    await eventually(sleep_is_gone, timeout=30)
 
 
 def test_the_image_healthcheck_passes(running: Container) -> None:
