@@ -5,19 +5,17 @@ Run as ``.venv/bin/python bench/sandbox.py [--smoke] [--source]`` (``make bench`
 ``bench/run.py``); ``--source`` runs ``python -m daemon`` even where ``dist/opentermd`` exists.
 
 * **exec latency p50**: sequential ``POST /execute?wait=5 {"command": "echo hi"}`` back to back (target:
-  at most +3 ms over no sandbox; bubblewrap's own start, new namespaces and a dozen mounts, is most of it).
-  A warm sandbox (daemon/warm.py) is started ahead for the next command, but back to back that start
-  is still on the way of the next request (each command needs one sandbox, and its start costs more
-  CPU than the command).
+  at most +3 ms over no sandbox). The commands are forked inside the user's resident sandbox
+  (daemon/resident.py): bubblewrap's start, new namespaces and a dozen mounts, is paid once per sandbox.
 * **exec latency p50, paced**: the same with ``PACE_SECONDS`` between commands, as a client that reads
-  the output before its next command: the next warm sandbox is ready when the request comes.
+  the output before its next command.
 * **terminal start to first byte**: ``POST /api/terminals`` for ``bash``, attach, the first output frame.
 * **notebook cell round trip p50**: a ``1+1`` cell (the kernel runs inside the sandbox), as bench/notebooks.py.
 * **per-user memory**: the serving process's RSS growth after 20 users (``X-User-Id``) each ran one
   command and went idle, per user: the daemon's bookkeeping. Single-user here, the users share one
-  sandbox; in multi-user mode each user's sandbox is its own, with its own warm entry.
-* **warm entry RSS**: what the waiting sandbox (bwrap, its init, the shell) holds, summed over its
-  processes; it is dropped after ``daemon.warm.IDLE_SECONDS`` unused (an idle user keeps none).
+  sandbox; in multi-user mode each user's sandbox is its own, with its own resident.
+* **resident sandbox RSS**: what a sandbox with nothing running holds (bwrap and the launcher), summed
+  over its processes; it is closed after ``daemon.resident.IDLE_SECONDS`` unused (an idle user keeps none).
 """
 
 from __future__ import annotations
@@ -88,16 +86,16 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-async def warm_entry_kib(server: Server) -> float:
-    """The RSS of the daemon's child processes once its commands have ended: the warm entries."""
+async def resident_kib(server: Server) -> float:
+    """The RSS of the daemon's child processes once its commands have ended: the resident sandbox."""
     async with open_session(server.key) as session:
         await call(session, "POST", f"{server.base_url}/execute?wait=5", json.dumps({"command": "true"}))
     pid = server.serving_pid()
     deadline = time.monotonic() + 10
     while True:
         found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        # Set up: bwrap, its init and the waiting shell.
-        ready = sum(len(tree(int(child))) for child in found) >= 3
+        # Set up: bwrap and the launcher.
+        ready = sum(len(tree(int(child))) for child in found) >= 2
         if ready or time.monotonic() > deadline or "bwrap" not in server.label:
             return float(sum(tree_rss_kib(int(child)) for child in found))
         await asyncio.sleep(0.05)  # the entry is being set up
@@ -160,7 +158,7 @@ def measure(servers: list[Server], smoke: bool) -> dict[str, dict[str, float]]:
               for label, found in figures.items()}
     for server in servers:
         result[server.label]["per idle user RSS (KiB)"] = asyncio.run(per_user_kib(server))
-        result[server.label]["warm entry RSS (KiB)"] = asyncio.run(warm_entry_kib(server))
+        result[server.label]["resident sandbox RSS (KiB)"] = asyncio.run(resident_kib(server))
     return result
 
 

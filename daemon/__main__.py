@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import sys
 
+if sys.argv[1:2] == ["__sandbox-launcher"]:  # a frozen binary's daemon/resident.py `launcher_argv`
+    from daemon import launcher
+
+    raise SystemExit(launcher.main())
+
 from daemon.files import worker
 
 if worker.is_worker_command(sys.argv[1:]):

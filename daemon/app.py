@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from daemon import audit, limit_endpoints, limits, sandbox, service, tenants, users, warm, watchdog
+from daemon import audit, limit_endpoints, limits, resident, sandbox, service, tenants, users, watchdog
 from daemon.config import Config
 from daemon.files import endpoints as file_endpoints
 from daemon.files import history_endpoints
@@ -111,8 +111,8 @@ def create_app(config: Config) -> web.Application:
     spawns = SpawnGate()  # one pace for every child this loop starts, commands and shells alike
     confinement = sandbox.from_config(config)  # one for commands and shells alike
     app.middlewares.append(sandbox.middleware(confinement))  # and for kernels, git and file workers
-    app[warm.POOL] = warm.attach(spawns, confinement)  # sandboxes started ahead: bwrap's start off the request path
-    app.cleanup_ctx.append(warm.cleanup_context(spawns))  # first in: its entries end after the tables'
+    app[resident.POOL] = resident.attach(spawns, confinement)  # sandboxes kept running: no bwrap start per command
+    app.cleanup_ctx.append(resident.cleanup_context(spawns))  # first in: they end after the tables'
     people = users.from_config(config, confinement)  # multi-user: each user's own account, home, sandbox
     app[DIRECTORIES] = (SessionDirectories(config.home, config.session_cwd_ttl) if people is None
                         else users.UserDirectories(people, config.session_cwd_ttl))

@@ -225,6 +225,8 @@ class Config:
     user_prefix: str = ""
     #: Where the users' homes are made; None: /home as root, <state_dir>/homes otherwise.
     user_homes: Path | None = None
+    #: At most this many users' homes (accounts as root) in `user_homes`: a new X-User-Id past it is 429.
+    max_users: int = 1000
     #: The file the key was read from (OPEN_TERMINAL_API_KEY_FILE), hidden from sandboxed children.
     api_key_file: Path | None = None
     #: The user config file in use (it may hold the key), hidden from sandboxed children.
@@ -354,6 +356,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("multi_user", _parse_bool),
     Setting("user_prefix", _parse_user_prefix),
     Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
+    Setting("max_users", _parse_non_negative(int)),
     Setting("tenants_file", lambda text: Path(text).expanduser().absolute()),
     Setting("in_container", _parse_bool),
 )

@@ -112,6 +112,9 @@ class Sandbox:
     revealed: tuple[Path, ...] = ()
     #: The uid switch made inside bwrap (which then runs as root) instead of before it: see `inside`.
     switch_inside: bool = False
+    #: The HOME its children get: a user's own in multi-user mode without root (with root the uid
+    #: switch sets it), not the daemon's, which the sandbox shows read-only if at all.
+    home: str = ""
 
     def mounts(self) -> list[Mount]:
         """What the sandbox shows, parent first: the one definition behind bwrap's argv and the file API.
@@ -122,7 +125,7 @@ class Sandbox:
         mounts = [Mount(Path("/"), Access.READ, ("--ro-bind", "/", "/")),
                   Mount(Path("/dev"), Access.NONE, ("--dev", "/dev")),
                   Mount(Path("/proc"), Access.NONE, ("--proc", "/proc")),
-                  Mount(OWN_TMP, Access.NONE, ("--tmpfs", str(OWN_TMP))),
+                  Mount(OWN_TMP, Access.NONE, ("--perms", "1777", "--tmpfs", str(OWN_TMP))),  # as a /tmp is
                   Mount(self.workspace, Access.WRITE, ("--bind", str(self.workspace), str(self.workspace)))]
         mounts += [Mount(folder, Access.NONE, ("--tmpfs", str(folder))) for folder in self.hidden
                    if folder.is_dir() and folder not in (self.workspace, Path("/"))]
@@ -168,30 +171,38 @@ class Sandbox:
                   if path not in (self.workspace, Path("/"))]
         return tuple(sorted(rules, key=lambda rule: len(rule[0].parts)))
 
-    def prefix(self, cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = ()) -> list[str]:
+    def prefix(self, cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = (), init: bool = False) -> list[str]:
         """The argv that runs what follows it inside the sandbox, starting in `cwd`; `binds` are host
         folders shown read-write at the same place (a kernel's socket folder under /tmp); `unset` are
-        environment variables taken away."""
+        environment variables taken away; `init`: what follows is the sandbox's pid 1 (daemon/launcher.py),
+        not a child of bwrap's own init."""
         if self.switch_inside and self.user is not None:
             # bwrap as root makes no user namespace (its uid 0 could not become the user's in one), and
             # hands the command only what `UserSwitch.inside` needs to become the user.
             argv = [self.bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                     *(() if self.network else ("--unshare-net",)), "--cap-add", "CAP_SETUID,CAP_SETGID"]
         else:
-            argv = [self.bwrap, "--unshare-all", *(("--share-net",) if self.network else ())]
+            # No capability, even in its own user namespace: bwrap keeps them all for a daemon running
+            # as root, and with them a command could unmount the tmpfs over the state folder.
+            argv = [self.bwrap, "--unshare-all", *(("--share-net",) if self.network else ()), "--cap-drop", "ALL"]
         argv.append("--die-with-parent")
+        if init:
+            argv.append("--as-pid-1")
         for mount in self.mounts():
             argv += mount.argv
         for folder in binds:
             argv += ["--bind", folder, folder]
         for name in unset:
             argv += ["--unsetenv", name]
+        if self.home and self.user is None:
+            argv += ["--setenv", "HOME", self.home]
         return [*argv, "--chdir", cwd]
 
-    def wrap(self, argv: Sequence[str], cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = ()) -> list[str]:
+    def wrap(self, argv: Sequence[str], cwd: str, binds: Sequence[str] = (), unset: Sequence[str] = (),
+             init: bool = False) -> list[str]:
         if self.switch_inside and self.user is not None and self.bwrap:
-            return [*self.prefix(cwd, binds, unset), *self.user.inside(), *argv]
-        inner = [*self.prefix(cwd, binds, unset), *argv] if self.bwrap else list(argv)
+            return [*self.prefix(cwd, binds, unset, init), *self.user.inside(), *argv]
+        inner = [*self.prefix(cwd, binds, unset, init), *argv] if self.bwrap else list(argv)
         return [*self.user.prefix(), *inner] if self.user is not None else inner
 
     def inside(self) -> Sandbox:

@@ -328,9 +328,23 @@ def end_work(app: Mapping[Any, Any], names: set[str]) -> None:
                 pids.add(process.pty.pid)
         if TERMINALS in app:
             pids |= app[TERMINALS].pids_of(name)
-    for pid in pids:
+    end_sandboxes(app, names)
+    for pid in pids - {0}:  # 0: a start in a resident sandbox, ended with it
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def end_sandboxes(app: Mapping[Any, Any], names: set[str]) -> None:
+    """Close the tenants' resident sandboxes (daemon/resident.py): whatever still runs in them, a
+    `setsid cmd &` that left its shell's group too, ends with them, root or not."""
+    from daemon.resident import POOL
+    from daemon.users import USERS
+
+    pool, people = app.get(POOL), app.get(USERS)
+    if pool is None or people is None:
+        return
+    homes = {Path(account.home) for account in map(people.known, names) if account is not None}
+    pool.end_where(lambda box: box.workspace in homes)
 
 
 def network_applier(people: Users, sandboxed: bool) -> Changed:

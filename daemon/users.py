@@ -102,9 +102,13 @@ def check_prefix(prefix: str) -> str:
 class Users:
     """Accounts by user id: made on first use, cached, and the confinement each one's children get."""
 
-    def __init__(self, homes: Path, prefix: str = "", *, as_root: bool, sandbox: Sandbox | None) -> None:
+    def __init__(self, homes: Path, prefix: str = "", *, as_root: bool, sandbox: Sandbox | None,
+                 max_users: int = 1000) -> None:
         self.homes = homes
         self.prefix = prefix
+        self.max_users = max_users
+        #: The names `account_name` makes with this prefix: what counts against `max_users`.
+        self._ours = re.compile(f"u?{re.escape(prefix)}(?:[a-z0-9]{{1,{READABLE}}}_)?[0-9a-f]{{{HASHED}}}")
         self.as_root = as_root
         self._sandbox = sandbox
         self._setpriv = shutil.which("setpriv") or "setpriv"
@@ -125,11 +129,25 @@ class Users:
             found = self._accounts.get(user_id)
             if found is None:
                 name = account_name(user_id, self.prefix)
+                self._check_room(name)
                 found = self._provision(name) if self.as_root else self._folder(name)
                 self._accounts[user_id] = found
                 confinement = self.sandbox_of(found)
                 self._scopes[found.name] = FileScope(found.home, confinement if confinement.bwrap else None)
             return found
+
+    def _check_room(self, name: str) -> None:
+        """A new home only while fewer than `max_users` of ours are there: an X-User-Id per request would
+        otherwise make accounts and homes without end. Counted on disk, so a restart does not reset it."""
+        if (self.homes / name).exists():
+            return
+        try:
+            made = sum(1 for entry in os.scandir(self.homes) if self._ours.fullmatch(entry.name))
+        except FileNotFoundError:
+            made = 0
+        if made >= self.max_users:
+            raise ApiError(429, f"Too many users ({self.max_users}, OPEN_TERMINAL_MAX_USERS): no account is made "
+                                "for another X-User-Id")
 
     def known(self, user_id: str) -> Account | None:
         """The user's account if this daemon has made or found it already (never makes one)."""
@@ -148,7 +166,7 @@ class Users:
             return Sandbox("", Path(account.home), user=switch)
         return dataclasses.replace(self._sandbox, workspace=Path(account.home),
                                    hidden=(*self._sandbox.hidden, self.homes),
-                                   user=switch if self.as_root else None,
+                                   user=switch if self.as_root else None, home=account.home,
                                    network=self.network.get(account.name, self._sandbox.network))
 
     def _folder(self, name: str) -> Account:
@@ -256,7 +274,8 @@ def from_config(config: Config, sandbox: Sandbox | None) -> Users | None:
     if sandbox is None:
         log.warning(NO_SANDBOX)
     homes = config.user_homes or (Path("/home") if as_root else config.state_dir / "homes")
-    return Users(Path(os.path.realpath(homes)), config.user_prefix, as_root=as_root, sandbox=sandbox)
+    return Users(Path(os.path.realpath(homes)), config.user_prefix, as_root=as_root, sandbox=sandbox,
+                 max_users=config.max_users)
 
 
 class UserScope(FileScope):

@@ -105,8 +105,9 @@ async def test_tmp_is_private(api: Api) -> None:
 async def test_proc_shows_the_sandbox_only(api: Api) -> None:
     text = output_text(await api.run("ls /proc | grep -c '^[0-9]'; cat /proc/1/comm"))
     count, init = text.split()[:2]
-    # bwrap's init, the shell, ls and grep (the shell may fork for the pipe): never the host's hundreds.
-    assert int(count) <= 6 and init == "bwrap"
+    # The sandbox's init (daemon/launcher.py), the shell, ls and grep (the shell may fork for the pipe):
+    # never the host's hundreds.
+    assert int(count) <= 6 and init == "opentermd-init"
 
 
 async def test_with_the_network_off_loopback_is_out_of_reach(aiohttp_client: Any, workspace: Path) -> None:
@@ -144,10 +145,10 @@ async def test_ctrl_c_still_interrupts_the_foreground_job(api: Api) -> None:
     assert status["status"] == "done" and status["exit_code"] == -2
 
 
-async def test_kill_ends_the_whole_sandbox(api: Api) -> None:
+async def test_kill_ends_the_whole_command(api: Api) -> None:
     reply = await api.json("POST", "/execute", json={"command": "sleep 300 & sleep 300"})
     leader = int((await eventually(lambda: _first_record(reply["log_path"])))["pid"])
-    await eventually(lambda: len(process_group_members(leader)) >= 4)
+    await eventually(lambda: len(process_group_members(leader)) >= 2)  # the shell (or the last sleep) and one
     await api.json("DELETE", f"/execute/{reply['id']}?force=true")
     await eventually(lambda: process_group_members(leader) == [])
 

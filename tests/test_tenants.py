@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
+from bench.sandbox import tree
 from daemon import cli, tenants
 from daemon.keys import NOTEBOOKS, TERMINALS
 from daemon.tenants import TENANTS, Tenant, TenantBook, TenantsError
-from daemon.users import end_processes_of
+from daemon.users import USERS, end_processes_of
 from tests.conftest import KEY, Api, ApiFactory, FakeClock, eventually, output_text
 from tests.notebooks.helpers import open_notebook, write_notebook
 from tests.terminals.test_terminals import closed_with, read_until
@@ -536,13 +537,15 @@ async def test_a_new_token_leaves_the_tenants_commands_running(api: Api, tenants
     assert status["status"] == "running"
 
 
+#: `setsid` puts the sleep in a session and group of its own: killing the command's group misses it. The
+#: command waits until it is there (field 6 of /proc/<pid>/stat is the session).
+STRAY = ("setsid sleep 1000 </dev/null >/dev/null 2>&1 & p=$!; "
+         'until [ "$(cut -d" " -f6 /proc/$p/stat)" = "$p" ]; do :; done; echo stray=$p')
+
+
 async def test_a_removed_tenants_process_that_left_its_group_ends_too(api: Api, tenants_file: Path) -> None:
     async def stray(token: str) -> int:
-        # `setsid` puts the sleep in a session and group of its own: killing the command's group misses
-        # it. The command waits until it is there (field 6 of /proc/<pid>/stat is the session).
-        command = ("setsid sleep 1000 </dev/null >/dev/null 2>&1 & p=$!; "
-                   'until [ "$(cut -d" " -f6 /proc/$p/stat)" = "$p" ]; do :; done; echo stray=$p')
-        reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token), json={"command": command})
+        reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token), json={"command": STRAY})
         return int(re.findall(r"stray=(\d+)", output_text(reply))[0])
 
     alphas, betas = await stray(ALPHA), await stray(BETA)
@@ -550,6 +553,32 @@ async def test_a_removed_tenants_process_that_left_its_group_ends_too(api: Api, 
     replace(tenants_file, entry("beta", BETA))  # alpha removed
     await eventually(lambda: gone(alphas))
     assert not gone(betas)  # beta's uid is not alpha's
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (a tenant's resident sandbox)")
+async def test_a_removed_tenants_sandbox_is_closed_with_what_runs_in_it(homes: Path, api_with: ApiFactory,
+                                                                         tenants_file: Path) -> None:
+    from daemon.resident import POOL
+
+    api = await api_with(tenants_file=tenants_file, user_prefix=prefix_of(homes), user_homes=homes, sandbox="bwrap")
+    for token in (ALPHA, BETA):  # a stray in each: it left its group, and only its sandbox's end reaches it
+        reply = await api.json("POST", "/execute?wait=20", auth=False, headers=bearer(token),
+                               json={"command": STRAY})
+        assert "stray=" in output_text(reply)
+    pool, people = api.client.app[POOL], api.client.app[USERS]
+
+    def resident_of(name: str) -> Any:
+        account = people.known(name)
+        assert account is not None
+        [found] = [resident for resident in pool.residents if resident.sandbox.workspace == Path(account.home)]
+        return found
+
+    alphas, betas = resident_of("alpha"), resident_of("beta")
+    inside = [pid for pid in tree(alphas.pid) if pid != alphas.pid]
+    assert len(inside) >= 2  # the launcher and the stray
+    replace(tenants_file, entry("beta", BETA))  # alpha removed
+    await eventually(lambda: all(gone(pid) for pid in [alphas.pid, *inside]))
+    assert pool.residents == [betas] and not gone(betas.pid)
 
 
 def test_ending_a_uids_processes_refuses_the_system_and_the_daemon() -> None:

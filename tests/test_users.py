@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from daemon import cli, config, sandbox, users
+from daemon.errors import ApiError
 from daemon.keys import SESSIONS
 from daemon.owner import Owner
 from daemon.users import MISSING_USER, Users, account_name, check_prefix
@@ -430,6 +431,32 @@ def test_without_root_the_sandbox_alone_hides_the_other_homes(homes: tuple[Path,
     assert "B's secret" not in done.stdout + done.stderr
     assert Path(alice.home, "a.txt").read_text() == "mine\n"
 
+
+
+def test_new_users_stop_at_the_cap_counted_on_disk(homes: tuple[Path, str]) -> None:
+    """The attack: a new X-User-Id on every request, each making an account and a home."""
+    folder, prefix = homes
+    people = Users(folder, prefix, as_root=False, sandbox=None, max_users=2)
+    people.account("first")
+    people.account("second")
+    with pytest.raises(ApiError) as refused:
+        people.account("third")
+    assert refused.value.status == 429 and not Path(folder, account_name("third", prefix)).exists()
+    assert people.account("first").name == account_name("first", prefix)  # known users go on
+    # A restart does not reset the count: the homes on disk are what is counted.
+    again = Users(folder, prefix, as_root=False, sandbox=None, max_users=2)
+    assert again.account("second").name == account_name("second", prefix)
+    with pytest.raises(ApiError):
+        again.account("third")
+
+
+async def test_a_user_past_the_cap_gets_429(api_with: ApiFactory, homes: tuple[Path, str]) -> None:
+    folder, prefix = homes
+    api: Api = await api_with(multi_user=True, user_prefix=prefix, user_homes=folder, max_users=1)
+    assert (await api.run("true", headers={"X-User-Id": "only"}))["exit_code"] == 0
+    async with api.client.post("/execute", json={"command": "true"},
+                               headers={"Authorization": f"Bearer {KEY}", "X-User-Id": "another"}) as reply:
+        assert reply.status == 429 and "Too many users" in (await reply.json())["detail"]
 
 
 async def test_a_document_preview_works_for_a_user_in_the_sandbox(boxed: Api) -> None:

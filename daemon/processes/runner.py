@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from daemon.limits import LimitGroup
+from daemon.resident import Launch, ResidentPool
 from daemon.resources import system_environment
-from daemon.sandbox import Sandbox
-from daemon.warm import WarmPool
+from daemon.sandbox import Sandbox, command_pid
 
 READ_SIZE = 64 * 1024
 #: Seconds between SIGTERM and SIGKILL when a process group is stopped.
@@ -68,7 +68,7 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
 def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: int = 80, *,
                  pass_fds: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
     """Start `argv` in a new session on a new PTY (the slave its controlling terminal); its pid and
-    the master. `pass_fds`: (ours, the child's) descriptors (a warm sandbox's pipes)."""
+    the master. `pass_fds`: (ours, the child's) descriptors."""
     master, slave = os.openpty()
     try:
         set_window_size(slave, rows, cols)
@@ -86,9 +86,13 @@ def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: 
     return pid, master
 
 
-def warm_spawn(argv: list[str], env: Mapping[str, str], pass_fds: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """How daemon/warm.py starts an entry: as a cold start would, with its pipes on fds 3 and 4."""
-    return spawn_on_pty(argv, env, pass_fds=pass_fds)
+def effective(sandbox: Sandbox, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a command in `sandbox` gets from `env`: a uid switch's `env HOME=... USER=...`
+    wins (a resident sandbox's launcher execs the command with exactly this)."""
+    if sandbox.user is None:
+        return {**env, "HOME": sandbox.home} if sandbox.home else dict(env)
+    user = sandbox.user
+    return {**env, "HOME": user.home, "USER": user.name, "LOGNAME": user.name}
 
 
 class SpawnGate:
@@ -105,8 +109,8 @@ class SpawnGate:
         if per_turn < 1:
             raise ValueError("a spawn gate must let at least one start through per turn")
         self.per_turn = per_turn
-        #: Sandboxes started ahead for the children this gate starts (daemon/warm.py `attach`).
-        self.warm: WarmPool | None = None
+        #: Resident sandboxes for the children this gate starts (daemon/resident.py `attach`).
+        self.residents: ResidentPool | None = None
         self._waiting: deque[tuple[Callable[[], object], asyncio.Future[object]]] = deque()
         self._turn_handle: asyncio.Handle | None = None
 
@@ -119,10 +123,10 @@ class SpawnGate:
             self._turn_handle = loop.call_soon(self._turn)
         return await done  # type: ignore[return-value]  # `done` holds what `start` returned
 
-    async def settle(self, sandbox: Sandbox | None) -> None:
-        """Before a start in `sandbox`: let a warm one still being set up finish (daemon/warm.py)."""
-        if self.warm is not None:
-            await self.warm.settle(sandbox)
+    async def prepare(self, sandbox: Sandbox | None) -> None:
+        """Before a start in `sandbox`: its resident sandbox ready (daemon/resident.py)."""
+        if self.residents is not None:
+            await self.residents.prepare(sandbox)
 
     @property
     def waiting(self) -> int:
@@ -160,8 +164,14 @@ class PtyProcess:
         self._sandbox = sandbox
         #: The tree's limit group (daemon/limits.py), set before `start`; None: no limits.
         self.limits: LimitGroup | None = None
-        #: Sandboxes started ahead (daemon/warm.py), set before `start`; None: always a cold start.
-        self.warm: WarmPool | None = None
+        #: Resident sandboxes (daemon/resident.py), set before `start`; None: always a cold start.
+        self.residents: ResidentPool | None = None
+        #: The start in a resident sandbox, whose pid comes a moment later (0 until then).
+        self._launch: Launch | None = None
+        self._held_signals: list[int] = []
+        #: Output is read once the child is known to run (at once for a cold start).
+        self._launched = False
+        self._read_wanted = True
         self._on_output = on_output
         self._on_bytes = on_bytes
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -175,24 +185,71 @@ class PtyProcess:
         self._reading = False
 
     def start(self, command: str, cwd: str, env: Mapping[str, str], rows: int = 24, cols: int = 80) -> None:
-        entry = None
-        if self.warm is not None and self._sandbox is not None and self.limits is None:
-            entry = self.warm.take(self._sandbox, command, cwd, env)
-        if entry is not None:  # a sandbox started ahead (daemon/warm.py), now running the command
-            set_window_size(entry.master, rows, cols)
-            self.pid, self._master, self._pidfd = entry.pid, entry.master, entry.pidfd
-        else:
-            # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
-            argv = ["/bin/sh", "-c", f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"]
-            if self._sandbox is not None:
-                argv = self._sandbox.wrap(argv, cwd)
-            if self.limits is not None:  # outermost: joins its groups and sets rlimits, then execs on
-                argv = self.limits.wrap(argv)
-            self.pid, self._master = spawn_on_pty(argv, env, rows, cols)
-            self._pidfd = os.pidfd_open(self.pid)
+        # posix_spawn has no chdir action; `cd` in the script also sets $PWD correctly.
+        argv = ["/bin/sh", "-c", f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"]
+        if self._start_resident(argv, env, rows, cols):
+            return
+        if self._sandbox is not None:
+            argv = self._sandbox.wrap(argv, cwd)
+        if self.limits is not None:  # outermost: joins its groups and sets rlimits, then execs on
+            argv = self.limits.wrap(argv)
+        self.pid, self._master = spawn_on_pty(argv, env, rows, cols)
+        self._pidfd = os.pidfd_open(self.pid)
         os.set_blocking(self._master, False)
-        self.resume_reading()
+        self._launched = True
+        self._apply_reading()
         self._loop.add_reader(self._pidfd, self._reap)
+
+    def _start_resident(self, argv: list[str], env: Mapping[str, str], rows: int, cols: int) -> bool:
+        """Start in the sandbox's resident (daemon/resident.py); False when it cannot (start cold)."""
+        if self.residents is None or self._sandbox is None or self.limits is not None:
+            return False
+        master, slave = os.openpty()
+        try:
+            set_window_size(slave, rows, cols)
+            if self._sandbox.user is not None:  # the launcher, as the user, opens it again (as a login's is theirs)
+                os.fchown(slave, self._sandbox.user.uid, self._sandbox.user.gid)
+            launch = self.residents.launch(self._sandbox, argv, effective(self._sandbox, env), slave)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)  # the launcher holds its own copy
+        if launch is None:
+            os.close(master)
+            return False
+        self._master, self._launch = master, launch
+        os.set_blocking(master, False)
+        launch.started.add_done_callback(self._started)
+        launch.ended.add_done_callback(lambda ended: self._exited(ended.result()))
+        return True
+
+    def _started(self, started: asyncio.Future[int]) -> None:
+        if started.exception() is None:
+            self.pid = started.result()
+            for sig in self._held_signals:
+                self.signal_group(sig)
+        self._held_signals.clear()
+        self._launched = True
+        self._apply_reading()
+
+    def when_started(self, callback: Callable[[], None]) -> None:
+        """`callback()` once the pid is known (at once but for a start in a resident sandbox)."""
+        if self._launch is None or self._launch.started.done():
+            callback()
+        else:
+            self._launch.started.add_done_callback(lambda _: callback())
+
+    async def started(self) -> None:
+        """Until the pid is known (or the start has failed, and `finished` will say so)."""
+        if self._launch is not None:
+            await asyncio.wait([self._launch.started])
+
+    @property
+    def command_pid(self) -> int:
+        """The pid of the shell itself: below bwrap and its init in a cold-started sandbox."""
+        cold_sandbox = self._sandbox is not None and bool(self._sandbox.bwrap) and self._launch is None
+        return command_pid(self.pid) if cold_sandbox else self.pid
 
     @property
     def master_fd(self) -> int:
@@ -204,17 +261,28 @@ class PtyProcess:
 
     def pause_reading(self) -> None:
         """Stop reading output; the child blocks once the PTY buffer fills (backpressure)."""
-        if self._master >= 0 and self._reading:
+        self._read_wanted = False
+        self._apply_reading()
+
+    def resume_reading(self) -> None:
+        self._read_wanted = True
+        self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        wanted = self._read_wanted and self._launched and self._master >= 0
+        if wanted and not self._reading:
+            self._loop.add_reader(self._master, self._read_available)
+            self._reading = True
+        elif not wanted and self._reading:
             self._loop.remove_reader(self._master)
             self._reading = False
 
-    def resume_reading(self) -> None:
-        if self._master >= 0 and not self._reading:
-            self._loop.add_reader(self._master, self._read_available)
-            self._reading = True
-
     def signal_group(self, sig: int) -> None:
         """Signal the whole process group (the shell and everything it started)."""
+        if self.pid == 0:  # started in a resident sandbox, its pid not known yet: sent once it is
+            if self._launch is not None and not self._launch.started.done():
+                self._held_signals.append(sig)
+            return
         try:
             os.killpg(self.pid, sig)
         except ProcessLookupError:
@@ -224,6 +292,8 @@ class PtyProcess:
                     os.kill(self.pid, sig)
 
     def group_alive(self) -> bool:
+        if self.pid == 0:
+            return self._exit_code is None
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -298,8 +368,16 @@ class PtyProcess:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        self._exit_code = os.waitstatus_to_exitcode(status)
-        self._read_available()
+        self._exited(os.waitstatus_to_exitcode(status))
+
+    def _exited(self, code: int) -> None:
+        """The shell has ended with `code`: drain what it wrote, then finish."""
+        self._exit_code = code
+        if self._launch is not None and self._launch.started.exception() is not None and self.pid == 0:
+            failure = self._launch.started.exception()
+            self._emit(f"opentermd: cannot start command: {failure}\r\n".encode())
+        if self._master >= 0:
+            self._read_available()
         if not self.finished.done():
             # Still no end-of-file: a background job holds the terminal. Give in-flight output a
             # moment to arrive, then finish anyway (closing the master hangs the job up, as

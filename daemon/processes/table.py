@@ -152,8 +152,11 @@ class ProcessTable:
         if not os.path.isdir(cwd):
             raise not_found(f"Working directory not found: {cwd}")
         environment = {**self._environment, **(env or {})}
-        await self._gate.settle(self._sandbox_for(owner))
-        return await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
+        await self._gate.prepare(self._sandbox_for(owner))
+        process = await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
+        if process.pty is not None:
+            await process.pty.started()  # a start in a resident sandbox learns its pid a moment later
+        return process
 
     def _sandbox_for(self, owner: Owner) -> Sandbox | None:
         return self._confine(owner) if self._confine is not None else self._sandbox
@@ -177,7 +180,7 @@ class ProcessTable:
         pty = PtyProcess(process.output, sandbox=self._sandbox_for(owner))
         try:
             pty.limits = self._limits.open(owner.user_id, f"cmd-{process_id}") if self._limits else None
-            pty.warm = self._gate.warm
+            pty.residents = self._gate.residents
             pty.start(command, cwd, environment)
         except (OSError, ValueError) as exc:
             if pty.limits is not None:
@@ -188,7 +191,7 @@ class ProcessTable:
         else:
             process.pty = pty
             self._running += 1
-            _record_start(output_log, process, pid=pty.pid)
+            pty.when_started(lambda: _record_start(output_log, process, pid=pty.pid or None))
             pty.finished.add_done_callback(lambda done: self._finish(process, done.result()))
         self._processes[process_id] = process
         return process
@@ -213,7 +216,7 @@ class ProcessTable:
 
     def pids_of(self, user_id: str) -> set[int]:
         """The spawned pids of this user's running commands (for /ports per user)."""
-        return {process.pty.pid for process in self.running_of(user_id) if process.pty is not None}
+        return {process.pty.pid for process in self.running_of(user_id) if process.pty is not None and process.pty.pid}
 
     async def get(self, process_id: str, owner: Owner) -> Process:
         self.forget_finished()

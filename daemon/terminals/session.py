@@ -23,7 +23,7 @@ from pathlib import Path
 from daemon.errors import ApiError
 from daemon.owner import Owner
 from daemon.processes.runner import PtyProcess, child_environment, set_window_size, terminate
-from daemon.sandbox import Sandbox, command_pid
+from daemon.sandbox import Sandbox
 from daemon.terminals.recording import Recorder
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ class TerminalSession:
         self.detachable = options.detachable
         self.replay = ReplayBuffer(max(replay_bytes, USER_OUTPUT_BYTES))
         self.pty = PtyProcess(on_bytes=self._output, sandbox=sandbox)
-        self._sandboxed = sandbox is not None and bool(sandbox.bwrap)  # a uid switch alone adds no process
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self.detached_at: float | None = time.monotonic()
@@ -125,9 +124,8 @@ class TerminalSession:
     def current_directory(self) -> str | None:
         """Where the shell is now (its /proc cwd link), or None when that cannot be read."""
         try:
-            # In a sandbox the spawned pid is bwrap's, whose cwd is the daemon's: ask the shell.
-            pid = command_pid(self.pid) if self._sandboxed else self.pid
-            return os.readlink(f"/proc/{pid}/cwd")
+            # In a cold-started sandbox the spawned pid is bwrap's, whose cwd is the daemon's: ask the shell.
+            return os.readlink(f"/proc/{self.pty.command_pid}/cwd")
         except (OSError, ValueError):
             return None
 

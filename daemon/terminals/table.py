@@ -69,8 +69,10 @@ class TerminalTable:
             except OSError as exc:
                 log.warning("terminal %s: not recorded: %s", session.id, exc)
         try:
-            await self._gate.settle(self._sandbox_for(owner))
-            return await self._gate.run(lambda: self._launch(session, env))
+            await self._gate.prepare(self._sandbox_for(owner))
+            started = await self._gate.run(lambda: self._launch(session, env))
+            await started.pty.started()  # a start in a resident sandbox learns its pid a moment later
+            return started
         except BaseException:  # refused, failed, or cancelled while waiting its turn: no shell runs
             if session.recorder is not None and session.id not in self._sessions:
                 session.recorder.close()
@@ -91,7 +93,7 @@ class TerminalTable:
         try:
             group = session.pty.limits = self._limits.open(session.owner.user_id, f"term-{session.id}") \
                 if self._limits else None
-            session.pty.warm = self._gate.warm
+            session.pty.residents = self._gate.residents
             session.start(default_shell(), env)
         except (OSError, ValueError) as exc:
             if session.pty.limits is not None:
@@ -133,7 +135,7 @@ class TerminalTable:
     def pids_of(self, user_id: str) -> set[int]:
         """The shells' pids of this user, every chat of theirs (for /ports per user)."""
         return {session.pid for session in self._sessions.values()
-                if session.owner.user_id == user_id and session.alive}
+                if session.owner.user_id == user_id and session.alive and session.pid}
 
     def user_shell(self, owner: Owner) -> TerminalSession:
         """The newest connected, alive shell of this user and chat (for the LLM's user-terminal tools)."""

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,8 +69,10 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def start(tmp: Path, name: str = "otd-copy") -> Running:
-    """Copy the binary to `tmp/bin/<name>`, start it from `tmp/elsewhere` and wait for the banner."""
+def start(tmp: Path, name: str = "otd-copy", options: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+          settings: dict[str, str] | None = None) -> Running:
+    """Copy the binary to `tmp/bin/<name>`, start it from `tmp/elsewhere` (behind `prefix`, with `options`
+    after `run`'s usual ones and `settings` in its environment) and wait for the banner."""
     (tmp / "bin").mkdir(exist_ok=True)
     copy = tmp / "bin" / name
     if not copy.exists():
@@ -80,11 +83,12 @@ def start(tmp: Path, name: str = "otd-copy") -> Running:
     # The marker rides in every descendant's environment: found in /proc even after a re-parenting.
     env = environment(HOME=str(tmp / "home"), SHELL="/bin/bash", TMPDIR=str(tmp / "tmpdir"),
                       XDG_STATE_HOME=str(tmp / "state"), XDG_CONFIG_HOME=str(tmp / "config"), SMOKE_MARKER=marker,
-                      LD_LIBRARY_PATH=USER_LIBRARY_PATH)
+                      LD_LIBRARY_PATH=USER_LIBRARY_PATH, **(settings or {}))
     log = tmp / "opentermd.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(copy), "run", "--host", "127.0.0.1", "--port", "0", f"--api-key={KEY}", "--cwd", str(tmp / "home")],
+            [*prefix, str(copy), "run", "--host", "127.0.0.1", "--port", "0", f"--api-key={KEY}",
+             "--cwd", str(tmp / "home"), *options],
             cwd=tmp / "elsewhere", env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -210,6 +214,70 @@ async def test_commands_get_the_users_environment_not_the_launchers(server: Runn
             assert reply.status == 200, body
     lines = "".join(entry["data"] for entry in body["output"]).split()
     assert lines == [f"LD_LIBRARY_PATH={USER_LIBRARY_PATH}", "0"], "no bundled library path, no _PYI_ marker"
+
+
+async def test_sandboxed_commands_run_in_the_frozen_launcher(tmp_path: Path) -> None:
+    """With --sandbox bwrap the binary starts itself as each sandbox's launcher (daemon/launcher.py),
+    reusing its unpacked files; the commands it starts get the user's environment, share the sandbox's
+    /tmp, and nothing of the sandbox outlives the daemon."""
+    running = start(tmp_path, options=("--sandbox", "bwrap"))
+    try:
+        first = await _run(running, "echo kept > /tmp/note; cat /proc/1/comm")
+        second = await _run(running, "cat /tmp/note; env | grep -E '^(LD_LIBRARY_PATH|_PYI_)' | sort")
+        family = descendants(running.process.pid)
+        assert first.split() == ["opentermd-init"], running.output()
+        assert second.split() == ["kept", f"LD_LIBRARY_PATH={USER_LIBRARY_PATH}"]
+    finally:
+        code = stop(running)
+    assert code == 0, running.output()
+    assert survivors(running.marker, family) == {}
+    assert list(running.tmpdir.iterdir()) == [], "an extraction was left behind"
+
+
+#: The uid a daemon without root runs as here.
+NOBODY = 65534
+
+
+async def test_multi_user_without_root_keeps_users_apart_by_the_sandbox_alone() -> None:
+    """Multi-user mode as an ordinary user: no accounts, one uid, and each user's sandbox shows only
+    their own home. The binary is started as `nobody` (the source tree's interpreter lies in /root)."""
+    base = Path(tempfile.mkdtemp(prefix="otd-unprivileged-", dir="/tmp"))  # not under /tmp/pytest-of-root (0700)
+    try:
+        for folder in (base, *(base / name for name in ("bin", "elsewhere", "home", "tmpdir"))):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(0o755)
+            os.chown(folder, NOBODY, NOBODY)
+        running = start(base, options=("--sandbox", "bwrap"), settings={"OPEN_TERMINAL_MULTI_USER": "true"},
+                        prefix=("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"))
+        try:
+            alice, bob = {"X-User-Id": "alice"}, {"X-User-Id": "bob"}
+            home = (await _run(running, "echo secret > ~/note; echo $HOME; id -u", alice)).split()
+            assert home[1] == str(NOBODY) and Path(home[0]).name != "", home
+            await _run(running, "exec sleep 1000", alice, wait=0)
+            homes = Path(home[0]).parent
+            seen = (await _run(running, f"cat {home[0]}/note 2>/dev/null || echo unreadable; ls {homes}; "
+                                        "pgrep -c sleep; echo $HOME", bob)).split()
+            # Alice's note and sleep are out of sight; of the homes, bob's sandbox shows his own only.
+            assert seen[0] == "unreadable" and seen[2] == "0", seen
+            assert seen[1] == Path(seen[3]).name and Path(seen[3]).parent == homes and seen[3] != home[0], seen
+            async with session() as http, http.get(f"{running.url}/files/read", params={"path": f"{home[0]}/note"},
+                                                   headers=bob) as reply:
+                assert reply.status in (403, 404), await reply.text()
+            family = descendants(running.process.pid)
+        finally:
+            code = stop(running)
+        assert code == 0, running.output()
+        assert survivors(running.marker, family) == {}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _run(running: Running, command: str, headers: dict[str, str] | None = None, wait: float = 10) -> str:
+    async with session() as http, http.post(f"{running.url}/execute?wait={wait}", json={"command": command},
+                                            headers=headers or {}) as reply:
+        body = await reply.json()
+        assert reply.status == 200 and (body["status"] == "done" or not wait), body
+    return "".join(entry["data"] for entry in body["output"])
 
 
 async def test_write_read_and_upload(server: Running) -> None:
