@@ -226,8 +226,17 @@ def _announce(settings: config.Config, port: int, login_token: str, out: TextIO)
     lines.append(f"  Home:      {settings.home}")
     lines.append(f"  Web UI:    http://{host}:{port}/?token={login_token}  (one-time login link)")
     print("\n".join(lines), file=out, flush=True)
-    if not settings.binds_loopback:
-        hosts = "" if settings.allowed_hosts else \
-            "; any Host name is answered: name yours with --allowed-hosts (DNS-rebinding defence)"
-        print(f"opentermd: warning: listening on {settings.host}, reachable from other machines; "
-              f"anyone with the key gets a shell{hosts}", file=sys.stderr, flush=True)
+    if (warning := exposure_warning(settings)) is not None:
+        print(warning, file=sys.stderr, flush=True)
+
+
+def exposure_warning(settings: config.Config) -> str | None:
+    """The warning for an address other machines can reach, or None. In the container image
+    (OPEN_TERMINAL_IN_CONTAINER, set by the Containerfile) 0.0.0.0 is the container's only way in:
+    what reaches it is decided by the published ports, so there is nothing to warn about."""
+    if settings.binds_loopback or settings.in_container:
+        return None
+    hosts = "" if settings.allowed_hosts else \
+        "; any Host name is answered: name yours with --allowed-hosts (DNS-rebinding defence)"
+    return (f"opentermd: warning: listening on {settings.host}, reachable from other machines; "
+            f"anyone with the key gets a shell{hosts}")

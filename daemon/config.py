@@ -233,6 +233,8 @@ class Config:
     config_file: Path | None = None
     #: Tenants by token (daemon/tenants.py): a TOML file of `[[tenant]]` name + token_sha256; None: no tenants.
     tenants_file: Path | None = None
+    #: Set by the container image (Containerfile): binding 0.0.0.0 there is the only way in, so no warning.
+    in_container: bool = False
 
     def __post_init__(self) -> None:
         # A tenant is a user of the multi-user machinery: tenants without it would share one home and uid.
@@ -356,6 +358,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("user_homes", lambda text: Path(text).expanduser().absolute()),
     Setting("max_users", _parse_non_negative(int)),
     Setting("tenants_file", lambda text: Path(text).expanduser().absolute()),
+    Setting("in_container", _parse_bool),
 )
 
 

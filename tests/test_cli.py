@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon import config
+from daemon.cli import exposure_warning
 from tests.conftest import process_group_members, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +117,20 @@ def test_binding_beyond_loopback_warns(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=15) == 0
+
+
+def test_the_container_image_binds_all_addresses_without_the_warning(tmp_path: Path) -> None:
+    """The image sets OPEN_TERMINAL_IN_CONTAINER=1: there 0.0.0.0 is the only way in (the published
+    ports decide who reaches it), so the warning would only teach people to ignore warnings."""
+    base = {"XDG_CONFIG_HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "st"), "OPEN_TERMINAL_API_KEY": "k",
+            "OPEN_TERMINAL_HOST": "0.0.0.0"}
+    outside = config.load({}, base, system_file=tmp_path / "none.toml")
+    warning = exposure_warning(outside)
+    assert warning is not None and "warning: listening on 0.0.0.0" in warning
+    inside = config.load({}, {**base, "OPEN_TERMINAL_IN_CONTAINER": "1"}, system_file=tmp_path / "none.toml")
+    assert inside.in_container and exposure_warning(inside) is None
+    loopback = config.load({}, {**base, "OPEN_TERMINAL_HOST": "127.0.0.1"}, system_file=tmp_path / "none.toml")
+    assert exposure_warning(loopback) is None
 
 
 def test_the_banner_offers_a_one_time_web_login(running_daemon: tuple[subprocess.Popen[str], str]) -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import process_stats
 from tests.files.test_documents import make_pdf
+from tests.smoke import terminal_echoes, writes_reads_and_uploads
 
 pytestmark = pytest.mark.binary
 
@@ -281,18 +282,7 @@ async def _run(running: Running, command: str, headers: dict[str, str] | None = 
 
 async def test_write_read_and_upload(server: Running) -> None:
     async with session() as http:
-        async with http.post(f"{server.url}/files/write", json={"path": "notes/a.txt", "content": "héllo\n"}) as reply:
-            assert reply.status == 200, await reply.text()
-        async with http.get(f"{server.url}/files/read?path=notes/a.txt") as reply:
-            body = await reply.json()
-            assert reply.status == 200 and body["content"] == "héllo\n", body
-        payload = os.urandom(100_000)
-        form = aiohttp.FormData()
-        form.add_field("file", payload, filename="up.bin")
-        async with http.post(f"{server.url}/files/upload?directory=in", data=form) as reply:
-            body = await reply.json()
-            assert reply.status == 200, body
-            assert body["size"] == len(payload)
+        payload = await writes_reads_and_uploads(http, server.url, "in")
     assert (server.home / "in" / "up.bin").read_bytes() == payload
 
 
@@ -339,19 +329,7 @@ async def test_login_page_and_static_assets(server: Running) -> None:
 
 async def test_terminal_echo_over_websocket(server: Running) -> None:
     async with session() as http:
-        async with http.post(f"{server.url}/api/terminals", json={}) as reply:
-            created = await reply.json()
-            assert reply.status == 200, created
-        socket = await http.ws_connect(f"{server.url}/api/terminals/{created['id']}")
-        await socket.send_str(json.dumps({"type": "auth", "token": KEY}))
-        await socket.send_bytes(b"echo smoke-$((40+2))\n")
-        seen = b""
-        deadline = time.monotonic() + 10
-        while b"smoke-42" not in seen:
-            message = await socket.receive(timeout=max(0.01, deadline - time.monotonic()))
-            assert message.type == aiohttp.WSMsgType.BINARY, (message, seen)
-            seen += message.data
-        await socket.close()
+        await terminal_echoes(http, server.url, KEY, timeout=10)
 
 
 async def test_sigterm_exits_cleanly_leaving_no_process_or_extraction(tmp_path: Path) -> None:
