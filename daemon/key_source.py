@@ -26,6 +26,9 @@ def source_name(source: str) -> str:
 def describe_key(settings: Config) -> str:
     """The key (when it was not configured) and where it came from, for a banner."""
     source = settings.api_key_source
+    if source == "stored" and settings.in_container:
+        # A container's log is kept and shipped (`docker logs`): the key is in it once, when it was made.
+        return f"(stored in {settings.stored_key_path}; `opentermd key` in the container prints it)"
     if source == "stored":
         return f"{settings.api_key}  (stored in {settings.stored_key_path})"
     if source == "generated":

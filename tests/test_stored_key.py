@@ -15,6 +15,7 @@ import pytest
 from daemon import cli, config, stored_key
 from daemon.app import create_app
 from daemon.http.sessions import COOKIE
+from daemon.key_source import describe_key
 from daemon.keys import TERMINALS
 from tests.conftest import Api, ApiFactory, eventually, make_config
 from tests.http.test_sessions import Browser
@@ -68,6 +69,16 @@ def test_rotate_refuses_a_key_from_the_configuration(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "OPEN_TERMINAL_API_KEY environment variable" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "st" / "opentermd" / stored_key.FILE_NAME).exists()
+
+
+def test_in_a_container_a_stored_key_is_not_printed_again(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    stored_key.load_or_create(state)
+    settings = config.load({"cwd": str(tmp_path)}, {"OPEN_TERMINAL_STATE_DIR": str(state),
+                                                     "OPEN_TERMINAL_IN_CONTAINER": "1"})
+    assert settings.api_key_source == "stored" and settings.api_key not in describe_key(settings)
+    assert describe_key(settings) == (f"(stored in {settings.stored_key_path}; "
+                                      "`opentermd key` in the container prints it)")
 
 
 @pytest.mark.parametrize(("source", "shown"), [
