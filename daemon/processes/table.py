@@ -152,7 +152,8 @@ class ProcessTable:
         if not os.path.isdir(cwd):
             raise not_found(f"Working directory not found: {cwd}")
         environment = {**self._environment, **(env or {})}
-        await self._gate.prepare(self._sandbox_for(owner))
+        if self._limits is None or not self._limits.active:  # under limits a start is cold
+            await self._gate.prepare(self._sandbox_for(owner))
         process = await self._gate.run(lambda: self._launch(command, cwd, environment, owner))
         if process.pty is not None:
             await process.pty.started()  # a start in a resident sandbox learns its pid a moment later

@@ -69,7 +69,8 @@ class TerminalTable:
             except OSError as exc:
                 log.warning("terminal %s: not recorded: %s", session.id, exc)
         try:
-            await self._gate.prepare(self._sandbox_for(owner))
+            if self._limits is None or not self._limits.active:  # under limits a start is cold
+                await self._gate.prepare(self._sandbox_for(owner))
             started = await self._gate.run(lambda: self._launch(session, env))
             await started.pty.started()  # a start in a resident sandbox learns its pid a moment later
             return started

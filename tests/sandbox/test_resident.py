@@ -126,6 +126,15 @@ async def test_the_commands_of_one_sandbox_share_its_tmp_and_keep_their_exit_cod
     assert (await api.run("kill -KILL $$"))["exit_code"] == -signal.SIGKILL  # a signal, not 128+n
 
 
+async def test_under_limits_commands_start_cold_and_no_resident_is_started(aiohttp_client: Any,
+                                                                            workspace: Path) -> None:
+    config = make_config(workspace, cwd=workspace, state_dir=workspace / "state", sandbox="bwrap",
+                         limit_processes=50)
+    api = Api(await aiohttp_client(create_app(config)))
+    reply = await api.run("cat /proc/1/comm")
+    assert output_text(reply).strip() == "bwrap" and pool_of(api).residents == []
+
+
 async def test_a_commands_kill_of_everything_leaves_the_sandbox_running(api_sandboxed: Api) -> None:
     """The attack: `kill -9 -1`, `kill -9 1` or `pkill python` from a command would end the launcher,
     and with it every command and shell of the user. As pid 1 it gets none of them."""
