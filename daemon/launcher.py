@@ -33,7 +33,11 @@ import signal
 import socket
 
 CONTROL_FD = 3
-#: Signals a command starts with at their default action (as daemon/processes/runner.py's children).
+#: Back to their default action in every command and shell, the daemon's own (daemon/processes/runner.py)
+#: and the launcher's, as subprocess's restore_signals does and a login shell has them. An ignored signal
+#: stays ignored across exec: Python ignores SIGPIPE and SIGXFSZ (so `yes | head -1` printed "Broken pipe",
+#: and a file size limit was a silent EFBIG), and a daemon started in the background of a script ignores
+#: SIGINT and SIGQUIT (so Ctrl-C reached no command or shell).
 DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in (
     "SIGPIPE", "SIGXFSZ", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTERM", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGCHLD"))
 MESSAGE_LIMIT = 1 << 20

@@ -4,9 +4,10 @@ bwrap's start (new namespaces, a dozen mounts, and their teardown at the end) co
 more than the +3 ms a sandboxed `POST /execute` may add; a sandbox started ahead for each command
 still pays it once per command, so commands back to back waited for it. Instead each sandbox in use (a
 user's, with its uid switch and network setting) is started once with daemon/launcher.py as its pid 1,
-and its commands and terminal shells are forked inside it: the PTY slave is handed over a socket
-(SCM_RIGHTS), the child makes it its controlling terminal in a session of its own (`\\x03` interrupts),
-and the launcher reports its end. A command then costs what an unsandboxed one does, plus one hop.
+and its commands and terminal shells are started inside it: the PTY slave is handed over a socket
+(SCM_RIGHTS), the launcher spawns the command in a session of its own with the slave as controlling
+terminal (`\\x03` interrupts), the daemon finds its pid (as the host numbers it) among the launcher's
+children, and the launcher reports its end. A command then costs what an unsandboxed one does, plus one hop.
 
 So the commands of one sandbox share its `/tmp` (a tmpfs) and see each other in `ps`, as on a
 machine of their own; the host, the daemon's state and other users stay out of sight as before. A

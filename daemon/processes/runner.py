@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+from daemon import launcher
 from daemon.limits import LimitGroup
 from daemon.resident import Launch, ResidentPool
 from daemon.resources import system_environment
@@ -55,12 +56,9 @@ def child_environment() -> dict[str, str]:
     return {key: value for key, value in system_environment().items() if not key.startswith("OPEN_TERMINAL_")}
 
 
-#: Back to their default action in every child, as subprocess's restore_signals does and a login shell
-#: has them. An ignored signal stays ignored across exec: Python ignores SIGPIPE and SIGXFSZ (so `yes |
-#: head -1` printed "Broken pipe", and a file size limit was a silent EFBIG), and a daemon started in the
-#: background of a script ignores SIGINT and SIGQUIT (so Ctrl-C reached no command or shell).
-CHILD_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                         signal.SIGTERM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+#: Back to their default action in every child (daemon/launcher.py says why): the launcher, which cannot
+#: import the daemon, holds the list.
+CHILD_DEFAULT_SIGNALS = launcher.DEFAULT_SIGNALS
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
