@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-if sys.argv[1:2] == ["__sandbox-launcher"]:  # a frozen binary's daemon/resident.py `launcher_argv`
-    from daemon import launcher
+from daemon import launcher  # the standard library only
 
+if sys.argv[1:2] == [launcher.ARGUMENT]:  # a frozen binary's daemon/resident.py `launcher_argv`
     raise SystemExit(launcher.main())
 
 from daemon.files import worker

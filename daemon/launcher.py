@@ -25,7 +25,6 @@ inside the sandbox, where nothing of the venv's site-packages is needed.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
@@ -33,6 +32,8 @@ import signal
 import socket
 
 CONTROL_FD = 3
+#: The argument that makes the frozen binary this program (daemon/__main__.py, daemon/resident.py).
+ARGUMENT = "__sandbox-launcher"
 #: Back to their default action in every command and shell, the daemon's own (daemon/processes/runner.py)
 #: and the launcher's, as subprocess's restore_signals does and a login shell has them. An ignored signal
 #: stays ignored across exec: Python ignores SIGPIPE and SIGXFSZ (so `yes | head -1` printed "Broken pipe",
@@ -144,6 +145,8 @@ def _drain(fd: int) -> None:
 
 def _set_up_process() -> None:
     """Not dumpable (see the module's docstring), and named for `ps`."""
+    import ctypes  # here: daemon/__main__.py imports this module on every worker's start
+
     libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own libc: no ldconfig run to find it
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from daemon import launcher
 from daemon.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ RETRY_SECONDS = 60.0
 MESSAGE_LIMIT = 128 * 1024
 #: How a code ends when its sandbox ended first (every process in it was killed with it).
 KILLED = -9
-LAUNCHER = "__sandbox-launcher"
 #: The app's pool (None without a sandbox), for introspection and tests.
 POOL: web.AppKey[ResidentPool | None] = web.AppKey("opentermd_resident_pool")
 _CREDENTIALS = struct.calcsize("3i")
@@ -66,7 +66,7 @@ def launcher_argv() -> list[str]:
     """How to run daemon/launcher.py inside a sandbox with the daemon's own interpreter (shown there
     read-only): isolated and without site-packages from source; the binary's own entry when frozen."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, LAUNCHER]
+        return [sys.executable, launcher.ARGUMENT]
     return [sys.executable, "-I", "-S", str(Path(__file__).with_name("launcher.py"))]
 
 

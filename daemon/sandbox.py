@@ -47,8 +47,9 @@ HOMES = (Path("/root"), Path("/home"))
 WRAPPERS = 2
 
 
-#: The sandbox's own /tmp (a tmpfs per child): an interpreter there (a checkout or a venv under /tmp, a
-#: one-file binary unpacked in /tmp/_MEI*) is shown again, as one in a hidden home is.
+#: The sandbox's own /tmp (a tmpfs, shared by the commands of one resident sandbox): an interpreter
+#: there (a checkout or a venv under /tmp, a one-file binary unpacked in /tmp/_MEI*) is shown again,
+#: as one in a hidden home is.
 OWN_TMP = Path("/tmp")
 
 
@@ -119,7 +120,7 @@ class Sandbox:
     def mounts(self) -> list[Mount]:
         """What the sandbox shows, parent first: the one definition behind bwrap's argv and the file API.
 
-        /proc, /dev and /tmp are the sandbox's own (a new procfs, a minimal /dev, a tmpfs per command):
+        /proc, /dev and /tmp are the sandbox's own (a new procfs, a minimal /dev, a tmpfs):
         the host's are not what a command sees, so the file API refuses them (NONE).
         """
         mounts = [Mount(Path("/"), Access.READ, ("--ro-bind", "/", "/")),

@@ -21,7 +21,7 @@ import signal
 import struct
 import termios
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from daemon import launcher
@@ -65,17 +65,15 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: int = 80, *,
-                 pass_fds: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
+def spawn_on_pty(argv: list[str], env: Mapping[str, str], rows: int = 24, cols: int = 80) -> tuple[int, int]:
     """Start `argv` in a new session on a new PTY (the slave its controlling terminal); its pid and
-    the master. `pass_fds`: (ours, the child's) descriptors."""
+    the master."""
     master, slave = os.openpty()
     try:
         set_window_size(slave, rows, cols)
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
                    (os.POSIX_SPAWN_DUP2, 0, 1),
                    (os.POSIX_SPAWN_DUP2, 0, 2)]
-        actions += [(os.POSIX_SPAWN_DUP2, ours, theirs) for ours, theirs in pass_fds]
         pid = os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
                              setsigdef=CHILD_DEFAULT_SIGNALS)
     except BaseException:

@@ -4,14 +4,12 @@ sandbox goes away when idle, with the daemon, and with a removed tenant."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,8 @@ from tests.conftest import (
     process_stats,
     wait_until,
 )
-from tests.test_cli import ROOT, environment
+from tests.mcp.test_mcp import local_url
+from tests.test_cli import ROOT, call, environment
 from tests.test_sandbox import _comm, _first_record
 from tests.test_tenants import STRAY
 from tests.test_users import homes
@@ -290,32 +289,16 @@ def test_resident_sandboxes_die_with_the_daemon(tmp_path: Path) -> None:
     with subprocess.Popen(command, cwd=ROOT, env=environment(tmp_path), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as daemon:
         try:
-            url = _local_url(daemon)
-            reply = _execute(url, "sleep 1000 & echo $!")
-            assert reply["exit_code"] == 0
+            reply = call(f"{local_url(daemon)}/execute?wait=10", KEY, "POST", {"command": STRAY})
+            assert isinstance(reply, dict) and reply["exit_code"] == 0
             living = _bwraps_of(daemon.pid)
             assert living != []
             inside = tree(living[0])
+            assert len(inside) == 3  # bwrap, the launcher and a stray that left its command's session
         finally:
             daemon.send_signal(signal.SIGKILL)
             daemon.wait(timeout=15)
     assert wait_until(lambda: not any(alive(pid) for pid in inside), timeout=20)
-
-
-def _local_url(process: subprocess.Popen[str]) -> str:
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Local URL:" in line:
-            return line.split("Local URL:", 1)[1].strip()
-    raise AssertionError(process.communicate()[1])
-
-
-def _execute(url: str, command: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"{url}/execute?wait=10", data=json.dumps({"command": command}).encode(),
-                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        reply: dict[str, Any] = json.load(response)
-        return reply
 
 
 def _bwraps_of(parent: int) -> list[int]:
