@@ -25,6 +25,7 @@ inside the sandbox, where nothing of the venv's site-packages is needed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -69,14 +70,20 @@ class Launcher:
                 return False
             said = json.loads(message)
             if "known" in said:
-                self.unknown.difference_update(pid for pid, request in self.children.items()
-                                               if request == said["known"])
+                self.unknown.difference_update(self.pids_of(said["known"]))
+            elif "signal" in said:  # a command whose host pid the daemon could not find
+                for pid in self.pids_of(said["signal"]):
+                    with contextlib.suppress(OSError):
+                        os.killpg(pid, int(said["number"]))
             elif len(fds) == 1:
                 self.start(said, fds[0])
             return True
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def pids_of(self, request: object) -> list[int]:
+        return [pid for pid, answers in self.children.items() if answers == request]
 
     def start(self, request: dict[str, object], slave: int) -> None:
         argv, env = request["argv"], request["env"]

@@ -80,10 +80,12 @@ def launcher_environment() -> dict[str, str]:
 class Launch:
     """One command started in a resident sandbox."""
 
-    #: The command's pid as the daemon sees it, once the child has said so.
+    #: The command's pid as the daemon sees it, once the child has said so (0: not found).
     started: asyncio.Future[int]
     #: Its exit code (negative for a signal).
     ended: asyncio.Future[int]
+    #: Signals its process group through the launcher: for a command whose pid was not found.
+    signal: Callable[[int], None]
 
 
 @dataclass(eq=False)
@@ -118,8 +120,10 @@ class Resident:
         except (BlockingIOError, OSError):
             return None
         loop = asyncio.get_running_loop()
-        launch = Launch(loop.create_future(), loop.create_future())
-        self.launches[self.next_id] = launch
+        request = self.next_id
+        launch = Launch(loop.create_future(), loop.create_future(),
+                        lambda sig: self._say({"signal": request, "number": sig}))
+        self.launches[request] = launch
         return launch
 
     def receive(self) -> bool:

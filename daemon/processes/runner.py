@@ -278,9 +278,11 @@ class PtyProcess:
 
     def signal_group(self, sig: int) -> None:
         """Signal the whole process group (the shell and everything it started)."""
-        if self.pid == 0:  # started in a resident sandbox, its pid not known yet: sent once it is
+        if self.pid == 0:  # started in a resident sandbox, its pid not known (yet)
             if self._launch is not None and not self._launch.started.done():
-                self._held_signals.append(sig)
+                self._held_signals.append(sig)  # sent once it is
+            elif self._launch is not None and self._exit_code is None:
+                self._launch.signal(sig)  # not found: the launcher signals it
             return
         try:
             os.killpg(self.pid, sig)

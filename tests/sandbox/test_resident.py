@@ -134,6 +134,17 @@ async def test_under_limits_commands_start_cold_and_no_resident_is_started(aioht
     assert output_text(reply).strip() == "bwrap" and pool_of(api).residents == []
 
 
+async def test_a_command_whose_pid_was_not_found_is_still_killed(api_sandboxed: Api,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the host's number for a command not be found (a /proc the daemon may not read), a kill
+    must not wait forever on a signal it cannot send: the launcher sends it inside."""
+    monkeypatch.setattr(resident, "_host_pid", lambda _launcher, _inner: 0)
+    reply = await api_sandboxed.run("exec sleep 1000", wait=0)
+    await api_sandboxed.json("DELETE", f"/execute/{reply['id']}")
+    status = await api_sandboxed.json("GET", f"/execute/{reply['id']}/status?wait=20")
+    assert status["status"] == "killed" and status["exit_code"] == -15, status
+
+
 async def test_a_commands_kill_of_everything_leaves_the_sandbox_running(api_sandboxed: Api) -> None:
     """The attack: `kill -9 -1`, `kill -9 1` or `pkill python` from a command would end the launcher,
     and with it every command and shell of the user. As pid 1 it gets none of them."""
