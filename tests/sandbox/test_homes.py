@@ -67,7 +67,9 @@ async def test_the_file_api_refuses_other_homes_too(aiohttp_client: Any, workspa
     assert not (someone / "planted.txt").exists()
 
 
-async def test_a_workspace_inside_a_home_stays_visible(aiohttp_client: Any, workspace_in_home: Path) -> None:
+async def test_a_workspace_inside_a_home_stays_visible(workspace_in_home: Path, aiohttp_client: Any) -> None:
+    # The home's fixture first: torn down after the client's, once the app (which writes its logs into the
+    # workspace's state folder) has closed. The other way round its removal raced a last log write.
     api: Api = await sandboxed(aiohttp_client, workspace_in_home)
     text = output_text(await api.run(f"cat mine.txt; cat {workspace_in_home.parent}/diary.txt; echo written > new.txt"))
     assert "my own file" in text and "someone's diary" not in text
